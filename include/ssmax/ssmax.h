@@ -1,0 +1,323 @@
+/*
+ * ssmax: attention with Scalable-Softmax (SSMax) on Vulkan, OpenCL and the CPU.
+ *
+ * The whole public API. The function computed is specified in SPEC.md: for each batch item,
+ * query head h and query row i,
+ *
+ *     S[i,j] = f(n_i, p_i, h) * scale * dot(Q[b,h,i,:], K[b,h/(Hq/Hkv),j,:])
+ *     O[b,h,i,:] = sum_j softmax_j(S[i,:]) * V[b,h/(Hq/Hkv),j,:]      (visible keys only)
+ *
+ * where n_i is the number of keys row i sees and f is the scale mode (SSMax: s_h * ln(n)).
+ *
+ * Conventions
+ * - Every fallible call returns SSMAX_OK (0) or a negative enum ssmax_result. The reason, naming the
+ *   argument and the limit, is available from ssmax_last_error().
+ * - Objects are created with ssmax_X_create(..., &out) and destroyed with ssmax_X_destroy(&obj), which
+ *   accepts NULL and sets the handle to NULL.
+ * - Params structs are copied during the call; pointers in them need only live for the call.
+ * - A failed call leaves caller-visible buffers untouched.
+ *
+ * Thread-safety: distinct contexts are fully independent and may be used from different threads at
+ * once. One context (and the buffers created from it) is externally synchronised: only one thread may
+ * call into it at a time. Functions that take no context are thread-safe.
+ */
+#ifndef SSMAX_SSMAX_H
+#define SSMAX_SSMAX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SSMAX_STATIC)
+#define SSMAX_API
+#elif defined(_WIN32)
+#ifdef SSMAX_BUILDING
+#define SSMAX_API __declspec(dllexport)
+#else
+#define SSMAX_API __declspec(dllimport)
+#endif
+#else
+#define SSMAX_API __attribute__((visibility("default")))
+#endif
+
+#define SSMAX_VERSION_MAJOR 0
+#define SSMAX_VERSION_MINOR 1
+#define SSMAX_VERSION_PATCH 0
+/** API version as 0x00MMmmpp. */
+#define SSMAX_VERSION_API                                                                          \
+    ((SSMAX_VERSION_MAJOR << 16) | (SSMAX_VERSION_MINOR << 8) | SSMAX_VERSION_PATCH)
+
+/** Result codes: 0 on success, negative on failure, grouped by cause. */
+enum ssmax_result {
+    SSMAX_OK = 0,
+    SSMAX_ERR_INVALID_ARG = -1,          ///< an argument is out of its documented range
+    SSMAX_ERR_UNSUPPORTED = -2,          ///< valid, but this device/backend/path cannot do it
+    SSMAX_ERR_NO_DEVICE = -3,            ///< no device matches the request (or none is open)
+    SSMAX_ERR_OUT_OF_HOST_MEMORY = -4,   ///< host allocation failed
+    SSMAX_ERR_OUT_OF_DEVICE_MEMORY = -5, ///< device allocation failed
+    SSMAX_ERR_LIMIT_EXCEEDED = -6,       ///< the problem exceeds a device limit (buffer, dispatch)
+    SSMAX_ERR_KERNEL_BUILD = -7,         ///< a kernel/pipeline failed to build (log in the message)
+    SSMAX_ERR_DEVICE_LOST = -8,          ///< the device was lost; the context is failed for good
+    SSMAX_ERR_BACKEND = -9,              ///< any other error reported by the driver
+    SSMAX_ERR_CONTEXT_FAILED = -10,      ///< an earlier device loss made this context unusable
+};
+
+/** Backends. */
+enum ssmax_backend {
+    SSMAX_BACKEND_CPU = 0,    ///< the float64 reference, always available
+    SSMAX_BACKEND_VULKAN = 1, ///< GLSL compute shaders (SPIR-V embedded at build time)
+    SSMAX_BACKEND_OPENCL = 2, ///< OpenCL C kernels built at first use (binary cache on disk)
+};
+#define SSMAX_BACKEND_CPU_BIT (1u << SSMAX_BACKEND_CPU)
+#define SSMAX_BACKEND_VULKAN_BIT (1u << SSMAX_BACKEND_VULKAN)
+#define SSMAX_BACKEND_OPENCL_BIT (1u << SSMAX_BACKEND_OPENCL)
+
+/** Storage type of Q, K, V and O. Arithmetic is always at least fp32. */
+enum ssmax_dtype {
+    SSMAX_F32 = 0,
+    SSMAX_F16 = 1, ///< IEEE binary16, little endian
+};
+
+/** Length-dependent logit factor f (SPEC.md section 3). */
+enum ssmax_mode {
+    SSMAX_MODE_SOFTMAX = 0,    ///< f = 1
+    SSMAX_MODE_SSMAX = 1,      ///< f = s_h * ln(n)
+    SSMAX_MODE_SSMAX_BIAS = 2, ///< f = s_h * ln(n) + b_h
+    SSMAX_MODE_LOGN = 3,       ///< f = max(1, ln(n) / ln(train_len))
+    SSMAX_MODE_FLOOR_LOG = 4,  ///< f = 1 + beta * ln(floor((p + pos_offset) / floor_scale) + 1)
+};
+
+/** Which kernels compute the attention. */
+enum ssmax_path {
+    SSMAX_PATH_AUTO = 0,     ///< planner's choice from the shape and device
+    SSMAX_PATH_FUSED = 1,    ///< one flash-style kernel, O(L*D) memory
+    SSMAX_PATH_SPLIT_KV = 2, ///< fused, keys split over workgroups, then an LSE merge (decode)
+    SSMAX_PATH_UNFUSED = 3,  ///< Q*K^T to a scores buffer, row softmax, P*V (needed for probs)
+};
+
+enum ssmax_device_type {
+    SSMAX_DEVICE_OTHER = 0,
+    SSMAX_DEVICE_INTEGRATED_GPU = 1,
+    SSMAX_DEVICE_DISCRETE_GPU = 2,
+    SSMAX_DEVICE_VIRTUAL_GPU = 3,
+    SSMAX_DEVICE_CPU = 4, ///< a CPU: the reference, or a CPU driver (lavapipe, PoCL)
+};
+
+enum ssmax_log_level {
+    SSMAX_LOG_NONE = 0,
+    SSMAX_LOG_ERR = 1,
+    SSMAX_LOG_WARN = 2,
+    SSMAX_LOG_INFO = 3,
+    SSMAX_LOG_DEBUG = 4,
+};
+
+/** One device as the library sees it. Plain data: copy freely. */
+struct ssmax_device_info {
+    enum ssmax_backend backend;
+    int index;                    ///< index within its backend: the N of "vulkan:N"
+    enum ssmax_device_type type;
+    char name[256];
+    char vendor[128];
+    char api_version[64];         ///< "Vulkan 1.3.230", "OpenCL 3.0 PoCL ...", "C11 float64"
+    char driver_version[128];
+    uint32_t vendor_id, device_id; ///< PCI-style IDs where the API reports them, else 0
+    uint32_t compute_units;       ///< CL_DEVICE_MAX_COMPUTE_UNITS; 0 where unknown
+    uint32_t subgroup_size;       ///< Vulkan subgroup size; 0 where the API has none
+    uint32_t max_workgroup_size;  ///< invocations / work-items per workgroup
+    uint64_t shared_memory;       ///< bytes of workgroup-shared (local) memory
+    uint64_t max_buffer_size;     ///< largest buffer a kernel may address (binding range)
+    uint64_t max_alloc_size;      ///< largest single allocation
+    uint64_t global_memory;       ///< device memory size, 0 where unknown
+    int fp16_arith;               ///< shaderFloat16 / cl_khr_fp16
+    int fp16_storage;             ///< 16-bit storage buffers (Vulkan); OpenCL: vload_half, always
+    int subgroups;                ///< subgroup arithmetic usable in compute
+    uint8_t reserved[32];
+};
+
+/** Host allocation hooks; all three set or all NULL. */
+struct ssmax_allocator {
+    void *(*malloc)(void *priv, size_t size);
+    void *(*realloc)(void *priv, void *ptr, size_t size);
+    void (*free)(void *priv, void *ptr);
+    void *priv;
+};
+
+/** Context creation parameters. Initialise with ssmax_context_params_default(). */
+struct ssmax_context_params {
+    uint32_t backends;                  ///< SSMAX_BACKEND_*_BIT mask; 0 = all built in (default)
+    void (*log_cb)(void *priv, enum ssmax_log_level level, const char *msg); ///< NULL = silent
+    void *log_priv;
+    enum ssmax_log_level log_level;     ///< default SSMAX_LOG_WARN
+    const struct ssmax_allocator *alloc; ///< host allocation hooks; NULL = libc (default)
+    /** 1: Vulkan instances get VK_LAYER_KHRONOS_validation (when installed) and a debug messenger
+     *  that counts errors (ssmax_validation_errors); OpenCL programs build with warnings shown.
+     *  Default 0, or 1 when the environment sets SSMAX_VALIDATION=1. */
+    int debug;
+    const char *cache_dir;              ///< kernel binary cache; NULL = $SSMAX_CACHE_DIR or the user cache
+    uint8_t reserved[32];               ///< must be zero
+};
+
+/** One attention problem. Initialise with ssmax_attn_params_default(). Layouts are dense C order:
+ *  Q and O [batch, q_heads, q_len, head_dim]; K and V [batch, kv_heads, kv_len, head_dim];
+ *  LSE [batch, q_heads, q_len] float32; probs [batch, q_heads, q_len, kv_len] float32. */
+struct ssmax_attn_params {
+    enum ssmax_dtype dtype;     ///< storage type of Q, K, V, O (default SSMAX_F32)
+    uint32_t batch;             ///< >= 1
+    uint32_t q_heads;           ///< >= 1, a multiple of kv_heads
+    uint32_t kv_heads;          ///< >= 1
+    uint32_t q_len;             ///< >= 1
+    uint32_t kv_len;            ///< >= 1
+    uint32_t head_dim;          ///< a multiple of 8 in [8, 256] (CPU: any in [1, 1024])
+    float scale;                ///< softmax scale c; 0 = 1/sqrt(head_dim) (default). Finite, >= 0
+    enum ssmax_mode mode;       ///< default SSMAX_MODE_SSMAX
+    const float *s;             ///< per-query-head s [q_heads] (SSMAX, SSMAX_BIAS); NULL = s_all
+    const float *b;             ///< per-query-head b [q_heads] (SSMAX_BIAS); NULL = b_all
+    float s_all;                ///< s for every head when s is NULL (default 0.43). Finite, >= 0
+    float b_all;                ///< b for every head when b is NULL (default 0). Finite
+    uint32_t train_len;         ///< LOGN training length L, >= 2 (default 8192)
+    float floor_beta;           ///< FLOOR_LOG beta, finite (default 0.1)
+    uint32_t floor_scale;       ///< FLOOR_LOG F, >= 1 (default 8192)
+    uint32_t pos_offset;        ///< FLOOR_LOG o (default 1; Mistral uses 0)
+    int causal;                 ///< 1: row i sees keys 0..q_pos+i (default 0)
+    int64_t q_pos;              ///< absolute position of row 0; < 0 = default kv_len - q_len
+                                ///< (non-causal: 0 when q_len > kv_len). Causal: q_pos+q_len <= kv_len
+    enum ssmax_path path;       ///< default SSMAX_PATH_AUTO
+    uint32_t kv_splits;         ///< split-KV pieces; 0 = planner's choice (default)
+    uint8_t reserved[32];       ///< must be zero
+};
+
+typedef struct ssmax_context ssmax_context; ///< Thread-safety: externally synchronised
+typedef struct ssmax_buffer ssmax_buffer;   ///< belongs to one context; same rule
+
+/** Device buffers for one ssmax_attn call. Offsets are in bytes. lse and probs are optional. */
+struct ssmax_attn_buffers {
+    ssmax_buffer *q, *k, *v, *o;
+    ssmax_buffer *lse;   ///< NULL: no LSE output
+    ssmax_buffer *probs; ///< NULL: no attention weights (requires the unfused path when set)
+    size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
+    uint8_t reserved[32];
+};
+
+/** Host arrays for the reference. q, k, v, o use params->dtype; the others are optional. */
+struct ssmax_attn_host {
+    const void *q, *k, *v;
+    void *o;        ///< may be NULL when o_f64 is set
+    float *lse;     ///< optional [batch, q_heads, q_len]
+    float *probs;   ///< optional [batch, q_heads, q_len, kv_len]
+    double *o_f64;  ///< optional: the output before rounding to the storage type
+    double *lse_f64; ///< optional
+};
+
+/** Result of comparing an output with the reference (SPEC.md section 6). */
+struct ssmax_compare {
+    size_t count;            ///< elements compared
+    double nmse;             ///< sum (got-ref)^2 / sum ref^2 (ref all zero: sum (got-ref)^2)
+    double max_abs;          ///< max |got - ref| over finite pairs
+    double max_ref;          ///< max |ref|
+    size_t nonfinite_mismatch; ///< positions where exactly one side is NaN/Inf, or Infs differ
+    size_t first_bad[8];     ///< first indices over the tolerance or nonfinite-mismatched
+    double first_ref[8], first_got[8];
+    int n_first_bad;
+};
+
+/* ---- version, errors, logging ---- */
+
+/** "0.1.0". Thread-safe. */
+SSMAX_API const char *ssmax_version(void);
+/** SSMAX_VERSION_API of the library actually loaded. */
+SSMAX_API unsigned ssmax_version_api(void);
+/** Static string for a result code ("invalid argument", ...); never NULL. */
+SSMAX_API const char *ssmax_strerror(int err);
+/** Message of the last failed call on ctx, naming the argument and the limit; "" if none.
+ *  ctx NULL: the last failure of a context-free call (ssmax_attn_ref, ...) on this thread.
+ *  The string stays valid until the next call on the same context or thread. */
+SSMAX_API const char *ssmax_last_error(const ssmax_context *ctx);
+
+/* ---- context and devices ---- */
+
+SSMAX_API void ssmax_context_params_default(struct ssmax_context_params *p);
+/** Creates a context and enumerates the devices of every enabled backend. A missing Vulkan or
+ *  OpenCL loader or driver is not an error: that backend lists no devices (see the log).
+ *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_OUT_OF_HOST_MEMORY. */
+SSMAX_API int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **out);
+/** Destroys the context, its open device and all buffers still alive. NULL-safe. */
+SSMAX_API void ssmax_context_destroy(ssmax_context **ctx);
+
+/** Number of devices over all backends (>= 1: the CPU is always there), or a negative error. */
+SSMAX_API int ssmax_device_count(ssmax_context *ctx);
+/** Fills *out for device number index (0 <= index < count), in the order listed. */
+SSMAX_API int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_info *out);
+/** Which device "spec" names: "auto", "cpu", "vulkan", "vulkan:N", "opencl", "opencl:N".
+ *  NULL: $SSMAX_DEVICE, else "auto". "auto" picks a real GPU first (discrete, then integrated), then
+ *  Vulkan, then OpenCL, then the CPU. Returns the device's list index, or a negative error. */
+SSMAX_API int ssmax_device_find(ssmax_context *ctx, const char *spec);
+/** Opens a device by list index (index < 0: "auto"); closes the one open before, with its buffers.
+ *  @return SSMAX_OK, SSMAX_ERR_NO_DEVICE, SSMAX_ERR_BACKEND, ... */
+SSMAX_API int ssmax_device_open(ssmax_context *ctx, int index);
+/** Info of the open device. SSMAX_ERR_NO_DEVICE when none is open. */
+SSMAX_API int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info *out);
+/** Vulkan validation-layer errors counted by the context's messenger since creation. */
+SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
+
+/* ---- buffers (on the open device) ---- */
+
+/** Allocates size bytes (>= 1) on the open device. Contents are undefined until written. */
+SSMAX_API int ssmax_buffer_create(ssmax_context *ctx, size_t size, ssmax_buffer **out);
+/** Frees the buffer. NULL-safe; sets *buf = NULL. */
+SSMAX_API void ssmax_buffer_destroy(ssmax_context *ctx, ssmax_buffer **buf);
+/** Size in bytes, 0 for NULL. */
+SSMAX_API size_t ssmax_buffer_size(const ssmax_buffer *buf);
+/** Copies size bytes from host src into dst at byte offset off; blocks until done. */
+SSMAX_API int ssmax_buffer_write(ssmax_context *ctx, ssmax_buffer *dst, size_t off, const void *src,
+                                 size_t size);
+/** Copies size bytes at byte offset off of src to host dst; blocks until done. */
+SSMAX_API int ssmax_buffer_read(ssmax_context *ctx, ssmax_buffer *src, size_t off, void *dst,
+                                size_t size);
+
+/* ---- attention ---- */
+
+SSMAX_API void ssmax_attn_params_default(struct ssmax_attn_params *p);
+/** Checks p without a device: every field within its documented range, sizes without overflow.
+ *  On failure the message (ssmax_last_error(NULL), and errbuf when given) names the field and limit. */
+SSMAX_API int ssmax_attn_validate(const struct ssmax_attn_params *p, char *errbuf, size_t errlen);
+/** ssmax_attn_validate plus what the open device can run (head_dim, buffer range, dispatch limits).
+ *  Returns SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_UNSUPPORTED or SSMAX_ERR_LIMIT_EXCEEDED. */
+SSMAX_API int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p);
+/** Computes attention on the open device and waits for it. Buffers must be large enough for the
+ *  shapes at their offsets. On failure nothing is written to o, lse or probs.
+ *  @return SSMAX_OK or a negative error; SSMAX_ERR_DEVICE_LOST fails the context for good. */
+SSMAX_API int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                         const struct ssmax_attn_buffers *bufs);
+/** Device time of the last successful ssmax_attn in nanoseconds (timestamp queries / profiling
+ *  events; the CPU backend reports wall time). */
+SSMAX_API int ssmax_last_device_time(ssmax_context *ctx, uint64_t *device_ns);
+/** Which path and split count the last successful ssmax_attn used. */
+SSMAX_API int ssmax_last_path(ssmax_context *ctx, enum ssmax_path *path, uint32_t *kv_splits);
+
+/** The float64 reference on host arrays (the judge of every backend). Thread-safe.
+ *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_OUT_OF_HOST_MEMORY. */
+SSMAX_API int ssmax_attn_ref(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io);
+
+/* ---- numerics helpers ---- */
+
+/** Compares got (float32) with ref (float64) elementwise; atol is the per-element tolerance used
+ *  to pick first_bad (<= 0: only non-finite mismatches count). Thread-safe. */
+SSMAX_API void ssmax_compare_f32(const double *ref, const float *got, size_t n, double atol,
+                                 struct ssmax_compare *out);
+/** Same for IEEE half input. */
+SSMAX_API void ssmax_compare_f16(const double *ref, const uint16_t *got, size_t n, double atol,
+                                 struct ssmax_compare *out);
+/** float <-> IEEE half (round to nearest even; overflow gives +-Inf, NaN stays NaN). */
+SSMAX_API uint16_t ssmax_f32_to_f16(float x);
+SSMAX_API float ssmax_f16_to_f32(uint16_t h);
+/** The factor f of SPEC.md section 3 for query head h, visible-key count n and position p. */
+SSMAX_API double ssmax_row_factor(const struct ssmax_attn_params *p, uint32_t h, uint64_t n,
+                                  uint64_t pos);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SSMAX_SSMAX_H */

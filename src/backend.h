@@ -1,0 +1,41 @@
+/*
+ * The backend function table. The generic layer (context.c, buffer.c, attn.c) validates every
+ * argument, checks sizes against the device's limits and then calls these entries; backends trust
+ * what they are given.
+ */
+#ifndef SSMAX_BACKEND_H
+#define SSMAX_BACKEND_H
+
+#include "internal.h"
+
+struct ssmax_backend_fns {
+    const char *name;
+    enum ssmax_backend id;
+    /* Loads the API and lists devices. A missing loader, ICD or zero devices is not an error:
+     * return SSMAX_OK with *bpriv NULL or with no devices, after logging why. */
+    int (*init)(struct ssmax_context *ctx, void **bpriv);
+    void (*uninit)(struct ssmax_context *ctx, void *bpriv);
+    /* Number of devices; fills out[0..cap) when out is not NULL. */
+    int (*enumerate)(void *bpriv, struct ssmax_device_info *out, int cap);
+    int (*open)(struct ssmax_context *ctx, void *bpriv, int local_index, struct ssmax_dev **out);
+    void (*close)(struct ssmax_dev *dev);
+    int (*buf_create)(struct ssmax_dev *dev, size_t size, void **out);
+    void (*buf_destroy)(struct ssmax_dev *dev, void *buf);
+    int (*buf_write)(struct ssmax_dev *dev, void *buf, size_t off, const void *src, size_t n);
+    int (*buf_read)(struct ssmax_dev *dev, void *buf, size_t off, void *dst, size_t n);
+    /* Device-specific limits for a plan (head_dim range, binding range, dispatch counts). */
+    int (*attn_supported)(struct ssmax_dev *dev, const struct attn_plan *plan);
+    /* Runs the plan and waits for it; *device_ns gets the device time. */
+    int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
+                uint64_t *device_ns);
+};
+
+extern const struct ssmax_backend_fns ssmax_backend_cpu;
+#ifdef SSMAX_HAVE_VULKAN
+extern const struct ssmax_backend_fns ssmax_backend_vulkan;
+#endif
+#ifdef SSMAX_HAVE_OPENCL
+extern const struct ssmax_backend_fns ssmax_backend_opencl;
+#endif
+
+#endif

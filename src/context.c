@@ -1,0 +1,386 @@
+/*
+ * Context lifetime, device enumeration and selection, errors, logging, host allocation hooks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backend.h"
+#include "internal.h"
+
+static _Thread_local char tl_err[2048];
+
+static const struct ssmax_backend_fns *const all_backends[] = {
+    &ssmax_backend_cpu,
+#ifdef SSMAX_HAVE_VULKAN
+    &ssmax_backend_vulkan,
+#endif
+#ifdef SSMAX_HAVE_OPENCL
+    &ssmax_backend_opencl,
+#endif
+};
+
+const char *ssmax_version(void) { return "0.1.0"; }
+unsigned ssmax_version_api(void) { return SSMAX_VERSION_API; }
+
+const char *ssmax_strerror(int err)
+{
+    switch (err) {
+    case SSMAX_OK: return "success";
+    case SSMAX_ERR_INVALID_ARG: return "invalid argument";
+    case SSMAX_ERR_UNSUPPORTED: return "unsupported";
+    case SSMAX_ERR_NO_DEVICE: return "no such device";
+    case SSMAX_ERR_OUT_OF_HOST_MEMORY: return "out of host memory";
+    case SSMAX_ERR_OUT_OF_DEVICE_MEMORY: return "out of device memory";
+    case SSMAX_ERR_LIMIT_EXCEEDED: return "device limit exceeded";
+    case SSMAX_ERR_KERNEL_BUILD: return "kernel build failed";
+    case SSMAX_ERR_DEVICE_LOST: return "device lost";
+    case SSMAX_ERR_BACKEND: return "backend error";
+    case SSMAX_ERR_CONTEXT_FAILED: return "context failed after device loss";
+    default: return "unknown error";
+    }
+}
+
+const char *ssmax_last_error(const ssmax_context *ctx) { return ctx ? ctx->err : tl_err; }
+
+void ssmax_log(struct ssmax_context *ctx, enum ssmax_log_level lvl, const char *fmt, ...)
+{
+    if (!ctx || !ctx->params.log_cb || lvl > ctx->params.log_level || lvl == SSMAX_LOG_NONE)
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ctx->params.log_cb(ctx->params.log_priv, lvl, msg);
+}
+
+int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_err, sizeof(tl_err), fmt, ap);
+    va_end(ap);
+    if (ctx) {
+        memcpy(ctx->err, tl_err, sizeof(ctx->err));
+        ssmax_log(ctx, SSMAX_LOG_ERR, "%s", ctx->err);
+    }
+    return code;
+}
+
+int ssmax_env_int(const char *name, int def)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    long x = strtol(v, &end, 0);
+    return *end ? def : (int)x;
+}
+
+static void *libc_malloc(void *priv, size_t size) { (void)priv; return malloc(size); }
+static void *libc_realloc(void *priv, void *p, size_t size) { (void)priv; return realloc(p, size); }
+static void libc_free(void *priv, void *p) { (void)priv; free(p); }
+
+void *ssmax_malloc(struct ssmax_context *ctx, size_t size)
+{
+    if (!ctx)
+        return malloc(size ? size : 1);
+    return ctx->alloc.malloc(ctx->alloc.priv, size ? size : 1);
+}
+
+void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = ssmax_malloc(ctx, n * size);
+    if (p)
+        if (p && n && size)
+        memset(p, 0, n * size);
+    return p;
+}
+
+void ssmax_free(struct ssmax_context *ctx, void *ptr)
+{
+    if (!ptr)
+        return;
+    if (!ctx)
+        free(ptr);
+    else
+        ctx->alloc.free(ctx->alloc.priv, ptr);
+}
+
+void ssmax_context_params_default(struct ssmax_context_params *p)
+{
+    if (!p)
+        return;
+    memset(p, 0, sizeof(*p));
+    p->log_level = SSMAX_LOG_WARN;
+    p->debug = ssmax_env_int("SSMAX_VALIDATION", 0) ? 1 : 0;
+}
+
+static int all_zero(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
+int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **out)
+{
+    if (!out)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "out: must not be NULL");
+    *out = NULL;
+    struct ssmax_context_params def;
+    if (!p) {
+        ssmax_context_params_default(&def);
+        p = &def;
+    }
+    if (p->backends & ~(SSMAX_BACKEND_CPU_BIT | SSMAX_BACKEND_VULKAN_BIT | SSMAX_BACKEND_OPENCL_BIT))
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG,
+                               "backends: 0x%x has bits outside SSMAX_BACKEND_*_BIT", p->backends);
+    if (p->alloc && (!p->alloc->malloc || !p->alloc->realloc || !p->alloc->free))
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG,
+                               "alloc: malloc, realloc and free must all be set");
+    if ((unsigned)p->log_level > SSMAX_LOG_DEBUG)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "log_level: %d is not in [0, 4]",
+                               (int)p->log_level);
+    if (!all_zero(p->reserved, sizeof(p->reserved)))
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "reserved: must be zero");
+
+    struct ssmax_allocator a = { libc_malloc, libc_realloc, libc_free, NULL };
+    if (p->alloc)
+        a = *p->alloc;
+    ssmax_context *ctx = a.malloc(a.priv, sizeof(*ctx));
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_OUT_OF_HOST_MEMORY, "context: out of host memory");
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->params = *p;
+    ctx->alloc = a;
+    ctx->dev_index = -1;
+    atomic_init(&ctx->validation_errors, 0);
+    if (ssmax_env_int("SSMAX_VALIDATION", 0))
+        ctx->params.debug = 1;
+
+    uint32_t mask = p->backends ? p->backends : ~0u;
+    int total = 0;
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(all_backends); i++) {
+        const struct ssmax_backend_fns *f = all_backends[i];
+        if (!(mask & (1u << f->id)))
+            continue;
+        struct backend_slot *s = &ctx->slots[f->id];
+        s->fns = f;
+        int r = f->init(ctx, &s->priv);
+        if (r < 0) {
+            ssmax_context_destroy(&ctx);
+            return r;
+        }
+        s->ndev = s->priv ? f->enumerate(s->priv, NULL, 0) : 0;
+        if (s->ndev < 0)
+            s->ndev = 0;
+        total += s->ndev;
+    }
+    ctx->devs = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ctx->devs));
+    ctx->dev_slot = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(int));
+    if (!ctx->devs || !ctx->dev_slot) {
+        ssmax_context_destroy(&ctx);
+        return ssmax_set_error(NULL, SSMAX_ERR_OUT_OF_HOST_MEMORY, "context: out of host memory");
+    }
+    // List order: Vulkan, OpenCL, CPU (the CPU last, as the device of last resort).
+    static const int order[] = { SSMAX_BACKEND_VULKAN, SSMAX_BACKEND_OPENCL, SSMAX_BACKEND_CPU };
+    for (size_t o = 0; o < SSMAX_ARRAY_LEN(order); o++) {
+        struct backend_slot *s = &ctx->slots[order[o]];
+        if (!s->fns || !s->ndev)
+            continue;
+        int n = s->fns->enumerate(s->priv, ctx->devs + ctx->ndevs, s->ndev);
+        for (int k = 0; k < n; k++)
+            ctx->dev_slot[ctx->ndevs + k] = order[o];
+        ctx->ndevs += n;
+    }
+    *out = ctx;
+    return SSMAX_OK;
+}
+
+static void close_device(ssmax_context *ctx)
+{
+    while (ctx->buffers) {
+        ssmax_buffer *b = ctx->buffers;
+        ssmax_buffer_destroy(ctx, &b);
+    }
+    if (ctx->dev)
+        ctx->dev->fns->close(ctx->dev);
+    ctx->dev = NULL;
+    ctx->dev_index = -1;
+}
+
+void ssmax_context_destroy(ssmax_context **pctx)
+{
+    if (!pctx || !*pctx)
+        return;
+    ssmax_context *ctx = *pctx;
+    close_device(ctx);
+    for (int i = 0; i < 3; i++)
+        if (ctx->slots[i].fns && ctx->slots[i].priv)
+            ctx->slots[i].fns->uninit(ctx, ctx->slots[i].priv);
+    ssmax_free(ctx, ctx->devs);
+    ssmax_free(ctx, ctx->dev_slot);
+    struct ssmax_allocator a = ctx->alloc;
+    a.free(a.priv, ctx);
+    *pctx = NULL;
+}
+
+int ssmax_device_count(ssmax_context *ctx)
+{
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    return ctx->ndevs;
+}
+
+int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_info *out)
+{
+    if (!ctx || !out)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
+                               !ctx ? "ctx" : "out");
+    if (index < 0 || index >= ctx->ndevs)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "index: %d is not in [0, %d)", index,
+                               ctx->ndevs);
+    *out = ctx->devs[index];
+    return SSMAX_OK;
+}
+
+/* Higher is better for "auto": real GPUs first, then Vulkan, OpenCL, the reference. */
+static int auto_score(const struct ssmax_device_info *d)
+{
+    int s = 0;
+    switch (d->type) {
+    case SSMAX_DEVICE_DISCRETE_GPU: s = 400; break;
+    case SSMAX_DEVICE_INTEGRATED_GPU: s = 300; break;
+    case SSMAX_DEVICE_VIRTUAL_GPU: s = 200; break;
+    default: s = 100; break;
+    }
+    if (d->backend == SSMAX_BACKEND_VULKAN)
+        s += 20;
+    else if (d->backend == SSMAX_BACKEND_OPENCL)
+        s += 10;
+    else
+        s = 0; // the reference only when nothing else exists
+    return s;
+}
+
+int ssmax_device_find(ssmax_context *ctx, const char *spec)
+{
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    if (!spec || !*spec)
+        spec = getenv("SSMAX_DEVICE");
+    if (!spec || !*spec)
+        spec = "auto";
+    if (!strcasecmp(spec, "auto")) {
+        int best = -1, bs = -1;
+        for (int i = 0; i < ctx->ndevs; i++) {
+            int s = auto_score(&ctx->devs[i]);
+            if (s > bs) {
+                bs = s;
+                best = i;
+            }
+        }
+        if (best < 0)
+            return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: no device available");
+        return best;
+    }
+    static const struct {
+        const char *name;
+        enum ssmax_backend id;
+    } names[] = { { "cpu", SSMAX_BACKEND_CPU },
+                  { "vulkan", SSMAX_BACKEND_VULKAN },
+                  { "opencl", SSMAX_BACKEND_OPENCL } };
+    for (size_t k = 0; k < SSMAX_ARRAY_LEN(names); k++) {
+        size_t len = strlen(names[k].name);
+        if (strncasecmp(spec, names[k].name, len) || (spec[len] && spec[len] != ':'))
+            continue;
+        long want = -1;
+        if (spec[len] == ':') {
+            char *end;
+            want = strtol(spec + len + 1, &end, 10);
+            if (*end || end == spec + len + 1 || want < 0 || want > 1000000)
+                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                       "device: '%s': the index after ':' must be a number >= 0",
+                                       spec);
+        }
+        int count = 0, best = -1, bs = -1;
+        for (int i = 0; i < ctx->ndevs; i++) {
+            if (ctx->devs[i].backend != names[k].id)
+                continue;
+            count++;
+            if (want >= 0 && ctx->devs[i].index == want)
+                return i;
+            int s = auto_score(&ctx->devs[i]);
+            if (want < 0 && s > bs) {
+                bs = s;
+                best = i;
+            }
+        }
+        if (best >= 0)
+            return best;
+        if (!ctx->slots[names[k].id].fns)
+            return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
+                                   "device: '%s': the %s backend is not built in or not enabled",
+                                   spec, names[k].name);
+        if (!count)
+            return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
+                                   "device: '%s': no %s device found (loader or driver missing? "
+                                   "see the log at SSMAX_LOG_INFO)",
+                                   spec, names[k].name);
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: '%s': index %ld not in [0, %d)",
+                               spec, want, count);
+    }
+    return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                           "device: '%s' is not one of auto, cpu, vulkan[:N], opencl[:N]", spec);
+}
+
+int ssmax_device_open(ssmax_context *ctx, int index)
+{
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    if (index < 0) {
+        index = ssmax_device_find(ctx, "auto");
+        if (index < 0)
+            return index;
+    }
+    if (index >= ctx->ndevs)
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "index: %d is not in [0, %d)", index,
+                               ctx->ndevs);
+    close_device(ctx);
+    ctx->failed = 0;
+    struct backend_slot *s = &ctx->slots[ctx->dev_slot[index]];
+    struct ssmax_dev *dev = NULL;
+    int r = s->fns->open(ctx, s->priv, ctx->devs[index].index, &dev);
+    if (r < 0)
+        return r;
+    dev->ctx = ctx;
+    dev->fns = s->fns;
+    dev->info = ctx->devs[index];
+    ctx->dev = dev;
+    ctx->dev_index = index;
+    ssmax_log(ctx, SSMAX_LOG_INFO, "opened %s device %d: %s", s->fns->name, dev->info.index,
+              dev->info.name);
+    return SSMAX_OK;
+}
+
+int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info *out)
+{
+    if (!ctx || !out)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
+                               !ctx ? "ctx" : "out");
+    if (!ctx->dev)
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: none is open");
+    *out = ctx->dev->info;
+    return SSMAX_OK;
+}
+
+uint64_t ssmax_validation_errors(const ssmax_context *ctx)
+{
+    return ctx ? atomic_load(&((ssmax_context *)ctx)->validation_errors) : 0;
+}

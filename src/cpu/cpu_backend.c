@@ -1,0 +1,120 @@
+/*
+ * The CPU backend: host buffers and the float64 reference, results rounded to the storage type.
+ * It makes every part of the API usable without a GPU driver.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../backend.h"
+
+struct cpu_dev {
+    struct ssmax_dev base;
+};
+
+static int cpu_init(struct ssmax_context *ctx, void **bpriv)
+{
+    (void)ctx;
+    static int token;
+    *bpriv = &token;
+    return SSMAX_OK;
+}
+
+static void cpu_uninit(struct ssmax_context *ctx, void *bpriv) { (void)ctx, (void)bpriv; }
+
+static int cpu_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
+{
+    (void)bpriv;
+    if (out && cap >= 1) {
+        memset(out, 0, sizeof(*out));
+        out->backend = SSMAX_BACKEND_CPU;
+        out->type = SSMAX_DEVICE_CPU;
+        snprintf(out->name, sizeof(out->name), "CPU reference (float64)");
+        snprintf(out->vendor, sizeof(out->vendor), "ssmax");
+        snprintf(out->api_version, sizeof(out->api_version), "C11 float64");
+        snprintf(out->driver_version, sizeof(out->driver_version), "%s", ssmax_version());
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        out->compute_units = n > 0 ? (uint32_t)n : 1;
+        out->max_workgroup_size = 1;
+        out->max_buffer_size = out->max_alloc_size = SIZE_MAX / 2;
+        out->fp16_storage = 1;
+    }
+    return 1;
+}
+
+static int cpu_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
+{
+    (void)bpriv;
+    if (idx != 0)
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: cpu:%d does not exist", idx);
+    struct cpu_dev *d = ssmax_calloc(ctx, 1, sizeof(*d));
+    if (!d)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "device: out of host memory");
+    *out = &d->base;
+    return SSMAX_OK;
+}
+
+static void cpu_close(struct ssmax_dev *dev) { ssmax_free(dev->ctx, dev); }
+
+static int cpu_buf_create(struct ssmax_dev *dev, size_t size, void **out)
+{
+    *out = ssmax_malloc(dev->ctx, size);
+    if (!*out)
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_OUT_OF_DEVICE_MEMORY,
+                               "size: %zu bytes could not be allocated", size);
+    return SSMAX_OK;
+}
+
+static void cpu_buf_destroy(struct ssmax_dev *dev, void *buf) { ssmax_free(dev->ctx, buf); }
+
+static int cpu_buf_write(struct ssmax_dev *dev, void *buf, size_t off, const void *src, size_t n)
+{
+    (void)dev;
+    memcpy((char *)buf + off, src, n);
+    return SSMAX_OK;
+}
+
+static int cpu_buf_read(struct ssmax_dev *dev, void *buf, size_t off, void *dst, size_t n)
+{
+    (void)dev;
+    memcpy(dst, (char *)buf + off, n);
+    return SSMAX_OK;
+}
+
+static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const struct attn_bufs *b,
+                    uint64_t *ns)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct ssmax_attn_host io = {
+        .q = (const char *)b->q + b->q_off,
+        .k = (const char *)b->k + b->k_off,
+        .v = (const char *)b->v + b->v_off,
+        .o = (char *)b->o + b->o_off,
+        .lse = b->lse ? (float *)((char *)b->lse + b->lse_off) : NULL,
+        .probs = b->probs ? (float *)((char *)b->probs + b->probs_off) : NULL,
+    };
+    char msg[512];
+    int r = ssmax_ref_compute(&pl->p, &io, msg, sizeof(msg));
+    if (r < 0)
+        return ssmax_set_error(dev->ctx, r, "%s", msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+    return SSMAX_OK;
+}
+
+const struct ssmax_backend_fns ssmax_backend_cpu = {
+    .name = "cpu",
+    .id = SSMAX_BACKEND_CPU,
+    .init = cpu_init,
+    .uninit = cpu_uninit,
+    .enumerate = cpu_enumerate,
+    .open = cpu_open,
+    .close = cpu_close,
+    .buf_create = cpu_buf_create,
+    .buf_destroy = cpu_buf_destroy,
+    .buf_write = cpu_buf_write,
+    .buf_read = cpu_buf_read,
+    .attn = cpu_attn,
+};

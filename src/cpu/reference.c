@@ -1,0 +1,101 @@
+/*
+ * The float64 reference: SPEC.md computed as written, one row at a time. Short on purpose: it is the
+ * judge of every other backend.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../internal.h"
+
+static double load(const void *base, enum ssmax_dtype t, size_t i)
+{
+    return t == SSMAX_F16 ? (double)ssmax_half_to_float(((const uint16_t *)base)[i])
+                          : (double)((const float *)base)[i];
+}
+
+static void store(void *base, enum ssmax_dtype t, size_t i, double x)
+{
+    if (t == SSMAX_F16)
+        ((uint16_t *)base)[i] = ssmax_float_to_half((float)x);
+    else
+        ((float *)base)[i] = (float)x;
+}
+
+int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io, char *msg,
+                      size_t len)
+{
+    if (!io->q || !io->k || !io->v) {
+        snprintf(msg, len, "io->%s: must not be NULL", !io->q ? "q" : !io->k ? "k" : "v");
+        return SSMAX_ERR_INVALID_ARG;
+    }
+    if (!io->o && !io->o_f64) {
+        snprintf(msg, len, "io->o: must not be NULL (unless io->o_f64 is set)");
+        return SSMAX_ERR_INVALID_ARG;
+    }
+    const uint32_t B = p->batch, Hq = p->q_heads, Hkv = p->kv_heads, Lq = p->q_len, Lk = p->kv_len,
+                   D = p->head_dim, G = Hq / Hkv;
+    const double c = p->scale > 0 ? p->scale : 1.0 / sqrt((double)D);
+    const int64_t q_pos = p->q_pos >= 0 ? p->q_pos : (Lk >= Lq ? (int64_t)Lk - Lq : 0);
+    double *s = malloc(sizeof(double) * Lk), *acc = malloc(sizeof(double) * D);
+    if (!s || !acc) {
+        free(s);
+        free(acc);
+        snprintf(msg, len, "reference: out of host memory (%u keys)", Lk);
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    }
+    for (uint32_t b = 0; b < B; b++)
+        for (uint32_t h = 0; h < Hq; h++) {
+            const uint32_t g = h / G;
+            for (uint32_t i = 0; i < Lq; i++) {
+                const uint64_t pos = (uint64_t)q_pos + i;
+                uint64_t n = p->causal ? pos + 1 : Lk; // SPEC.md section 2
+                if (n > Lk)
+                    n = Lk;
+                const size_t row = ((size_t)b * Hq + h) * Lq + i;
+                const size_t qo = row * D, kvb = ((size_t)b * Hkv + g) * Lk * D;
+                const double f = n ? ssmax_row_factor(p, h, n, pos) : 0.0;
+                double m = -INFINITY, sum = 0;
+                int nan_row = 0;
+                for (uint64_t j = 0; j < n; j++) {
+                    double dot = 0;
+                    for (uint32_t d = 0; d < D; d++)
+                        dot += load(io->q, p->dtype, qo + d) * load(io->k, p->dtype, kvb + j * D + d);
+                    s[j] = f * c * dot;
+                    if (isnan(s[j]))
+                        nan_row = 1;
+                    else if (s[j] > m)
+                        m = s[j];
+                }
+                for (uint32_t d = 0; d < D; d++)
+                    acc[d] = 0;
+                if (!nan_row && n)
+                    for (uint64_t j = 0; j < n; j++) {
+                        double w = exp(s[j] - m);
+                        sum += w;
+                        s[j] = w;
+                        for (uint32_t d = 0; d < D; d++)
+                            acc[d] += w * load(io->v, p->dtype, kvb + j * D + d);
+                    }
+                double lse = nan_row ? NAN : (n ? m + log(sum) : -INFINITY);
+                for (uint32_t d = 0; d < D; d++) {
+                    double o = nan_row ? NAN : (n ? acc[d] / sum : 0.0);
+                    if (io->o_f64)
+                        io->o_f64[qo + d] = o;
+                    if (io->o)
+                        store(io->o, p->dtype, qo + d, o);
+                }
+                if (io->lse)
+                    io->lse[row] = (float)lse;
+                if (io->lse_f64)
+                    io->lse_f64[row] = lse;
+                if (io->probs)
+                    for (uint32_t j = 0; j < Lk; j++)
+                        io->probs[row * Lk + j] =
+                            nan_row ? NAN : (j < n ? (float)(s[j] / sum) : 0.0f);
+            }
+        }
+    free(s);
+    free(acc);
+    return SSMAX_OK;
+}

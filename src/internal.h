@@ -1,0 +1,115 @@
+/*
+ * Internal state shared by the generic layer and the backends: the context, the open device, buffers
+ * and the attention plan. Nothing here is public.
+ */
+#ifndef SSMAX_INTERNAL_H
+#define SSMAX_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ssmax/ssmax.h"
+
+#define SSMAX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SSMAX_MAX_HEAD_DIM 256   // GPU backends: head_dim a multiple of 8 in [8, 256]
+#define SSMAX_MAX_REF_HEAD_DIM 1024
+
+struct ssmax_backend_fns;
+
+/* An open device. Each backend embeds this as the first member of its own device struct. */
+struct ssmax_dev {
+    struct ssmax_context *ctx;
+    const struct ssmax_backend_fns *fns;
+    struct ssmax_device_info info;
+};
+
+struct ssmax_buffer {
+    struct ssmax_buffer *prev, *next; // the context's list of live buffers
+    size_t size;
+    void *bk; // backend object
+};
+
+struct backend_slot {
+    const struct ssmax_backend_fns *fns;
+    void *priv;
+    int ndev;
+};
+
+struct ssmax_context {
+    struct ssmax_context_params params;
+    struct ssmax_allocator alloc;
+    char err[2048];
+    struct backend_slot slots[3];
+    struct ssmax_device_info *devs;
+    int *dev_slot;
+    int ndevs;
+    struct ssmax_dev *dev; // open device, or NULL
+    int dev_index;
+    struct ssmax_buffer *buffers;
+    int failed; // sticky: device lost
+    _Atomic uint64_t validation_errors;
+    uint64_t last_ns;
+    enum ssmax_path last_path;
+    uint32_t last_splits;
+};
+
+/* The attention plan: the validated, normalised problem plus the path and tiling choices. Made once
+ * per call by the generic layer (attn.c); backends never re-validate user input. */
+struct attn_plan {
+    struct ssmax_attn_params p; // scale and q_pos resolved; s, b point into coef arrays below
+    uint32_t group;            // q_heads / kv_heads
+    uint32_t q_pos;            // absolute position of row 0
+    /* Row factor times scale, for every mode: fac = max(lo, a[h] * ln(x) + b[h]) with x = n
+     * (visible keys), or x = (q_pos + i + pos_offset) / floor_scale + 1 for FLOOR_LOG. */
+    float *coef;               // [2 * q_heads]: a0, b0, a1, b1, ...
+    float lo;
+    uint32_t x_floor;          // 1: FLOOR_LOG argument
+    enum ssmax_path path;      // never AUTO
+    uint32_t splits;           // >= 1; > 1 only for SSMAX_PATH_SPLIT_KV
+    int want_lse, want_probs;
+    uint64_t q_bytes, kv_bytes, o_bytes, lse_bytes, probs_bytes; // per tensor
+    uint32_t elem_size;
+};
+
+struct attn_bufs {
+    void *q, *k, *v, *o, *lse, *probs; // backend buffer objects
+    size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
+};
+
+/* Rows visible to query row i (SPEC.md section 2). */
+static inline uint32_t plan_visible(const struct attn_plan *pl, uint32_t i)
+{
+    if (!pl->p.causal)
+        return pl->p.kv_len;
+    uint64_t n = (uint64_t)pl->q_pos + i + 1;
+    return n < pl->p.kv_len ? (uint32_t)n : pl->p.kv_len;
+}
+
+/* errors and logging (context.c); ctx may be NULL */
+int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void ssmax_log(struct ssmax_context *ctx, enum ssmax_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void *ssmax_malloc(struct ssmax_context *ctx, size_t size);
+void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size);
+void ssmax_free(struct ssmax_context *ctx, void *ptr);
+
+/* attention planning (attn.c) */
+int ssmax_plan_make(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
+                    const struct ssmax_attn_buffers *b, struct attn_plan *out);
+void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl);
+int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len);
+
+/* half floats (half.c) */
+float ssmax_half_to_float(uint16_t h);
+uint16_t ssmax_float_to_half(float f);
+
+/* CPU reference core (cpu/reference.c) */
+int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io, char *msg,
+                      size_t len);
+
+/* Environment knobs */
+int ssmax_env_int(const char *name, int def);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * ssmax bench: every shape is verified against the float64 reference (on a sample of rows for long
+ * sequences), then timed on the device. Suites are data (bench/suites.txt, embedded at build time).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "harness.h"
+#include "suites.txt.inc"
+
+static const char *usage_bench =
+    "usage: ssmax bench [options]\n"
+    "  --device all|SPEC        devices to run on (default: auto; 'all' = every GPU-API device)\n"
+    "  --suite quick|prefill|decode|full   shapes from bench/suites.txt (default quick)\n"
+    "  --shape B,Hq,Hkv,Lq,Lk,D  a shape (repeatable; overrides the suite)\n"
+    "  --causal                 make --shape shapes causal\n"
+    "  --dtype f32|f16          storage type (default f32)\n"
+    "  --mode MODE              softmax|ssmax|ssmax-bias|logn|floor-log (default ssmax)\n"
+    "  --path auto|fused|split-kv|unfused  (default auto)\n"
+    "  --warmup N --iters N     (defaults 2 and 5)\n"
+    "  --json FILE --csv FILE   write the records\n"
+    "  --no-verify              skip the reference check (results are marked unverified)\n"
+    "FLOPs are 4*B*Hq*D*(visible keys summed over rows); bytes are Q, K, V, O once.\n";
+
+struct shape {
+    uint32_t b, hq, hkv, lq, lk, d;
+    int causal;
+};
+
+struct record {
+    char device[300], backend[16], path[16];
+    struct shape s;
+    double ms_median, ms_min, ms_max, wall_ms, gflops, gbps, nmse;
+    int verified;
+};
+
+static int parse_shape(const char *s, struct shape *out)
+{
+    unsigned v[6];
+    char tail;
+    if (sscanf(s, "%u,%u,%u,%u,%u,%u%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+        return -1;
+    *out = (struct shape){ v[0], v[1], v[2], v[3], v[4], v[5], 0 };
+    return 0;
+}
+
+static int load_suite(const char *suite, struct shape **out, int *n)
+{
+    const char *p = bench_suites;
+    int cap = 64;
+    *out = malloc(sizeof(**out) * (size_t)cap);
+    *n = 0;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char line[256], name[32];
+        snprintf(line, sizeof(line), "%.*s", (int)(len < 255 ? len : 255), p);
+        struct shape s;
+        if (line[0] != '#' && sscanf(line, "%31s %u %u %u %u %u %u %d", name, &s.b, &s.hq, &s.hkv,
+                                     &s.lq, &s.lk, &s.d, &s.causal) == 8 &&
+            (!strcmp(suite, "full") || !strcmp(suite, name)) && *n < cap)
+            (*out)[(*n)++] = s;
+        p += len + (e ? 1 : 0);
+    }
+    return *n ? 0 : -1;
+}
+
+static double visible_pairs(const struct shape *s)
+{
+    if (!s->causal)
+        return (double)s->lq * s->lk;
+    double t = 0;
+    for (uint32_t i = 0; i < s->lq; i++)
+        t += (double)(s->lk - s->lq) + i + 1;
+    return t;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *dev = NULL, *suite = "quick", *json = NULL, *csv = NULL;
+    struct shape shapes[64];
+    int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1;
+    struct ssmax_attn_params base;
+    ssmax_attn_params_default(&base);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_bench, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--causal")) {
+            causal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-verify")) {
+            verify = 0;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ssmax bench: option %s needs a value\n", a);
+            return EXIT_BAD_INPUT;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        uint32_t u;
+        if (!strcmp(a, "--device")) dev = v;
+        else if (!strcmp(a, "--suite")) {
+            suite = v;
+            bad = strcmp(v, "quick") && strcmp(v, "prefill") && strcmp(v, "decode") &&
+                  strcmp(v, "full");
+        } else if (!strcmp(a, "--shape")) {
+            bad = nshapes == 64 || parse_shape(v, &shapes[nshapes]) < 0;
+            if (!bad)
+                nshapes++;
+        } else if (!strcmp(a, "--dtype")) {
+            bad = strcmp(v, "f32") && strcmp(v, "f16");
+            base.dtype = !strcmp(v, "f16") ? SSMAX_F16 : SSMAX_F32;
+        } else if (!strcmp(a, "--mode")) bad = (int)(base.mode = (enum ssmax_mode)cli_parse_mode(v)) < 0;
+        else if (!strcmp(a, "--path")) bad = (int)(base.path = (enum ssmax_path)cli_parse_path(v)) < 0;
+        else if (!strcmp(a, "--warmup")) bad = cli_parse_u32(v, &u) || u > 1000, warmup = (int)u;
+        else if (!strcmp(a, "--iters")) bad = cli_parse_u32(v, &u) || !u || u > 100000, iters = (int)u;
+        else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--csv")) csv = v;
+        else {
+            fprintf(stderr, "ssmax bench: unknown option '%s'\n%s", a, usage_bench);
+            return EXIT_BAD_INPUT;
+        }
+        if (bad) {
+            fprintf(stderr, "ssmax bench: %s: invalid value '%s'\n", a, v);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    struct shape *list = shapes;
+    int nlist = nshapes;
+    struct shape *suite_list = NULL;
+    for (int i = 0; i < nshapes; i++)
+        shapes[i].causal = causal;
+    if (!nshapes && load_suite(suite, &suite_list, &nlist) < 0) {
+        fprintf(stderr, "ssmax bench: suite '%s' has no shapes\n", suite);
+        free(suite_list);
+        return EXIT_BAD_INPUT;
+    }
+    if (!nshapes)
+        list = suite_list;
+    int code = 0;
+    ssmax_context *ctx = cli_context(&code);
+    if (!ctx) {
+        free(suite_list);
+        return code;
+    }
+    int ndev = ssmax_device_count(ctx);
+    int *devs = calloc((size_t)ndev, sizeof(int)), nd = 0;
+    if (dev && !strcmp(dev, "all")) {
+        for (int i = 0; i < ndev; i++) {
+            struct ssmax_device_info d;
+            ssmax_device_get_info(ctx, i, &d);
+            if (d.backend != SSMAX_BACKEND_CPU)
+                devs[nd++] = i;
+        }
+    } else {
+        int i = ssmax_device_find(ctx, dev);
+        if (i < 0) {
+            fprintf(stderr, "ssmax bench: %s\n", ssmax_last_error(ctx));
+            code = i == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+            goto out;
+        }
+        devs[nd++] = i;
+    }
+    struct record *recs = calloc((size_t)(nd * nlist) + 1, sizeof(*recs));
+    int nrec = 0;
+    printf("%-26s %-6s %-8s %-24s %10s %10s %10s %9s %8s %9s\n", "device", "dtype", "path",
+           "shape B,Hq,Hkv,Lq,Lk,D", "ms median", "ms min", "wall ms", "GFLOP/s", "GB/s", "nmse");
+    for (int di = 0; di < nd; di++) {
+        struct ssmax_device_info d;
+        ssmax_device_get_info(ctx, devs[di], &d);
+        int r = ssmax_device_open(ctx, devs[di]);
+        if (r < 0) {
+            fprintf(stderr, "ssmax bench: %s: %s\n", d.name, ssmax_last_error(ctx));
+            code = EXIT_DEVICE;
+            continue;
+        }
+        const char *bname = d.backend == SSMAX_BACKEND_VULKAN   ? "vulkan"
+                            : d.backend == SSMAX_BACKEND_OPENCL ? "opencl"
+                                                                : "cpu";
+        for (int si = 0; si < nlist; si++) {
+            const struct shape *s = &list[si];
+            struct hcase c = { 0 };
+            c.p = base;
+            c.p.batch = s->b, c.p.q_heads = s->hq, c.p.kv_heads = s->hkv;
+            c.p.q_len = s->lq, c.p.kv_len = s->lk, c.p.head_dim = s->d, c.p.causal = s->causal;
+            c.seed = 1000 + (uint64_t)si;
+            c.sample_rows = 8;
+            char shp[64];
+            snprintf(shp, sizeof(shp), "%u,%u,%u,%u,%u,%u%s", s->b, s->hq, s->hkv, s->lq, s->lk,
+                     s->d, s->causal ? " c" : "");
+            fprintf(stderr, "[%d/%d] %s %s ...\r", di * nlist + si + 1, nd * nlist, bname, shp);
+            struct record *rc = &recs[nrec];
+            snprintf(rc->device, sizeof(rc->device), "%s", d.name);
+            snprintf(rc->backend, sizeof(rc->backend), "%s", bname);
+            rc->s = *s;
+            rc->nmse = -1;
+            if (verify) {
+                struct hresult hr;
+                int st = h_run(ctx, &c, &hr);
+                if (st != 0) {
+                    printf("%-26.26s %-6s %-8s %-24s  %s\n", d.name,
+                           c.p.dtype == SSMAX_F16 ? "f16" : "f32", h_path_name(c.p.path), shp,
+                           st < 0 ? hr.why : "WRONG RESULT (not timed)");
+                    if (st > 0) {
+                        printf("    %s\n", hr.why);
+                        code = EXIT_MISMATCH;
+                    } else if (code == 0) {
+                        code = cli_exit_code(st);
+                    }
+                    continue;
+                }
+                rc->nmse = hr.o.nmse;
+                rc->verified = 1;
+            }
+            struct htiming t;
+            char why[512];
+            int st = h_time(ctx, &c, warmup, iters, &t, why, sizeof(why));
+            if (st < 0) {
+                printf("%-26.26s %s: %s\n", d.name, shp, why);
+                code = cli_exit_code(st);
+                continue;
+            }
+            enum ssmax_path path;
+            ssmax_last_path(ctx, &path, NULL);
+            snprintf(rc->path, sizeof(rc->path), "%s", h_path_name(path));
+            double flops = 4.0 * s->b * s->hq * s->d * visible_pairs(s);
+            double esz = c.p.dtype == SSMAX_F16 ? 2 : 4;
+            double bytes = esz * s->d * s->b * (2.0 * s->hq * s->lq + 2.0 * s->hkv * s->lk);
+            rc->ms_median = t.ms_median, rc->ms_min = t.ms_min, rc->ms_max = t.ms_max;
+            rc->wall_ms = t.wall_ms_median;
+            rc->gflops = flops / (t.ms_median * 1e6);
+            rc->gbps = bytes / (t.ms_median * 1e6);
+            printf("%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e\n", d.name,
+                   c.p.dtype == SSMAX_F16 ? "f16" : "f32", rc->path, shp, t.ms_median, t.ms_min,
+                   t.wall_ms_median, rc->gflops, rc->gbps, rc->nmse);
+            fflush(stdout);
+            nrec++;
+        }
+    }
+    fprintf(stderr, "%60s\r", "");
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            fprintf(stderr, "ssmax bench: %s: cannot write\n", json);
+            code = EXIT_BAD_INPUT;
+        } else {
+            fprintf(f, "[\n");
+            for (int i = 0; i < nrec; i++) {
+                struct record *r = &recs[i];
+                fprintf(f, "  {\"device\": \"%s\", \"backend\": \"%s\", \"path\": \"%s\", "
+                        "\"dtype\": \"%s\", \"mode\": \"%s\", \"B\": %u, \"Hq\": %u, \"Hkv\": %u, "
+                        "\"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, \"ms_median\": %.6f, "
+                        "\"ms_min\": %.6f, \"ms_max\": %.6f, \"wall_ms_median\": %.6f, "
+                        "\"gflops\": %.4f, \"gbytes_per_s\": %.4f, \"nmse\": %.3e, "
+                        "\"verified\": %s}%s\n",
+                        r->device, r->backend, r->path, base.dtype == SSMAX_F16 ? "f16" : "f32",
+                        h_mode_name(base.mode), r->s.b, r->s.hq, r->s.hkv, r->s.lq, r->s.lk,
+                        r->s.d, r->s.causal ? "true" : "false", r->ms_median, r->ms_min,
+                        r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
+                        r->verified ? "true" : "false", i + 1 < nrec ? "," : "");
+            }
+            fprintf(f, "]\n");
+            fclose(f);
+        }
+    }
+    if (csv) {
+        FILE *f = fopen(csv, "w");
+        if (!f) {
+            fprintf(stderr, "ssmax bench: %s: cannot write\n", csv);
+            code = EXIT_BAD_INPUT;
+        } else {
+            fprintf(f, "device,backend,path,dtype,mode,B,Hq,Hkv,Lq,Lk,D,causal,ms_median,ms_min,"
+                       "ms_max,wall_ms_median,gflops,gbytes_per_s,nmse,verified\n");
+            for (int i = 0; i < nrec; i++) {
+                struct record *r = &recs[i];
+                fprintf(f, "\"%s\",%s,%s,%s,%s,%u,%u,%u,%u,%u,%u,%d,%.6f,%.6f,%.6f,%.6f,%.4f,"
+                        "%.4f,%.3e,%d\n", r->device, r->backend, r->path,
+                        base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode), r->s.b,
+                        r->s.hq, r->s.hkv, r->s.lq, r->s.lk, r->s.d, r->s.causal, r->ms_median,
+                        r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
+                        r->verified);
+            }
+            fclose(f);
+        }
+    }
+    free(recs);
+out:
+    free(devs);
+    free(suite_list);
+    ssmax_context_destroy(&ctx);
+    return code;
+}

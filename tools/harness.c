@@ -1,0 +1,402 @@
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GUARD 4096
+
+uint64_t h_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull); // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double h_unit(uint64_t *s) { return (double)(h_rand(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+void h_fill(void *a, enum ssmax_dtype t, size_t n, double amp, uint64_t *seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = (float)((2 * h_unit(seed) - 1) * amp);
+        if (t == SSMAX_F16)
+            ((uint16_t *)a)[i] = ssmax_f32_to_f16(x);
+        else
+            ((float *)a)[i] = x;
+    }
+}
+
+const char *h_mode_name(enum ssmax_mode m)
+{
+    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
+    return (unsigned)m < 5 ? n[m] : "?";
+}
+
+const char *h_path_name(enum ssmax_path p)
+{
+    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
+    return (unsigned)p < 4 ? n[p] : "?";
+}
+
+void h_describe(const struct hcase *c, char *buf, size_t len)
+{
+    const struct ssmax_attn_params *p = &c->p;
+    snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s seed=%llu", p->batch,
+             p->q_heads, p->kv_heads, p->q_len, p->kv_len, p->head_dim,
+             p->dtype == SSMAX_F16 ? "f16" : "f32", p->causal ? " causal" : "",
+             h_mode_name(p->mode), h_path_name(p->path), c->want_probs ? " probs" : "",
+             (unsigned long long)c->seed);
+}
+
+struct hbufs {
+    ssmax_buffer *q, *k, *v, *o, *lse, *probs;
+};
+
+static void free_bufs(ssmax_context *ctx, struct hbufs *b)
+{
+    ssmax_buffer_destroy(ctx, &b->q);
+    ssmax_buffer_destroy(ctx, &b->k);
+    ssmax_buffer_destroy(ctx, &b->v);
+    ssmax_buffer_destroy(ctx, &b->o);
+    ssmax_buffer_destroy(ctx, &b->lse);
+    ssmax_buffer_destroy(ctx, &b->probs);
+}
+
+/* Host inputs and per-head arrays for a case. */
+struct hhost {
+    void *q, *k, *v;
+    float *s, *b;
+    size_t nq, nkv, esz;
+};
+
+static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct hhost *h)
+{
+    memset(h, 0, sizeof(*h));
+    *p = c->p;
+    h->esz = p->dtype == SSMAX_F16 ? 2 : 4;
+    h->nq = (size_t)p->batch * p->q_heads * p->q_len * p->head_dim;
+    h->nkv = (size_t)p->batch * p->kv_heads * p->kv_len * p->head_dim;
+    h->q = malloc(h->nq * h->esz);
+    h->k = malloc(h->nkv * h->esz);
+    h->v = malloc(h->nkv * h->esz);
+    h->s = malloc(sizeof(float) * p->q_heads);
+    h->b = malloc(sizeof(float) * p->q_heads);
+    if (!h->q || !h->k || !h->v || !h->s || !h->b)
+        return -1;
+    uint64_t seed = c->seed;
+    double amp = c->amp > 0 ? c->amp : 1.0;
+    h_fill(h->q, p->dtype, h->nq, amp, &seed);
+    h_fill(h->k, p->dtype, h->nkv, amp, &seed);
+    h_fill(h->v, p->dtype, h->nkv, 1.0, &seed);
+    if (c->per_head) {
+        for (uint32_t i = 0; i < p->q_heads; i++) {
+            h->s[i] = (float)(0.1 + 0.5 * h_unit(&seed));
+            h->b[i] = (float)(h_unit(&seed) - 0.5);
+        }
+        p->s = h->s;
+        p->b = h->b;
+    }
+    if (c->nan_v_hidden && p->causal) {
+        int64_t qp = p->q_pos >= 0 ? p->q_pos : (int64_t)p->kv_len - p->q_len;
+        uint32_t first = (uint32_t)(qp + p->q_len); // keys no row sees
+        for (uint32_t bh = 0; bh < p->batch * p->kv_heads; bh++)
+            for (uint32_t j = first; j < p->kv_len; j++)
+                for (uint32_t d = 0; d < p->head_dim; d++) {
+                    size_t i = ((size_t)bh * p->kv_len + j) * p->head_dim + d;
+                    if (p->dtype == SSMAX_F16)
+                        ((uint16_t *)h->v)[i] = 0x7e00;
+                    else
+                        ((float *)h->v)[i] = NAN;
+                }
+    }
+    return 0;
+}
+
+static void free_host(struct hhost *h)
+{
+    free(h->q);
+    free(h->k);
+    free(h->v);
+    free(h->s);
+    free(h->b);
+}
+
+static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const struct hhost *h,
+                  const struct hcase *c, struct hbufs *b, struct ssmax_attn_buffers *ab,
+                  uint8_t *guard_pat)
+{
+    memset(ab, 0, sizeof(*ab));
+    size_t no = h->nq * h->esz, nl = (size_t)p->batch * p->q_heads * p->q_len * 4;
+    size_t np = nl * p->kv_len;
+    int r;
+    if ((r = ssmax_buffer_create(ctx, h->nq * h->esz, &b->q)) < 0 ||
+        (r = ssmax_buffer_create(ctx, h->nkv * h->esz, &b->k)) < 0 ||
+        (r = ssmax_buffer_create(ctx, h->nkv * h->esz, &b->v)) < 0 ||
+        (r = ssmax_buffer_create(ctx, no + 2 * GUARD, &b->o)) < 0 ||
+        (c->want_lse && (r = ssmax_buffer_create(ctx, nl + 2 * GUARD, &b->lse)) < 0) ||
+        (c->want_probs && (r = ssmax_buffer_create(ctx, np + 2 * GUARD, &b->probs)) < 0))
+        return r;
+    if ((r = ssmax_buffer_write(ctx, b->q, 0, h->q, h->nq * h->esz)) < 0 ||
+        (r = ssmax_buffer_write(ctx, b->k, 0, h->k, h->nkv * h->esz)) < 0 ||
+        (r = ssmax_buffer_write(ctx, b->v, 0, h->v, h->nkv * h->esz)) < 0)
+        return r;
+    // Outputs start as a NaN-payload sentinel, with guard bands on both sides.
+    ssmax_buffer *outs[3] = { b->o, b->lse, b->probs };
+    for (int i = 0; i < 3; i++) {
+        if (!outs[i])
+            continue;
+        size_t n = ssmax_buffer_size(outs[i]);
+        uint8_t *fill = malloc(n);
+        if (!fill)
+            return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        for (size_t j = 0; j < n; j++)
+            fill[j] = guard_pat[j % 4];
+        r = ssmax_buffer_write(ctx, outs[i], 0, fill, n);
+        free(fill);
+        if (r < 0)
+            return r;
+    }
+    ab->q = b->q, ab->k = b->k, ab->v = b->v, ab->o = b->o, ab->lse = b->lse, ab->probs = b->probs;
+    ab->o_off = ab->lse_off = ab->probs_off = GUARD;
+    return SSMAX_OK;
+}
+
+static int guard_intact(ssmax_context *ctx, ssmax_buffer *b, const uint8_t *pat)
+{
+    if (!b)
+        return 1;
+    uint8_t g[GUARD];
+    size_t n = ssmax_buffer_size(b);
+    for (int side = 0; side < 2; side++) {
+        if (ssmax_buffer_read(ctx, b, side ? n - GUARD : 0, g, GUARD) < 0)
+            return 0;
+        for (size_t j = 0; j < GUARD; j++)
+            if (g[j] != pat[j % 4])
+                return 0;
+    }
+    return 1;
+}
+
+/* The reference on a sample of query rows: each sampled row is its own one-row problem at its own
+ * absolute position, which is exactly the same function. The device's rows are gathered alongside,
+ * so oref/ogot (and lref/lgot) end up as [B, Hq, S, D] and [B, Hq, S]. */
+static int sample_reference(const struct ssmax_attn_params *p, const struct hhost *h, uint32_t S,
+                            double *oref, double *lref, void *ogot, float *lgot)
+{
+    const size_t D = p->head_dim, esz = h->esz, BH = (size_t)p->batch * p->q_heads;
+    int64_t qp0 = p->q_pos >= 0 ? p->q_pos : (p->kv_len >= p->q_len ? (int64_t)p->kv_len - p->q_len : 0);
+    uint8_t *qs = malloc(BH * D * esz);
+    double *os = malloc(sizeof(double) * BH * D), *ls = malloc(sizeof(double) * BH);
+    uint8_t *gather = malloc(BH * S * D * esz);
+    float *lg = malloc(sizeof(float) * BH * S);
+    int st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    if (!qs || !os || !ls || !gather || !lg)
+        goto out;
+    for (uint32_t k = 0; k < S; k++) {
+        uint32_t i = S == 1 ? 0 : (uint32_t)((uint64_t)k * (p->q_len - 1) / (S - 1));
+        for (size_t bh = 0; bh < BH; bh++) {
+            memcpy(qs + bh * D * esz, (uint8_t *)h->q + ((bh * p->q_len + i) * D) * esz, D * esz);
+            memcpy(gather + ((bh * S + k) * D) * esz, (uint8_t *)ogot + ((bh * p->q_len + i) * D) * esz,
+                   D * esz);
+            lg[bh * S + k] = lgot[bh * p->q_len + i];
+        }
+        struct ssmax_attn_params one = *p;
+        one.q_len = 1;
+        one.q_pos = qp0 + i;
+        struct ssmax_attn_host io = { qs, h->k, h->v, NULL, NULL, NULL, os, ls };
+        if ((st = ssmax_attn_ref(&one, &io)) < 0)
+            goto out;
+        for (size_t bh = 0; bh < BH; bh++) {
+            memcpy(oref + (bh * S + k) * D, os + bh * D, sizeof(double) * D);
+            lref[bh * S + k] = ls[bh];
+        }
+    }
+    memcpy(ogot, gather, BH * S * D * esz);
+    memcpy(lgot, lg, sizeof(float) * BH * S);
+    st = SSMAX_OK;
+out:
+    free(qs), free(os), free(ls), free(gather), free(lg);
+    return st;
+}
+
+int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct ssmax_attn_params p;
+    struct hhost h;
+    struct hbufs b = { 0 };
+    struct ssmax_attn_buffers ab;
+    static uint8_t pat[4] = { 0x5a, 0xa5, 0xc3, 0x7f }; // a NaN payload in either dtype
+    double *oref = NULL, *lref = NULL, *pref = NULL;
+    float *ogot = NULL, *lgot = NULL, *pgot = NULL, *pref32 = NULL;
+    int ret = 0;
+    if (make_host(c, &p, &h) < 0) {
+        snprintf(r->why, sizeof(r->why), "host: out of memory");
+        ret = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        goto done;
+    }
+    int st = upload(ctx, &p, &h, c, &b, &ab, pat);
+    if (st == 0)
+        st = ssmax_attn(ctx, &p, &ab);
+    r->status = st;
+    if (st < 0) {
+        snprintf(r->why, sizeof(r->why), "%s: %s", ssmax_strerror(st), ssmax_last_error(ctx));
+        ret = st;
+        goto done;
+    }
+    ssmax_last_path(ctx, &r->path, &r->splits);
+    ssmax_last_device_time(ctx, &r->device_ns);
+    size_t nrow = (size_t)p.batch * p.q_heads * p.q_len, np = nrow * p.kv_len;
+    oref = malloc(sizeof(double) * h.nq);
+    lref = malloc(sizeof(double) * nrow);
+    ogot = malloc(h.nq * h.esz);
+    lgot = malloc(sizeof(float) * nrow);
+    if (c->want_probs) {
+        pref = malloc(sizeof(double) * np);
+        pref32 = malloc(sizeof(float) * np);
+        pgot = malloc(sizeof(float) * np);
+    }
+    if (!oref || !lref || !ogot || !lgot || (c->want_probs && (!pref || !pref32 || !pgot))) {
+        snprintf(r->why, sizeof(r->why), "host: out of memory");
+        ret = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        goto done;
+    }
+    if ((st = ssmax_buffer_read(ctx, b.o, GUARD, ogot, h.nq * h.esz)) < 0 ||
+        (c->want_lse && (st = ssmax_buffer_read(ctx, b.lse, GUARD, lgot, nrow * 4)) < 0) ||
+        (c->want_probs && (st = ssmax_buffer_read(ctx, b.probs, GUARD, pgot, np * 4)) < 0)) {
+        snprintf(r->why, sizeof(r->why), "%s: %s", ssmax_strerror(st), ssmax_last_error(ctx));
+        ret = st;
+        goto done;
+    }
+    if (c->sample_rows && c->sample_rows < p.q_len && !c->want_probs) {
+        st = sample_reference(&p, &h, c->sample_rows, oref, lref, ogot, lgot);
+        h.nq = (size_t)p.batch * p.q_heads * c->sample_rows * p.head_dim;
+        nrow = (size_t)p.batch * p.q_heads * c->sample_rows;
+    } else {
+        struct ssmax_attn_host io = { h.q, h.k, h.v, NULL, NULL, c->want_probs ? pref32 : NULL,
+                                      oref, lref };
+        st = ssmax_attn_ref(&p, &io);
+    }
+    if (st < 0) {
+        snprintf(r->why, sizeof(r->why), "reference: %s", ssmax_last_error(NULL));
+        ret = st;
+        goto done;
+    }
+    r->nmse_limit = p.dtype == SSMAX_F16 ? 5e-4 : 1e-8;
+    if (p.dtype == SSMAX_F16)
+        ssmax_compare_f16(oref, (const uint16_t *)ogot, h.nq, 0, &r->o);
+    else
+        ssmax_compare_f32(oref, ogot, h.nq, 0, &r->o);
+    double atol = p.dtype == SSMAX_F16 ? 2e-2 * r->o.max_ref + 1e-3 : 1e-3 * r->o.max_ref + 1e-6;
+    if (p.dtype == SSMAX_F16)
+        ssmax_compare_f16(oref, (const uint16_t *)ogot, h.nq, atol, &r->o);
+    else
+        ssmax_compare_f32(oref, ogot, h.nq, atol, &r->o);
+    r->pass = r->o.nmse <= r->nmse_limit && r->o.max_abs <= atol && !r->o.nonfinite_mismatch;
+    if (!r->pass)
+        snprintf(r->why, sizeof(r->why), "O: nmse %.3g (limit %.1g), max_abs %.3g (limit %.3g), "
+                 "nonfinite mismatches %zu%s", r->o.nmse, r->nmse_limit, r->o.max_abs, atol,
+                 r->o.nonfinite_mismatch, r->o.n_first_bad ? "" : "");
+    if (c->want_lse) {
+        ssmax_compare_f32(lref, lgot, nrow, 1e-4 * (1 + 0), &r->lse);
+        if (r->lse.nmse > 1e-8 || r->lse.nonfinite_mismatch || r->lse.n_first_bad) {
+            if (r->pass)
+                snprintf(r->why, sizeof(r->why), "LSE: nmse %.3g, nonfinite mismatches %zu, "
+                         "first bad [%zu] expected %g got %g", r->lse.nmse,
+                         r->lse.nonfinite_mismatch, r->lse.n_first_bad ? r->lse.first_bad[0] : 0,
+                         r->lse.n_first_bad ? r->lse.first_ref[0] : 0,
+                         r->lse.n_first_bad ? r->lse.first_got[0] : 0);
+            r->pass = 0;
+        }
+    }
+    if (c->want_probs) {
+        for (size_t i = 0; i < np; i++)
+            pref[i] = pref32[i];
+        ssmax_compare_f32(pref, pgot, np, 1e-4, &r->probs);
+        if (r->probs.nonfinite_mismatch || r->probs.n_first_bad) {
+            if (r->pass)
+                snprintf(r->why, sizeof(r->why), "probs: max_abs %.3g, first bad [%zu] expected "
+                         "%g got %g", r->probs.max_abs,
+                         r->probs.n_first_bad ? r->probs.first_bad[0] : 0,
+                         r->probs.n_first_bad ? r->probs.first_ref[0] : 0,
+                         r->probs.n_first_bad ? r->probs.first_got[0] : 0);
+            r->pass = 0;
+        }
+    }
+    r->guard_ok = guard_intact(ctx, b.o, pat) && guard_intact(ctx, b.lse, pat) &&
+                  guard_intact(ctx, b.probs, pat);
+    if (!r->guard_ok) {
+        if (r->pass)
+            snprintf(r->why, sizeof(r->why), "guard band around an output was overwritten");
+        r->pass = 0;
+    }
+    if (!r->pass && r->o.n_first_bad) {
+        size_t l = strlen(r->why);
+        snprintf(r->why + l, sizeof(r->why) - l, "; first bad O[%zu] expected %.9g got %.9g",
+                 r->o.first_bad[0], r->o.first_ref[0], r->o.first_got[0]);
+    }
+    ret = r->pass ? 0 : 1;
+done:
+    free_bufs(ctx, &b);
+    free_host(&h);
+    free(oref), free(lref), free(ogot), free(lgot), free(pref), free(pref32), free(pgot);
+    return ret;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, struct htiming *t,
+           char *why, size_t whylen)
+{
+    struct ssmax_attn_params p;
+    struct hhost h;
+    struct hbufs b = { 0 };
+    struct ssmax_attn_buffers ab;
+    static uint8_t pat[4] = { 0, 0, 0, 0 };
+    memset(t, 0, sizeof(*t));
+    memset(&h, 0, sizeof(h));
+    double *dev = malloc(sizeof(double) * (size_t)(iters > 0 ? iters : 1));
+    double *wall = malloc(sizeof(double) * (size_t)(iters > 0 ? iters : 1));
+    int st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    if (!dev || !wall || make_host(c, &p, &h) < 0) {
+        snprintf(why, whylen, "host: out of memory");
+        goto done;
+    }
+    st = upload(ctx, &p, &h, c, &b, &ab, pat);
+    for (int i = 0; st == 0 && i < warmup + iters; i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        st = ssmax_attn(ctx, &p, &ab);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (st == 0 && i >= warmup) {
+            uint64_t ns = 0;
+            ssmax_last_device_time(ctx, &ns);
+            dev[i - warmup] = ns / 1e6;
+            wall[i - warmup] = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        }
+    }
+    if (st < 0) {
+        snprintf(why, whylen, "%s: %s", ssmax_strerror(st), ssmax_last_error(ctx));
+    } else if (iters > 0) {
+        qsort(dev, (size_t)iters, sizeof(double), cmp_d);
+        qsort(wall, (size_t)iters, sizeof(double), cmp_d);
+        t->iters = iters;
+        t->ms_min = dev[0];
+        t->ms_max = dev[iters - 1];
+        t->ms_median = iters % 2 ? dev[iters / 2] : 0.5 * (dev[iters / 2 - 1] + dev[iters / 2]);
+        t->wall_ms_median =
+            iters % 2 ? wall[iters / 2] : 0.5 * (wall[iters / 2 - 1] + wall[iters / 2]);
+    }
+done:
+    free_bufs(ctx, &b);
+    free_host(&h);
+    free(dev);
+    free(wall);
+    return st;
+}

@@ -1,0 +1,54 @@
+/*
+ * The check-and-time core shared by the test suites, `ssmax verify` and `ssmax bench`: seeded random
+ * inputs, guard bands around every output, the float64 reference, SPEC.md section 6 comparison, and
+ * device timing.
+ */
+#ifndef SSMAX_HARNESS_H
+#define SSMAX_HARNESS_H
+
+#include <stdio.h>
+
+#include "ssmax/ssmax.h"
+
+struct hcase {
+    struct ssmax_attn_params p; // s and b are filled per head from the seed when per_head is set
+    uint64_t seed;
+    int per_head;               // random per-head s (and b) instead of s_all/b_all
+    int want_lse, want_probs;
+    double amp;                 // inputs uniform in [-amp, amp] (default 1)
+    int nan_v_hidden;           // plant NaN in V rows no query row can see (causal)
+    uint32_t sample_rows;       // > 0: check only this many query rows (evenly spaced) per head
+};
+
+struct hresult {
+    int pass;
+    struct ssmax_compare o, lse, probs;
+    double nmse_limit;
+    enum ssmax_path path;
+    uint32_t splits;
+    uint64_t device_ns;
+    int status;                 // ssmax_attn's result
+    int guard_ok;
+    char why[512];
+};
+
+uint64_t h_rand(uint64_t *s);
+/* Fills a with n values uniform in [-amp, amp] (dtype storage). */
+void h_fill(void *a, enum ssmax_dtype t, size_t n, double amp, uint64_t *seed);
+/* Runs one case on ctx's open device and checks it against the reference. Returns 0 on pass, 1 on a
+ * numerical failure, or a negative ssmax error (message in r->why). */
+int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r);
+/* "B1 Hq8/2 Lq33 Lk113 D64 f16 causal ssmax" */
+void h_describe(const struct hcase *c, char *buf, size_t len);
+const char *h_mode_name(enum ssmax_mode m);
+const char *h_path_name(enum ssmax_path p);
+
+/* Timing of repeated calls on prepared buffers: median/min/max device ms and median wall ms. */
+struct htiming {
+    double ms_median, ms_min, ms_max, wall_ms_median;
+    int iters;
+};
+int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, struct htiming *t,
+           char *why, size_t whylen);
+
+#endif

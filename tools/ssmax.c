@@ -1,0 +1,724 @@
+/*
+ * ssmax: the command-line tool (DESIGN.md CLI contract). Uses only the public API.
+ *   ssmax devices [--json]
+ *   ssmax run --q Q.npy --k K.npy --v V.npy --out O.npy [options]
+ *   ssmax verify [--device all|SPEC]
+ *   ssmax bench [...]
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "harness.h"
+#include "npy.h"
+#include "ssmax/ssmax.h"
+
+static const char *usage_main =
+    "usage: ssmax <command> [options]\n"
+    "\n"
+    "Attention with Scalable-Softmax (SSMax) on Vulkan, OpenCL and the CPU.\n"
+    "\n"
+    "commands:\n"
+    "  devices [--json]        list every Vulkan, OpenCL and CPU device with its limits\n"
+    "  run --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
+    "                          compute attention on .npy files (ssmax run --help)\n"
+    "  verify [--device all|SPEC]\n"
+    "                          self-test against the float64 reference on each device\n"
+    "  bench [options]         verify, then time attention (ssmax bench --help)\n"
+    "  --version               print the library version\n"
+    "\n"
+    "Environment: SSMAX_DEVICE (default device), SSMAX_VALIDATION=1 (Vulkan validation layer),\n"
+    "SSMAX_CACHE_DIR (OpenCL binary cache). Exit codes: 0 ok, 2 bad input, 3 check mismatch,\n"
+    "4 device failure.\n";
+
+static const char *usage_run =
+    "usage: ssmax run --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
+    "\n"
+    "  Q: .npy float32 or float16, C order [B,Hq,Lq,D]; K, V: [B,Hkv,Lk,D], same dtype as Q.\n"
+    "  O is written with Q's dtype and shape.\n"
+    "\n"
+    "  --device auto|cpu|vulkan[:N]|opencl[:N]  default $SSMAX_DEVICE or auto (a real GPU first,\n"
+    "                                then vulkan, opencl, cpu)\n"
+    "  --mode softmax|ssmax|ssmax-bias|logn|floor-log   default ssmax\n"
+    "  --s X|S.npy                   SSMax s: one scalar or float32 [Hq] (default 0.43)\n"
+    "  --b X|B.npy                   ssmax-bias b: one scalar or float32 [Hq] (default 0)\n"
+    "  --train-len L                 logn training length (default 8192)\n"
+    "  --beta X --floor F --pos-offset O   floor-log (defaults 0.1, 8192, 1)\n"
+    "  --causal                      row i sees keys 0..q_pos+i\n"
+    "  --q-pos P                     absolute position of query row 0 (default Lk-Lq)\n"
+    "  --scale C                     softmax scale (default 1/sqrt(D))\n"
+    "  --path auto|fused|split-kv|unfused   (default auto)\n"
+    "  --splits N                    split-KV pieces (default: planner's choice)\n"
+    "  --lse LSE.npy                 write float32 [B,Hq,Lq] log-sum-exp (natural log)\n"
+    "  --probs P.npy                 write float32 [B,Hq,Lq,Lk] attention weights (unfused path)\n"
+    "  --check                       compare with the CPU float64 reference, print NMSE,\n"
+    "                                exit 3 on mismatch (SPEC.md section 6 tolerances)\n"
+    "  --quiet                       print nothing on success\n"
+    "\n"
+    "Exit codes: 0 ok, 2 bad input, 3 check mismatch, 4 device failure.\n";
+
+static const char *usage_devices = "usage: ssmax devices [--json]\n"
+                                   "List every Vulkan, OpenCL and CPU device with its limits.\n";
+
+static const char *usage_verify =
+    "usage: ssmax verify [--device all|SPEC] [--seed N]\n"
+    "Runs a seeded set of attention problems (all modes, f32/f16, causal, GQA, odd sizes, every\n"
+    "path) on each device and compares with the float64 reference. Exit 0 if all pass, 3 if any\n"
+    "mismatches, 4 if a device fails.\n";
+
+int cli_exit_code(int err)
+{
+    switch (err) {
+    case SSMAX_OK: return EXIT_OK;
+    case SSMAX_ERR_INVALID_ARG:
+    case SSMAX_ERR_UNSUPPORTED:
+    case SSMAX_ERR_LIMIT_EXCEEDED: return EXIT_BAD_INPUT;
+    default: return EXIT_DEVICE;
+    }
+}
+
+int cli_parse_mode(const char *s)
+{
+    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, n[i]))
+            return i;
+    return -1;
+}
+
+int cli_parse_path(const char *s)
+{
+    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, n[i]))
+            return i;
+    return -1;
+}
+
+int cli_parse_u32(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || v > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int cli_parse_float(const char *s, float *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || errno == ERANGE)
+        return -1;
+    *out = (float)v;
+    return 0;
+}
+
+static void log_to_stderr(void *priv, enum ssmax_log_level lvl, const char *msg)
+{
+    (void)priv;
+    static const char *n[] = { "", "error", "warning", "info", "debug" };
+    fprintf(stderr, "ssmax %s: %s\n", n[lvl], msg);
+}
+
+ssmax_context *cli_context(int *code)
+{
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.log_cb = log_to_stderr;
+    const char *lv = getenv("SSMAX_LOG");
+    cp.log_level = lv ? (enum ssmax_log_level)atoi(lv) : SSMAX_LOG_NONE;
+    if ((unsigned)cp.log_level > SSMAX_LOG_DEBUG)
+        cp.log_level = SSMAX_LOG_DEBUG;
+    ssmax_context *ctx = NULL;
+    int r = ssmax_context_create(&cp, &ctx);
+    if (r < 0) {
+        fprintf(stderr, "ssmax: cannot create a context: %s\n", ssmax_last_error(NULL));
+        *code = cli_exit_code(r);
+        return NULL;
+    }
+    return ctx;
+}
+
+static const char *type_name(enum ssmax_device_type t)
+{
+    static const char *n[] = { "other", "integrated-gpu", "discrete-gpu", "virtual-gpu", "cpu" };
+    return (unsigned)t < 5 ? n[t] : "?";
+}
+
+static const char *backend_name(enum ssmax_backend b)
+{
+    return b == SSMAX_BACKEND_VULKAN ? "vulkan" : b == SSMAX_BACKEND_OPENCL ? "opencl" : "cpu";
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static int cmd_devices(int argc, char **argv)
+{
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(usage_devices, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ssmax devices: unknown option '%s'\n%s", argv[i], usage_devices);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    int code = 0;
+    ssmax_context *ctx = cli_context(&code);
+    if (!ctx)
+        return code;
+    int n = ssmax_device_count(ctx), best = ssmax_device_find(ctx, "auto");
+    if (json)
+        printf("[\n");
+    for (int i = 0; i < n; i++) {
+        struct ssmax_device_info d;
+        ssmax_device_get_info(ctx, i, &d);
+        char spec[32];
+        snprintf(spec, sizeof(spec), d.backend == SSMAX_BACKEND_CPU ? "%s" : "%s:%d",
+                 backend_name(d.backend), d.index);
+        if (json) {
+            printf("  {\"spec\": ");
+            json_str(stdout, spec);
+            printf(", \"backend\": \"%s\", \"index\": %d, \"name\": ", backend_name(d.backend),
+                   d.index);
+            json_str(stdout, d.name);
+            printf(", \"vendor\": ");
+            json_str(stdout, d.vendor);
+            printf(", \"type\": \"%s\", \"api_version\": ", type_name(d.type));
+            json_str(stdout, d.api_version);
+            printf(", \"driver_version\": ");
+            json_str(stdout, d.driver_version);
+            printf(", \"vendor_id\": %u, \"device_id\": %u, \"compute_units\": %u, "
+                   "\"subgroup_size\": %u, \"max_workgroup_size\": %u, \"shared_memory\": %llu, "
+                   "\"max_buffer_size\": %llu, \"max_alloc_size\": %llu, \"global_memory\": %llu, "
+                   "\"fp16_arith\": %s, \"fp16_storage\": %s, \"subgroups\": %s, \"auto\": %s}%s\n",
+                   d.vendor_id, d.device_id, d.compute_units, d.subgroup_size, d.max_workgroup_size,
+                   (unsigned long long)d.shared_memory, (unsigned long long)d.max_buffer_size,
+                   (unsigned long long)d.max_alloc_size, (unsigned long long)d.global_memory,
+                   d.fp16_arith ? "true" : "false", d.fp16_storage ? "true" : "false",
+                   d.subgroups ? "true" : "false", i == best ? "true" : "false",
+                   i + 1 < n ? "," : "");
+        } else {
+            printf("%s%-10s %s\n", i == best ? "* " : "  ", spec, d.name);
+            printf("    vendor %s (0x%04x), type %s, %s, driver %s\n", d.vendor, d.vendor_id,
+                   type_name(d.type), d.api_version, d.driver_version);
+            printf("    compute units %u, subgroup %u, workgroup <= %u, shared memory %llu KiB\n",
+                   d.compute_units, d.subgroup_size, d.max_workgroup_size,
+                   (unsigned long long)d.shared_memory / 1024);
+            printf("    max buffer %llu MiB, max alloc %llu MiB, fp16 arith %s, fp16 storage %s, "
+                   "subgroups %s\n",
+                   (unsigned long long)(d.max_buffer_size >> 20),
+                   (unsigned long long)(d.max_alloc_size >> 20), d.fp16_arith ? "yes" : "no",
+                   d.fp16_storage ? "yes" : "no", d.subgroups ? "yes" : "no");
+        }
+    }
+    if (json)
+        printf("]\n");
+    else
+        printf("(* = the device \"auto\" picks)\n");
+    ssmax_context_destroy(&ctx);
+    return 0;
+}
+
+/* --s / --b: one number, or a float32 .npy of shape [Hq], [1] or (). */
+static int load_per_head(const char *opt, const char *arg, uint32_t hq, float *scalar,
+                         float **arr)
+{
+    if (cli_parse_float(arg, scalar) == 0)
+        return 0;
+    struct npy_array a;
+    char err[512];
+    if (npy_read(arg, &a, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ssmax run: %s: '%s' is neither a number nor a readable .npy: %s\n", opt,
+                arg, err);
+        return -1;
+    }
+    if (a.esize != 4) {
+        fprintf(stderr, "ssmax run: %s: %s must be float32\n", opt, arg);
+        npy_free(&a);
+        return -1;
+    }
+    if (a.count == 1) {
+        *scalar = ((float *)a.data)[0];
+        npy_free(&a);
+        return 0;
+    }
+    if (a.ndim != 1 || a.count != hq) {
+        fprintf(stderr, "ssmax run: %s: %s must have shape [%u] (one value per query head)\n", opt,
+                arg, hq);
+        npy_free(&a);
+        return -1;
+    }
+    *arr = a.data;
+    return 0;
+}
+
+static int check_dims(const char *name, const struct npy_array *a)
+{
+    if (a->ndim != 4) {
+        fprintf(stderr, "ssmax run: %s: expected 4 dimensions [B,H,L,D], got %d\n", name, a->ndim);
+        return -1;
+    }
+    for (int i = 0; i < 4; i++)
+        if (a->shape[i] == 0 || a->shape[i] > UINT32_MAX) {
+            fprintf(stderr, "ssmax run: %s: dimension %d is %llu; must be in [1, 2^32)\n", name, i,
+                    (unsigned long long)a->shape[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static int report_cmp(const char *what, const struct ssmax_compare *c, double nmse_lim,
+                      double abs_lim, int quiet)
+{
+    int ok = c->nmse <= nmse_lim && c->max_abs <= abs_lim && !c->nonfinite_mismatch;
+    if (!quiet || !ok)
+        printf("check %s: nmse %.3e (limit %.0e), max_abs %.3e (limit %.3e), non-finite "
+               "mismatches %zu: %s\n",
+               what, c->nmse, nmse_lim, c->max_abs, abs_lim, c->nonfinite_mismatch,
+               ok ? "PASS" : "MISMATCH");
+    for (int i = 0; !ok && i < c->n_first_bad; i++)
+        printf("  [%zu] expected %.9g got %.9g\n", c->first_bad[i], c->first_ref[i],
+               c->first_got[i]);
+    return ok;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *fq = NULL, *fk = NULL, *fv = NULL, *fo = NULL, *flse = NULL, *fprobs = NULL;
+    const char *dev = NULL, *sarg = NULL, *barg = NULL;
+    int check = 0, quiet = 0;
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_run, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--causal")) {
+            p.causal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--check")) {
+            check = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (a[0] != '-' || a[1] != '-') {
+            fprintf(stderr, "ssmax run: unexpected argument '%s'\n", a);
+            return EXIT_BAD_INPUT;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ssmax run: option %s needs a value\n", a);
+            return EXIT_BAD_INPUT;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "--q")) fq = v;
+        else if (!strcmp(a, "--k")) fk = v;
+        else if (!strcmp(a, "--v")) fv = v;
+        else if (!strcmp(a, "--out")) fo = v;
+        else if (!strcmp(a, "--lse")) flse = v;
+        else if (!strcmp(a, "--probs")) fprobs = v;
+        else if (!strcmp(a, "--device")) dev = v;
+        else if (!strcmp(a, "--s")) sarg = v;
+        else if (!strcmp(a, "--b")) barg = v;
+        else if (!strcmp(a, "--mode")) bad = (int)(p.mode = (enum ssmax_mode)cli_parse_mode(v)) < 0;
+        else if (!strcmp(a, "--path")) bad = (int)(p.path = (enum ssmax_path)cli_parse_path(v)) < 0;
+        else if (!strcmp(a, "--train-len")) bad = cli_parse_u32(v, &p.train_len);
+        else if (!strcmp(a, "--beta")) bad = cli_parse_float(v, &p.floor_beta);
+        else if (!strcmp(a, "--floor")) bad = cli_parse_u32(v, &p.floor_scale);
+        else if (!strcmp(a, "--pos-offset")) bad = cli_parse_u32(v, &p.pos_offset);
+        else if (!strcmp(a, "--splits")) bad = cli_parse_u32(v, &p.kv_splits);
+        else if (!strcmp(a, "--scale")) {
+            bad = cli_parse_float(v, &p.scale);
+            if (!bad && p.scale == 0) {
+                fprintf(stderr, "ssmax run: --scale: 0 is not a usable softmax scale\n");
+                return EXIT_BAD_INPUT;
+            }
+        } else if (!strcmp(a, "--q-pos")) {
+            uint32_t qp;
+            bad = cli_parse_u32(v, &qp);
+            p.q_pos = qp;
+        } else {
+            fprintf(stderr, "ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
+            return EXIT_BAD_INPUT;
+        }
+        if (bad) {
+            fprintf(stderr, "ssmax run: %s: invalid value '%s'\n", a, v);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if (!fq || !fk || !fv || !fo) {
+        fprintf(stderr, "ssmax run: --q, --k, --v and --out are required (see ssmax run --help)\n");
+        return EXIT_BAD_INPUT;
+    }
+    int code = EXIT_BAD_INPUT;
+    struct npy_array q = { 0 }, k = { 0 }, v = { 0 };
+    float *s_arr = NULL, *b_arr = NULL;
+    ssmax_context *ctx = NULL;
+    ssmax_buffer *bq = NULL, *bk = NULL, *bv = NULL, *bo = NULL, *bl = NULL, *bp = NULL;
+    void *o = NULL;
+    float *lse = NULL, *probs = NULL;
+    double *oref = NULL, *lref = NULL;
+    float *pref = NULL;
+    char err[600];
+    if (npy_read(fq, &q, err, sizeof(err)) < 0 || npy_read(fk, &k, err, sizeof(err)) < 0 ||
+        npy_read(fv, &v, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ssmax run: %s\n", err);
+        goto out;
+    }
+    if (check_dims(fq, &q) || check_dims(fk, &k) || check_dims(fv, &v))
+        goto out;
+    if (k.esize != q.esize || v.esize != q.esize) {
+        fprintf(stderr, "ssmax run: %s: dtype %s does not match %s's %s\n",
+                k.esize != q.esize ? fk : fv, (k.esize != q.esize ? k.esize : v.esize) == 2
+                ? "float16" : "float32", fq, q.esize == 2 ? "float16" : "float32");
+        goto out;
+    }
+    for (int d = 0; d < 4; d++)
+        if (v.shape[d] != k.shape[d]) {
+            fprintf(stderr, "ssmax run: %s: shape must equal %s's [B,Hkv,Lk,D] (dimension %d: "
+                    "%llu vs %llu)\n", fv, fk, d, (unsigned long long)v.shape[d],
+                    (unsigned long long)k.shape[d]);
+            goto out;
+        }
+    if (k.shape[0] != q.shape[0] || k.shape[3] != q.shape[3]) {
+        fprintf(stderr, "ssmax run: %s: batch and head_dim must match %s ([%llu,..,%llu] vs "
+                "[%llu,..,%llu])\n", fk, fq, (unsigned long long)k.shape[0],
+                (unsigned long long)k.shape[3], (unsigned long long)q.shape[0],
+                (unsigned long long)q.shape[3]);
+        goto out;
+    }
+    p.dtype = q.esize == 2 ? SSMAX_F16 : SSMAX_F32;
+    p.batch = (uint32_t)q.shape[0];
+    p.q_heads = (uint32_t)q.shape[1];
+    p.q_len = (uint32_t)q.shape[2];
+    p.head_dim = (uint32_t)q.shape[3];
+    p.kv_heads = (uint32_t)k.shape[1];
+    p.kv_len = (uint32_t)k.shape[2];
+    if (sarg && load_per_head("--s", sarg, p.q_heads, &p.s_all, &s_arr) < 0)
+        goto out;
+    if (barg && load_per_head("--b", barg, p.q_heads, &p.b_all, &b_arr) < 0)
+        goto out;
+    p.s = s_arr;
+    p.b = b_arr;
+    if (fprobs && p.path != SSMAX_PATH_AUTO && p.path != SSMAX_PATH_UNFUSED) {
+        fprintf(stderr, "ssmax run: --probs needs --path unfused or auto\n");
+        goto out;
+    }
+    if (ssmax_attn_validate(&p, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ssmax run: %s\n", err);
+        goto out;
+    }
+    if (!(ctx = cli_context(&code)))
+        goto out;
+    int idx = ssmax_device_find(ctx, dev);
+    if (idx < 0 || (idx = ssmax_device_open(ctx, idx)) < 0) {
+        fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
+        code = idx == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+        goto out;
+    }
+    struct ssmax_device_info di;
+    ssmax_device_current(ctx, &di);
+    int r = ssmax_attn_supported(ctx, &p);
+    if (r < 0) {
+        fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
+        code = cli_exit_code(r);
+        goto out;
+    }
+    size_t nrow = (size_t)p.batch * p.q_heads * p.q_len, np = nrow * p.kv_len;
+    size_t qbytes = q.count * (size_t)q.esize, kbytes = k.count * (size_t)k.esize;
+    if ((r = ssmax_buffer_create(ctx, qbytes, &bq)) < 0 ||
+        (r = ssmax_buffer_create(ctx, kbytes, &bk)) < 0 ||
+        (r = ssmax_buffer_create(ctx, kbytes, &bv)) < 0 ||
+        (r = ssmax_buffer_create(ctx, qbytes, &bo)) < 0 ||
+        (flse && (r = ssmax_buffer_create(ctx, nrow * 4, &bl)) < 0) ||
+        (fprobs && (r = ssmax_buffer_create(ctx, np * 4, &bp)) < 0) ||
+        (r = ssmax_buffer_write(ctx, bq, 0, q.data, qbytes)) < 0 ||
+        (r = ssmax_buffer_write(ctx, bk, 0, k.data, kbytes)) < 0 ||
+        (r = ssmax_buffer_write(ctx, bv, 0, v.data, kbytes)) < 0) {
+        fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
+        code = cli_exit_code(r);
+        goto out;
+    }
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl, .probs = bp };
+    r = ssmax_attn(ctx, &p, &ab);
+    if (r < 0) {
+        fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
+        code = cli_exit_code(r);
+        goto out;
+    }
+    o = malloc(qbytes);
+    lse = flse || check ? malloc(nrow * 4) : NULL;
+    probs = fprobs ? malloc(np * 4) : NULL;
+    if (!o || ((flse || check) && !lse) || (fprobs && !probs)) {
+        fprintf(stderr, "ssmax run: out of host memory\n");
+        code = EXIT_DEVICE;
+        goto out;
+    }
+    if ((r = ssmax_buffer_read(ctx, bo, 0, o, qbytes)) < 0 ||
+        (bl && (r = ssmax_buffer_read(ctx, bl, 0, lse, nrow * 4)) < 0) ||
+        (bp && (r = ssmax_buffer_read(ctx, bp, 0, probs, np * 4)) < 0)) {
+        fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
+        code = cli_exit_code(r);
+        goto out;
+    }
+    if (npy_write(fo, q.esize, 4, q.shape, o, err, sizeof(err)) < 0 ||
+        (flse && npy_write(flse, 4, 3, q.shape, lse, err, sizeof(err)) < 0)) {
+        fprintf(stderr, "ssmax run: %s\n", err);
+        code = EXIT_BAD_INPUT;
+        goto out;
+    }
+    if (fprobs) {
+        uint64_t ps[4] = { q.shape[0], q.shape[1], q.shape[2], k.shape[2] };
+        if (npy_write(fprobs, 4, 4, ps, probs, err, sizeof(err)) < 0) {
+            fprintf(stderr, "ssmax run: %s\n", err);
+            code = EXIT_BAD_INPUT;
+            goto out;
+        }
+    }
+    enum ssmax_path path;
+    uint32_t splits;
+    uint64_t ns;
+    ssmax_last_path(ctx, &path, &splits);
+    ssmax_last_device_time(ctx, &ns);
+    if (!quiet) {
+        printf("device %s:%d %s\n", backend_name(di.backend), di.index, di.name);
+        printf("attention B%u Hq%u Hkv%u Lq%u Lk%u D%u %s %s%s, path %s", p.batch, p.q_heads,
+               p.kv_heads, p.q_len, p.kv_len, p.head_dim, p.dtype == SSMAX_F16 ? "f16" : "f32",
+               h_mode_name(p.mode), p.causal ? " causal" : "", h_path_name(path));
+        if (path == SSMAX_PATH_SPLIT_KV)
+            printf(" (%u splits)", splits);
+        printf(", %.3f ms on the device\n", ns / 1e6);
+    }
+    code = EXIT_OK;
+    if (check) {
+        oref = malloc(sizeof(double) * q.count);
+        lref = malloc(sizeof(double) * nrow);
+        pref = fprobs ? malloc(sizeof(float) * np) : NULL;
+        if (!oref || !lref || (fprobs && !pref)) {
+            fprintf(stderr, "ssmax run: --check: out of host memory\n");
+            code = EXIT_DEVICE;
+            goto out;
+        }
+        struct ssmax_attn_host io = { q.data, k.data, v.data, NULL, NULL, pref, oref, lref };
+        if (ssmax_attn_ref(&p, &io) < 0) {
+            fprintf(stderr, "ssmax run: reference: %s\n", ssmax_last_error(NULL));
+            code = EXIT_DEVICE;
+            goto out;
+        }
+        struct ssmax_compare c;
+        double nl = p.dtype == SSMAX_F16 ? 5e-4 : 1e-8;
+        if (p.dtype == SSMAX_F16)
+            ssmax_compare_f16(oref, o, q.count, 0, &c);
+        else
+            ssmax_compare_f32(oref, o, q.count, 0, &c);
+        double al = (p.dtype == SSMAX_F16 ? 2e-2 : 1e-3) * c.max_ref + 1e-6;
+        if (p.dtype == SSMAX_F16)
+            ssmax_compare_f16(oref, o, q.count, al, &c);
+        else
+            ssmax_compare_f32(oref, o, q.count, al, &c);
+        int ok = report_cmp("O", &c, nl, al, quiet);
+        if (bl || check) {
+            if (!bl) { // LSE was not asked for: nothing to compare
+            } else {
+                ssmax_compare_f32(lref, lse, nrow, 1e-4, &c);
+                ok &= report_cmp("LSE", &c, 1e-8, 1e-4, quiet);
+            }
+        }
+        if (fprobs) {
+            double *pd = malloc(sizeof(double) * np);
+            if (!pd) {
+                code = EXIT_DEVICE;
+                goto out;
+            }
+            for (size_t i = 0; i < np; i++)
+                pd[i] = pref[i];
+            ssmax_compare_f32(pd, probs, np, 1e-4, &c);
+            free(pd);
+            ok &= report_cmp("probs", &c, 1e-8, 1e-4, quiet);
+        }
+        code = ok ? EXIT_OK : EXIT_MISMATCH;
+    }
+out:
+    npy_free(&q);
+    npy_free(&k);
+    npy_free(&v);
+    free(s_arr);
+    free(b_arr);
+    free(o);
+    free(lse);
+    free(probs);
+    free(oref);
+    free(lref);
+    free(pref);
+    if (ctx) {
+        ssmax_buffer_destroy(ctx, &bq);
+        ssmax_buffer_destroy(ctx, &bk);
+        ssmax_buffer_destroy(ctx, &bv);
+        ssmax_buffer_destroy(ctx, &bo);
+        ssmax_buffer_destroy(ctx, &bl);
+        ssmax_buffer_destroy(ctx, &bp);
+        ssmax_context_destroy(&ctx);
+    }
+    return code;
+}
+
+/* The verify set: every mode, both dtypes, causal, GQA, odd sizes, each path. */
+static int verify_device(ssmax_context *ctx, uint64_t seed, int *fails)
+{
+    static const struct {
+        uint32_t b, hq, hkv, lq, lk, d;
+        int causal, f16, mode, path, probs;
+    } cases[] = {
+        { 1, 1, 1, 1, 1, 8, 0, 0, 1, 0, 0 },      { 1, 2, 1, 3, 7, 16, 1, 0, 1, 0, 0 },
+        { 1, 4, 2, 33, 113, 64, 0, 0, 0, 1, 0 },  { 2, 4, 1, 31, 31, 40, 1, 1, 2, 0, 0 },
+        { 1, 8, 8, 7, 1000, 128, 0, 0, 3, 2, 0 }, { 1, 2, 2, 113, 113, 80, 1, 1, 4, 3, 1 },
+        { 1, 8, 1, 1, 2048, 64, 0, 1, 1, 0, 0 },  { 1, 1, 1, 2, 3, 256, 1, 0, 1, 3, 1 },
+        { 1, 3, 3, 17, 45, 96, 1, 0, 2, 1, 0 },   { 1, 2, 1, 1, 4100, 32, 0, 0, 1, 2, 0 },
+    };
+    int ran = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct hcase c = { 0 };
+        ssmax_attn_params_default(&c.p);
+        c.p.batch = cases[i].b, c.p.q_heads = cases[i].hq, c.p.kv_heads = cases[i].hkv;
+        c.p.q_len = cases[i].lq, c.p.kv_len = cases[i].lk, c.p.head_dim = cases[i].d;
+        c.p.causal = cases[i].causal;
+        c.p.dtype = cases[i].f16 ? SSMAX_F16 : SSMAX_F32;
+        c.p.mode = (enum ssmax_mode)cases[i].mode;
+        c.p.path = (enum ssmax_path)cases[i].path;
+        c.p.train_len = 16;
+        c.p.floor_scale = 8;
+        c.per_head = 1;
+        c.want_lse = 1;
+        c.want_probs = cases[i].probs;
+        c.seed = seed + i;
+        char desc[256];
+        h_describe(&c, desc, sizeof(desc));
+        if (ssmax_attn_supported(ctx, &c.p) == SSMAX_ERR_UNSUPPORTED) {
+            printf("  skip %s: %s\n", desc, ssmax_last_error(ctx));
+            continue;
+        }
+        struct hresult r;
+        int st = h_run(ctx, &c, &r);
+        ran++;
+        if (st == 0) {
+            printf("  ok   %s  nmse %.2e\n", desc, r.o.nmse);
+        } else {
+            printf("  FAIL %s: %s\n", desc, r.why);
+            (*fails)++;
+            if (st < 0 && st != SSMAX_ERR_LIMIT_EXCEEDED)
+                return st;
+        }
+    }
+    return ran;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    const char *dev = "all";
+    uint64_t seed = 1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(usage_verify, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            dev = argv[++i];
+        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            seed = strtoull(argv[++i], NULL, 10);
+        } else {
+            fprintf(stderr, "ssmax verify: unknown option '%s'\n%s", argv[i], usage_verify);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    int code = 0;
+    ssmax_context *ctx = cli_context(&code);
+    if (!ctx)
+        return code;
+    int n = ssmax_device_count(ctx), fails = 0, devfail = 0;
+    int only = -1;
+    if (strcmp(dev, "all")) {
+        only = ssmax_device_find(ctx, dev);
+        if (only < 0) {
+            fprintf(stderr, "ssmax verify: %s\n", ssmax_last_error(ctx));
+            ssmax_context_destroy(&ctx);
+            return only == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (only >= 0 && i != only)
+            continue;
+        struct ssmax_device_info d;
+        ssmax_device_get_info(ctx, i, &d);
+        printf("%s:%d %s (seed %llu)\n", backend_name(d.backend), d.index, d.name,
+               (unsigned long long)seed);
+        int r = ssmax_device_open(ctx, i);
+        if (r >= 0)
+            r = verify_device(ctx, seed, &fails);
+        if (r < 0) {
+            printf("  device failure: %s\n", ssmax_last_error(ctx));
+            devfail++;
+        }
+    }
+    ssmax_context_destroy(&ctx);
+    printf("verify: %d failed, %d device failures\n", fails, devfail);
+    return devfail ? EXIT_DEVICE : fails ? EXIT_MISMATCH : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return EXIT_BAD_INPUT;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("ssmax %s\n", ssmax_version());
+        return 0;
+    }
+    if (!strcmp(cmd, "devices"))
+        return cmd_devices(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 2, argv + 2);
+    fprintf(stderr, "ssmax: unknown command '%s'\n%s", cmd, usage_main);
+    return EXIT_BAD_INPUT;
+}
