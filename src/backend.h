@@ -25,8 +25,9 @@ struct ssmax_backend_fns {
     int (*buf_read)(struct ssmax_dev *dev, void *buf, size_t off, void *dst, size_t n);
     /* Device-specific limits for a plan (head_dim range, binding range, dispatch counts). */
     int (*attn_supported)(struct ssmax_dev *dev, const struct attn_plan *plan);
-    /* Runs the plan and waits for it; *device_ns gets the device time. */
-    int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
+    /* Runs the plan and waits for it; *device_ns gets the device time. The backend may refine
+     * plan->path and plan->splits (what it ran is what ssmax_last_path reports). */
+    int (*attn)(struct ssmax_dev *dev, struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);
 };
 

@@ -82,7 +82,7 @@ static int cpu_buf_read(struct ssmax_dev *dev, void *buf, size_t off, void *dst,
     return SSMAX_OK;
 }
 
-static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const struct attn_bufs *b,
+static int cpu_attn(struct ssmax_dev *dev, struct attn_plan *pl, const struct attn_bufs *b,
                     uint64_t *ns)
 {
     struct timespec t0, t1;

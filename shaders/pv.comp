@@ -1,0 +1,67 @@
+#version 450
+// Unfused path, step 3: O = P V for a chunk of rows. Like the fused kernel's second half: a
+// workgroup owns BR rows of one (batch, head), P and V tiles of BC keys go through shared memory,
+// and each row reads only its visible keys (NaN in masked V never reaches O).
+//
+// Bindings: BIND_SCR0 P [bh][i_count][Lk], BIND_V (read), BIND_O (write).
+// Grid: x = row blocks of BR within [aux0, aux0 + aux1), y = (batch, head) pairs from pc.row_base.
+#include "attn_common.glsl"
+
+layout(constant_id = SPEC_BR) const uint BR = 16;
+layout(constant_id = SPEC_BC) const uint BC = 32;
+layout(constant_id = SPEC_D) const uint D = 64;
+layout(constant_id = SPEC_TPR) const uint TPR = 4;
+const uint DP = D / (2u * TPR);
+const uint D4 = D / 4u;
+
+layout(binding = BIND_SCR0, std430) readonly buffer BufS { float probs[]; };
+
+shared float Ps[BR * BC];
+shared vec4 Vs[BC * D4];
+
+vec2 v_pair(uint c, uint p)
+{
+    vec4 x = Vs[c * D4 + (p >> 1)];
+    return (p & 1u) != 0u ? x.zw : x.xy;
+}
+
+void main()
+{
+    const uint t = gl_LocalInvocationID.x, r = t / TPR, tr = t % TPR;
+    const uint bh = pc.row_base + gl_WorkGroupID.y, b = bh / pc.Hq, h = bh % pc.Hq, g = h / pc.G;
+    const uint ib = pc.aux0 + gl_WorkGroupID.x * BR, iend = pc.aux0 + pc.aux1;
+    const uint i = ib + r;
+    const bool valid = i < iend;
+    const uint n = valid ? kv_end(i) : 0u;
+    const uint nwg = kv_end(min(ib + BR, iend) - 1u);
+    const uint pbase = (gl_WorkGroupID.y * pc.aux1 + (ib - pc.aux0)) * pc.Lk;
+    const uint vbase = (b * pc.Hkv + g) * pc.Lk * D;
+    vec2 acc[DP];
+    [[unroll]] for (uint k = 0u; k < DP; k++)
+        acc[k] = vec2(0.0);
+    for (uint kt = 0u; kt < nwg; kt += BC) {
+        for (uint e = t; e < BR * BC; e += WG) {
+            uint rr = e / BC, j = kt + e % BC;
+            Ps[e] = ib + rr < iend && j < pc.Lk ? probs[pbase + rr * pc.Lk + j] : 0.0;
+        }
+        for (uint e = t; e < BC * D4; e += WG) {
+            uint j = kt + e / D4;
+            Vs[e] = j < pc.Lk ? LOAD4(v_data, pc.v_off, vbase + j * D + 4u * (e % D4)) : vec4(0.0);
+        }
+        barrier();
+        const uint cmax = uint(clamp(int(n) - int(kt), 0, int(BC)));
+        for (uint c0 = 0u; c0 < cmax; c0 += 4u)
+            [[unroll]] for (uint u = 0u; u < 4u; u++) {
+                const uint c = c0 + u;
+                if (c < cmax) {
+                    const float p = Ps[r * BC + c];
+                    [[unroll]] for (uint k = 0u; k < DP; k++)
+                        acc[k] += p * v_pair(c, tr + TPR * k);
+                }
+            }
+        barrier();
+    }
+    if (valid)
+        [[unroll]] for (uint k = 0u; k < DP; k++)
+            store_o2(((b * pc.Hq + h) * pc.Lq + i) * D + 2u * (tr + TPR * k), acc[k]);
+}

@@ -1,0 +1,43 @@
+#version 450
+// Unfused path, step 1: S = f(n) * scale * Q K^T for a chunk of rows, into the scores scratch.
+//
+// Bindings: BIND_Q, BIND_K, BIND_COEF (read), BIND_SCR0 scores [bh][i_count][Lk] (write).
+// Grid: x = key tiles of 16, y = row tiles of 16 within rows [aux0, aux0 + aux1), z = (batch, head)
+// pairs from pc.row_base. 16 x 16 invocations, one score each; D is consumed 8 at a time through
+// shared memory. Keys past a row's visible range are written as 0 and never read.
+#include "attn_common.glsl"
+
+layout(constant_id = SPEC_D) const uint D = 64;
+
+layout(binding = BIND_SCR0, std430) writeonly buffer BufS { float scores[]; };
+
+shared float Qt[16 * 8];
+shared float Kt[16 * 8];
+
+void main()
+{
+    const uint t = gl_LocalInvocationID.x, ty = t / 16u, tx = t % 16u;
+    const uint bh = pc.row_base + gl_WorkGroupID.z, b = bh / pc.Hq, h = bh % pc.Hq, g = h / pc.G;
+    const uint i0 = pc.aux0 + gl_WorkGroupID.y * 16u, j0 = gl_WorkGroupID.x * 16u;
+    const uint iend = pc.aux0 + pc.aux1;
+    const uint qbase = (b * pc.Hq + h) * pc.Lq * D, kbase = (b * pc.Hkv + g) * pc.Lk * D;
+    float s = 0.0;
+    for (uint d0 = 0u; d0 < D; d0 += 8u) {
+        if (t < 128u) {
+            uint rr = t / 8u, dd = t % 8u, ii = i0 + rr;
+            Qt[t] = ii < iend ? LOAD(q_data, pc.q_off, qbase + ii * D + d0 + dd) : 0.0;
+        } else {
+            uint u = t - 128u, cc = u / 8u, dd = u % 8u, jj = j0 + cc;
+            Kt[u] = jj < pc.Lk ? LOAD(k_data, pc.k_off, kbase + jj * D + d0 + dd) : 0.0;
+        }
+        barrier();
+        [[unroll]] for (uint dd = 0u; dd < 8u; dd++)
+            s += Qt[ty * 8u + dd] * Kt[tx * 8u + dd];
+        barrier();
+    }
+    const uint i = i0 + ty, j = j0 + tx;
+    if (i < iend && j < pc.Lk) {
+        float v = j < kv_end(i) ? s * row_factor(h, i) : 0.0;
+        scores[((gl_WorkGroupID.z * pc.aux1) + (i - pc.aux0)) * pc.Lk + j] = v;
+    }
+}

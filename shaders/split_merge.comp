@@ -1,0 +1,40 @@
+#version 450
+// Split-KV merge (flash-decoding): combines the pc.nsplit partial results of each row with the
+// log-sum-exp rule. The SSMax factor depends on the row only, so it is already in every partial.
+//
+// Bindings: BIND_SCR0 partial O [nsplit][rows][D] (unnormalised), BIND_SCR1 (max, sum)
+// [nsplit][rows]; writes BIND_O and BIND_LSE. Grid: x = rows (+ pc.row_base), one workgroup each.
+#include "attn_common.glsl"
+
+layout(constant_id = SPEC_D) const uint D = 64;
+
+layout(binding = BIND_SCR0, std430) readonly buffer BufPO { vec2 part_o[]; };
+layout(binding = BIND_SCR1, std430) readonly buffer BufPM { vec2 part_ml[]; };
+
+void main()
+{
+    const uint rows = pc.B * pc.Hq * pc.Lq, row = gl_WorkGroupID.x + pc.row_base;
+    const uint t = gl_LocalInvocationID.x;
+    if (row >= rows)
+        return;
+    float M = M_INIT;
+    for (uint s = 0u; s < pc.nsplit; s++)
+        M = max(M, part_ml[s * rows + row].x);
+    float L = 0.0;
+    for (uint s = 0u; s < pc.nsplit; s++) {
+        vec2 ml = part_ml[s * rows + row];
+        L += ml.y * exp(ml.x - M);
+    }
+    const float inv = L > 0.0 ? 1.0 / L : 0.0;
+    for (uint p = t; p < D / 2u; p += WG) {
+        vec2 o = vec2(0.0);
+        for (uint s = 0u; s < pc.nsplit; s++) {
+            vec2 ml = part_ml[s * rows + row];
+            if (ml.y > 0.0) // empty splits hold nothing, not even a NaN-weighted zero
+                o += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
+        }
+        store_o2(row * D + 2u * p, o * inv);
+    }
+    if (t == 0u && pc.want_lse != 0u)
+        lse_data[pc.lse_off + row] = L > 0.0 ? M + log(L) : NEG_INF;
+}

@@ -1,0 +1,1256 @@
+/*
+ * The Vulkan backend: loader (dlopen, so a missing loader only empties the device list), instance
+ * with the optional validation layer and our debug messenger, physical-device listing, device and
+ * compute queue, buffers (mapped where memory is unified, device-local plus staging elsewhere),
+ * pipelines from the embedded SPIR-V with specialization constants, and the attention paths:
+ * fused, split-KV + merge, and unfused (QK^T, softmax, PV) with chunking to the binding range.
+ *
+ * No global Vulkan function pointers: each instance and device has its own table.
+ */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include "../../shaders/attn_iface.h"
+#include "../backend.h"
+#include "vk_shaders.h"
+
+#define INSTANCE_FNS(X)                                                                            \
+    X(vkDestroyInstance)                                                                           \
+    X(vkEnumeratePhysicalDevices)                                                                  \
+    X(vkGetPhysicalDeviceProperties)                                                               \
+    X(vkGetPhysicalDeviceProperties2)                                                              \
+    X(vkGetPhysicalDeviceFeatures2)                                                                \
+    X(vkGetPhysicalDeviceQueueFamilyProperties)                                                    \
+    X(vkGetPhysicalDeviceMemoryProperties)                                                         \
+    X(vkCreateDevice)                                                                              \
+    X(vkGetDeviceProcAddr)
+
+#define DEVICE_FNS(X)                                                                              \
+    X(vkDestroyDevice)                                                                             \
+    X(vkGetDeviceQueue)                                                                            \
+    X(vkCreateBuffer)                                                                              \
+    X(vkDestroyBuffer)                                                                             \
+    X(vkGetBufferMemoryRequirements)                                                               \
+    X(vkAllocateMemory)                                                                            \
+    X(vkFreeMemory)                                                                                \
+    X(vkBindBufferMemory)                                                                          \
+    X(vkMapMemory)                                                                                 \
+    X(vkUnmapMemory)                                                                               \
+    X(vkCreateCommandPool)                                                                         \
+    X(vkDestroyCommandPool)                                                                        \
+    X(vkAllocateCommandBuffers)                                                                    \
+    X(vkBeginCommandBuffer)                                                                        \
+    X(vkEndCommandBuffer)                                                                          \
+    X(vkResetCommandBuffer)                                                                        \
+    X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdPipelineBarrier)                                                                        \
+    X(vkCmdBindPipeline)                                                                           \
+    X(vkCmdBindDescriptorSets)                                                                     \
+    X(vkCmdPushConstants)                                                                          \
+    X(vkCmdDispatch)                                                                               \
+    X(vkCmdResetQueryPool)                                                                         \
+    X(vkCmdWriteTimestamp)                                                                         \
+    X(vkQueueSubmit)                                                                               \
+    X(vkCreateFence)                                                                               \
+    X(vkDestroyFence)                                                                              \
+    X(vkWaitForFences)                                                                             \
+    X(vkResetFences)                                                                               \
+    X(vkCreateQueryPool)                                                                           \
+    X(vkDestroyQueryPool)                                                                          \
+    X(vkGetQueryPoolResults)                                                                       \
+    X(vkCreateShaderModule)                                                                        \
+    X(vkDestroyShaderModule)                                                                       \
+    X(vkCreateComputePipelines)                                                                    \
+    X(vkDestroyPipeline)                                                                           \
+    X(vkCreatePipelineLayout)                                                                      \
+    X(vkDestroyPipelineLayout)                                                                     \
+    X(vkCreateDescriptorSetLayout)                                                                 \
+    X(vkDestroyDescriptorSetLayout)                                                                \
+    X(vkCreateDescriptorPool)                                                                      \
+    X(vkDestroyDescriptorPool)                                                                     \
+    X(vkAllocateDescriptorSets)                                                                    \
+    X(vkResetDescriptorPool)                                                                       \
+    X(vkUpdateDescriptorSets)                                                                      \
+    X(vkDeviceWaitIdle)
+
+#define DECL(f) PFN_##f f;
+
+struct vk_phys {
+    VkPhysicalDevice pd;
+    int loop_limited; // Mesa llvmpipe: 65535 loop iterations per invocation, all loops together
+    VkPhysicalDeviceProperties props;
+    uint32_t subgroup_size;
+    uint64_t max_alloc;
+};
+
+struct vk_inst {
+    struct ssmax_context *ctx;
+    void *lib;
+    PFN_vkGetInstanceProcAddr gipa;
+    VkInstance inst;
+    VkDebugUtilsMessengerEXT messenger;
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy_messenger;
+    INSTANCE_FNS(DECL)
+    struct ssmax_device_info *infos;
+    struct vk_phys *phys;
+    int ndev;
+};
+
+struct vk_buf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    void *map; // persistently mapped when host-visible, else NULL (staging copies)
+    VkDeviceSize size;
+};
+
+struct vk_pipe {
+    uint32_t key[8];
+    VkPipeline pipe;
+};
+
+struct vk_dev {
+    struct ssmax_dev base;
+    struct vk_inst *vi;
+    struct vk_phys *ph;
+    VkDevice dev;
+    DEVICE_FNS(DECL)
+    VkQueue queue;
+    uint32_t qfam;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool qpool;
+    uint64_t ts_mask;
+    VkPhysicalDeviceMemoryProperties mem;
+    int unified;         // user buffers are host-visible and mapped
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkDescriptorPool dpool;
+    struct vk_pipe *pipes;
+    int npipes, cap_pipes;
+    struct vk_buf staging, coef, dummy, scr0, scr1;
+};
+
+/* ---- errors ---- */
+
+static int vk_err(struct ssmax_context *ctx, VkResult r, const char *what)
+{
+    int code = SSMAX_ERR_BACKEND;
+    if (r == VK_ERROR_OUT_OF_HOST_MEMORY)
+        code = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    else if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY)
+        code = SSMAX_ERR_OUT_OF_DEVICE_MEMORY;
+    else if (r == VK_ERROR_DEVICE_LOST)
+        code = SSMAX_ERR_DEVICE_LOST;
+    return ssmax_set_error(ctx, code, "vulkan: %s failed: VkResult %d", what, (int)r);
+}
+
+/* ---- instance ---- */
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL messenger_cb(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+                                                   VkDebugUtilsMessageTypeFlagsEXT type,
+                                                   const VkDebugUtilsMessengerCallbackDataEXT *d,
+                                                   void *priv)
+{
+    (void)type;
+    struct ssmax_context *ctx = priv;
+    if (sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
+        atomic_fetch_add(&ctx->validation_errors, 1);
+        ssmax_log(ctx, SSMAX_LOG_ERR, "vulkan validation: %s", d->pMessage);
+    } else if (sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
+        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan validation: %s", d->pMessage);
+    }
+    return VK_FALSE;
+}
+
+static int has_layer(PFN_vkGetInstanceProcAddr gipa, const char *name)
+{
+    PFN_vkEnumerateInstanceLayerProperties f =
+        (PFN_vkEnumerateInstanceLayerProperties)gipa(NULL, "vkEnumerateInstanceLayerProperties");
+    uint32_t n = 0;
+    if (!f || f(&n, NULL) != VK_SUCCESS || !n)
+        return 0;
+    VkLayerProperties *l = calloc(n, sizeof(*l));
+    int found = 0;
+    if (l && f(&n, l) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++)
+            found |= !strcmp(l[i].layerName, name);
+    free(l);
+    return found;
+}
+
+static int has_inst_ext(PFN_vkGetInstanceProcAddr gipa, const char *layer, const char *name)
+{
+    PFN_vkEnumerateInstanceExtensionProperties f = (PFN_vkEnumerateInstanceExtensionProperties)gipa(
+        NULL, "vkEnumerateInstanceExtensionProperties");
+    uint32_t n = 0;
+    if (!f || f(layer, &n, NULL) != VK_SUCCESS || !n)
+        return 0;
+    VkExtensionProperties *e = calloc(n, sizeof(*e));
+    int found = 0;
+    if (e && f(layer, &n, e) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++)
+            found |= !strcmp(e[i].extensionName, name);
+    free(e);
+    return found;
+}
+
+static enum ssmax_device_type map_type(VkPhysicalDeviceType t)
+{
+    switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return SSMAX_DEVICE_INTEGRATED_GPU;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return SSMAX_DEVICE_DISCRETE_GPU;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return SSMAX_DEVICE_VIRTUAL_GPU;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return SSMAX_DEVICE_CPU;
+    default: return SSMAX_DEVICE_OTHER;
+    }
+}
+
+static const char *vendor_name(uint32_t id)
+{
+    switch (id) {
+    case 0x1002: return "AMD";
+    case 0x10de: return "NVIDIA";
+    case 0x8086: return "Intel";
+    case 0x13b5: return "ARM";
+    case 0x5143: return "Qualcomm";
+    case 0x1010: return "Imagination";
+    case 0x106b: return "Apple";
+    case 0x10005: return "Mesa";
+    default: return "unknown";
+    }
+}
+
+static void fill_info(struct vk_inst *vi, int idx)
+{
+    struct vk_phys *ph = &vi->phys[idx];
+    struct ssmax_device_info *d = &vi->infos[idx];
+    VkPhysicalDeviceDriverProperties drv = { .sType =
+                                                 VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES };
+    VkPhysicalDeviceMaintenance3Properties m3 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES
+    };
+    VkPhysicalDeviceSubgroupProperties sg = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &m3
+    };
+    VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                       .pNext = &sg };
+    vi->vkGetPhysicalDeviceProperties(ph->pd, &ph->props);
+    int have12 = ph->props.apiVersion >= VK_API_VERSION_1_2;
+    if (have12)
+        m3.pNext = &drv;
+    vi->vkGetPhysicalDeviceProperties2(ph->pd, &p2);
+    VkPhysicalDevice16BitStorageFeatures s16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES
+    };
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES, .pNext = &s16
+    };
+    VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                     .pNext = have12 ? (void *)&f16 : (void *)&s16 };
+    vi->vkGetPhysicalDeviceFeatures2(ph->pd, &f2);
+    VkPhysicalDeviceMemoryProperties mp;
+    vi->vkGetPhysicalDeviceMemoryProperties(ph->pd, &mp);
+
+    const VkPhysicalDeviceLimits *lim = &ph->props.limits;
+    memset(d, 0, sizeof(*d));
+    d->backend = SSMAX_BACKEND_VULKAN;
+    d->index = idx;
+    d->type = map_type(ph->props.deviceType);
+    snprintf(d->name, sizeof(d->name), "%s", ph->props.deviceName);
+    snprintf(d->vendor, sizeof(d->vendor), "%s", vendor_name(ph->props.vendorID));
+    uint32_t v = ph->props.apiVersion;
+    snprintf(d->api_version, sizeof(d->api_version), "Vulkan %u.%u.%u", VK_API_VERSION_MAJOR(v),
+             VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v));
+    uint32_t dv = ph->props.driverVersion;
+    if (have12 && drv.driverInfo[0])
+        snprintf(d->driver_version, sizeof(d->driver_version), "%.60s %.60s", drv.driverName,
+                 drv.driverInfo);
+    else if (ph->props.vendorID == 0x10de)
+        snprintf(d->driver_version, sizeof(d->driver_version), "%u.%u.%u.%u", dv >> 22,
+                 (dv >> 14) & 0xff, (dv >> 6) & 0xff, dv & 0x3f);
+    else
+        snprintf(d->driver_version, sizeof(d->driver_version), "%u.%u.%u", VK_API_VERSION_MAJOR(dv),
+                 VK_API_VERSION_MINOR(dv), VK_API_VERSION_PATCH(dv));
+    d->vendor_id = ph->props.vendorID;
+    d->device_id = ph->props.deviceID;
+    d->subgroup_size = sg.subgroupSize;
+    d->subgroups = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                   (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    d->max_workgroup_size = lim->maxComputeWorkGroupInvocations;
+    d->shared_memory = lim->maxComputeSharedMemorySize;
+    d->max_buffer_size = lim->maxStorageBufferRange;
+    d->max_alloc_size = m3.maxMemoryAllocationSize;
+    for (uint32_t h = 0; h < mp.memoryHeapCount; h++)
+        if (mp.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+            d->global_memory += mp.memoryHeaps[h].size;
+    d->fp16_arith = have12 && f16.shaderFloat16;
+    d->fp16_storage = s16.storageBuffer16BitAccess;
+    ph->subgroup_size = sg.subgroupSize;
+    ph->loop_limited = have12 && drv.driverID == VK_DRIVER_ID_MESA_LLVMPIPE;
+    ph->max_alloc = m3.maxMemoryAllocationSize;
+}
+
+static void vk_uninit(struct ssmax_context *ctx, void *bpriv);
+
+static int vk_init(struct ssmax_context *ctx, void **bpriv)
+{
+    *bpriv = NULL;
+    const char *libname = getenv("SSMAX_VULKAN_LOADER");
+    void *lib = dlopen(libname ? libname : "libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        ssmax_log(ctx, SSMAX_LOG_INFO, "vulkan: loader not found (%s): no Vulkan devices",
+                  dlerror());
+        return SSMAX_OK;
+    }
+    struct vk_inst *vi = ssmax_calloc(ctx, 1, sizeof(*vi));
+    if (!vi) {
+        dlclose(lib);
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    }
+    vi->ctx = ctx;
+    vi->lib = lib;
+    void *sym = dlsym(lib, "vkGetInstanceProcAddr");
+    memcpy(&vi->gipa, &sym, sizeof(sym)); // POSIX: object pointer to function pointer
+    PFN_vkCreateInstance create =
+        vi->gipa ? (PFN_vkCreateInstance)vi->gipa(NULL, "vkCreateInstance") : NULL;
+    if (!create) {
+        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: the loader has no vkCreateInstance");
+        vk_uninit(ctx, vi);
+        return SSMAX_OK;
+    }
+    const char *layers[1], *exts[1];
+    uint32_t nl = 0, ne = 0;
+    int debug = ctx->params.debug;
+    if (debug) {
+        if (has_layer(vi->gipa, "VK_LAYER_KHRONOS_validation"))
+            layers[nl++] = "VK_LAYER_KHRONOS_validation";
+        else
+            ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: debug requested but VK_LAYER_KHRONOS_validation "
+                                           "is not installed (Debian: vulkan-validationlayers)");
+        if (has_inst_ext(vi->gipa, NULL, VK_EXT_DEBUG_UTILS_EXTENSION_NAME) ||
+            (nl && has_inst_ext(vi->gipa, layers[0], VK_EXT_DEBUG_UTILS_EXTENSION_NAME)))
+            exts[ne++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    }
+    VkApplicationInfo app = { .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                              .pApplicationName = "ssmax",
+                              .pEngineName = "ssmax",
+                              .apiVersion = VK_API_VERSION_1_1 };
+    VkDebugUtilsMessengerCreateInfoEXT mci = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+        .pfnUserCallback = messenger_cb,
+        .pUserData = ctx,
+    };
+    VkInstanceCreateInfo ici = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                 .pNext = ne ? &mci : NULL,
+                                 .pApplicationInfo = &app,
+                                 .enabledLayerCount = nl,
+                                 .ppEnabledLayerNames = layers,
+                                 .enabledExtensionCount = ne,
+                                 .ppEnabledExtensionNames = exts };
+    VkResult r = create(&ici, NULL, &vi->inst);
+    if (r != VK_SUCCESS) {
+        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: vkCreateInstance failed (VkResult %d): no Vulkan "
+                                       "devices", (int)r);
+        vk_uninit(ctx, vi);
+        return SSMAX_OK;
+    }
+#define LOAD_I(f)                                                                                  \
+    if (!(vi->f = (PFN_##f)vi->gipa(vi->inst, #f))) {                                              \
+        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: the loader lacks %s (Vulkan 1.1 needed)", #f);     \
+        vk_uninit(ctx, vi);                                                                        \
+        return SSMAX_OK;                                                                           \
+    }
+    INSTANCE_FNS(LOAD_I)
+    if (ne) {
+        PFN_vkCreateDebugUtilsMessengerEXT cm =
+            (PFN_vkCreateDebugUtilsMessengerEXT)vi->gipa(vi->inst, "vkCreateDebugUtilsMessengerEXT");
+        vi->destroy_messenger = (PFN_vkDestroyDebugUtilsMessengerEXT)vi->gipa(
+            vi->inst, "vkDestroyDebugUtilsMessengerEXT");
+        if (cm && vi->destroy_messenger)
+            cm(vi->inst, &mci, NULL, &vi->messenger);
+    }
+    uint32_t n = 0;
+    vi->vkEnumeratePhysicalDevices(vi->inst, &n, NULL);
+    VkPhysicalDevice *pds = ssmax_calloc(ctx, n ? n : 1, sizeof(*pds));
+    vi->phys = ssmax_calloc(ctx, n ? n : 1, sizeof(*vi->phys));
+    vi->infos = ssmax_calloc(ctx, n ? n : 1, sizeof(*vi->infos));
+    if (!pds || !vi->phys || !vi->infos) {
+        ssmax_free(ctx, pds);
+        vk_uninit(ctx, vi);
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    }
+    if (n)
+        vi->vkEnumeratePhysicalDevices(vi->inst, &n, pds);
+    for (uint32_t i = 0; i < n; i++) {
+        VkPhysicalDeviceProperties p;
+        vi->vkGetPhysicalDeviceProperties(pds[i], &p);
+        if (p.apiVersion < VK_API_VERSION_1_1) {
+            ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: %s supports only Vulkan %u.%u; skipped",
+                      p.deviceName, VK_API_VERSION_MAJOR(p.apiVersion),
+                      VK_API_VERSION_MINOR(p.apiVersion));
+            continue;
+        }
+        vi->phys[vi->ndev].pd = pds[i];
+        fill_info(vi, vi->ndev);
+        vi->ndev++;
+    }
+    ssmax_free(ctx, pds);
+    *bpriv = vi;
+    return SSMAX_OK;
+}
+
+static void vk_uninit(struct ssmax_context *ctx, void *bpriv)
+{
+    struct vk_inst *vi = bpriv;
+    if (!vi)
+        return;
+    if (vi->messenger)
+        vi->destroy_messenger(vi->inst, vi->messenger, NULL);
+    if (vi->inst && vi->vkDestroyInstance)
+        vi->vkDestroyInstance(vi->inst, NULL);
+    else if (vi->inst) {
+        PFN_vkDestroyInstance d = (PFN_vkDestroyInstance)vi->gipa(vi->inst, "vkDestroyInstance");
+        if (d)
+            d(vi->inst, NULL);
+    }
+    ssmax_free(ctx, vi->phys);
+    ssmax_free(ctx, vi->infos);
+    if (vi->lib)
+        dlclose(vi->lib);
+    ssmax_free(ctx, vi);
+}
+
+static int vk_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
+{
+    struct vk_inst *vi = bpriv;
+    int n = vi->ndev < cap ? vi->ndev : cap;
+    if (out)
+        memcpy(out, vi->infos, sizeof(*out) * (size_t)(n > 0 ? n : 0));
+    return out ? n : vi->ndev;
+}
+
+/* ---- memory ---- */
+
+static int find_mem(const VkPhysicalDeviceMemoryProperties *mp, uint32_t bits,
+                    VkMemoryPropertyFlags need, VkMemoryPropertyFlags want)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < mp->memoryTypeCount; i++) {
+            VkMemoryPropertyFlags f = mp->memoryTypes[i].propertyFlags;
+            if (!(bits & (1u << i)) || (f & need) != need)
+                continue;
+            if (pass == 0 && (f & want) != want)
+                continue;
+            return (int)i;
+        }
+    return -1;
+}
+
+/* host: 1 = host-visible and mapped (staging, small uniforms, unified user buffers). */
+static int buf_alloc(struct vk_dev *d, VkDeviceSize size, int host, struct vk_buf *out)
+{
+    memset(out, 0, sizeof(*out));
+    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                               .size = size,
+                               .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                        VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                               .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
+    VkResult r = d->vkCreateBuffer(d->dev, &bci, NULL, &out->buf);
+    if (r != VK_SUCCESS)
+        return vk_err(d->base.ctx, r, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    d->vkGetBufferMemoryRequirements(d->dev, out->buf, &req);
+    int type = host ? find_mem(&d->mem, req.memoryTypeBits,
+                               VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                   VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                               host == 2 ? VK_MEMORY_PROPERTY_HOST_CACHED_BIT
+                                         : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)
+                    : find_mem(&d->mem, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+    if (type < 0)
+        type = find_mem(&d->mem, req.memoryTypeBits, 0, 0);
+    if (type < 0) {
+        d->vkDestroyBuffer(d->dev, out->buf, NULL);
+        out->buf = VK_NULL_HANDLE;
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_BACKEND, "vulkan: no memory type for a buffer");
+    }
+    VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                 .allocationSize = req.size,
+                                 .memoryTypeIndex = (uint32_t)type };
+    r = d->vkAllocateMemory(d->dev, &mai, NULL, &out->mem);
+    if (r == VK_SUCCESS)
+        r = d->vkBindBufferMemory(d->dev, out->buf, out->mem, 0);
+    if (r == VK_SUCCESS && host)
+        r = d->vkMapMemory(d->dev, out->mem, 0, VK_WHOLE_SIZE, 0, &out->map);
+    if (r != VK_SUCCESS) {
+        int code = vk_err(d->base.ctx, r, "vkAllocateMemory");
+        if (out->mem)
+            d->vkFreeMemory(d->dev, out->mem, NULL);
+        d->vkDestroyBuffer(d->dev, out->buf, NULL);
+        memset(out, 0, sizeof(*out));
+        return ssmax_set_error(d->base.ctx, code, "size: %llu bytes could not be allocated on the "
+                               "device (VkResult %d)", (unsigned long long)size, (int)r);
+    }
+    out->size = size;
+    return SSMAX_OK;
+}
+
+static void buf_free(struct vk_dev *d, struct vk_buf *b)
+{
+    if (b->buf)
+        d->vkDestroyBuffer(d->dev, b->buf, NULL);
+    if (b->mem)
+        d->vkFreeMemory(d->dev, b->mem, NULL);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Grows an internal buffer to at least size bytes. */
+static int buf_ensure(struct vk_dev *d, struct vk_buf *b, VkDeviceSize size, int host)
+{
+    if (b->buf && b->size >= size)
+        return SSMAX_OK;
+    buf_free(d, b);
+    VkDeviceSize s = size < 4096 ? 4096 : size;
+    return buf_alloc(d, s, host, b);
+}
+
+/* ---- submission ---- */
+
+static int begin_cmd(struct vk_dev *d)
+{
+    VkResult r = d->vkResetCommandBuffer(d->cmd, 0);
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
+    if (r == VK_SUCCESS)
+        r = d->vkBeginCommandBuffer(d->cmd, &bi);
+    return r == VK_SUCCESS ? SSMAX_OK : vk_err(d->base.ctx, r, "vkBeginCommandBuffer");
+}
+
+static int submit_wait(struct vk_dev *d)
+{
+    VkResult r = d->vkEndCommandBuffer(d->cmd);
+    if (r != VK_SUCCESS)
+        return vk_err(d->base.ctx, r, "vkEndCommandBuffer");
+    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                        .commandBufferCount = 1,
+                        .pCommandBuffers = &d->cmd };
+    r = d->vkResetFences(d->dev, 1, &d->fence);
+    if (r == VK_SUCCESS)
+        r = d->vkQueueSubmit(d->queue, 1, &si, d->fence);
+    if (r != VK_SUCCESS)
+        return vk_err(d->base.ctx, r, "vkQueueSubmit");
+    r = d->vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, 600ull * 1000000000ull);
+    if (r == VK_TIMEOUT)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_DEVICE_LOST,
+                               "vulkan: the device did not finish within 600 s; treating it as lost");
+    return r == VK_SUCCESS ? SSMAX_OK : vk_err(d->base.ctx, r, "vkWaitForFences");
+}
+
+static void barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
+                    VkPipelineStageFlags dst, VkAccessFlags da)
+{
+    VkMemoryBarrier mb = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                           .srcAccessMask = sa,
+                           .dstAccessMask = da };
+    d->vkCmdPipelineBarrier(d->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+/* ---- device ---- */
+
+static void vk_close(struct ssmax_dev *base);
+
+static int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
+{
+    struct vk_inst *vi = bpriv;
+    if (!vi || idx < 0 || idx >= vi->ndev)
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: vulkan:%d does not exist", idx);
+    struct vk_dev *d = ssmax_calloc(ctx, 1, sizeof(*d));
+    if (!d)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    d->base.ctx = ctx;
+    d->vi = vi;
+    d->ph = &vi->phys[idx];
+    VkPhysicalDevice pd = d->ph->pd;
+    uint32_t nq = 0;
+    vi->vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, NULL);
+    VkQueueFamilyProperties qf[16];
+    if (nq > 16)
+        nq = 16;
+    vi->vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, qf);
+    int fam = -1;
+    for (uint32_t i = 0; i < nq && fam < 0; i++) // a compute queue, preferably with timestamps
+        if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && qf[i].timestampValidBits)
+            fam = (int)i;
+    for (uint32_t i = 0; i < nq && fam < 0; i++)
+        if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
+            fam = (int)i;
+    if (fam < 0) {
+        ssmax_free(ctx, d);
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED, "vulkan: %s has no compute queue",
+                               d->ph->props.deviceName);
+    }
+    d->qfam = (uint32_t)fam;
+    uint32_t tsbits = qf[fam].timestampValidBits;
+    d->ts_mask = tsbits >= 64 ? ~0ull : ((1ull << tsbits) - 1);
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                    .queueFamilyIndex = d->qfam,
+                                    .queueCount = 1,
+                                    .pQueuePriorities = &prio };
+    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                               .queueCreateInfoCount = 1,
+                               .pQueueCreateInfos = &qci };
+    VkResult r = vi->vkCreateDevice(pd, &dci, NULL, &d->dev);
+    if (r != VK_SUCCESS) {
+        ssmax_free(ctx, d);
+        return vk_err(ctx, r, "vkCreateDevice");
+    }
+#define LOAD_D(f)                                                                                  \
+    if (!(d->f = (PFN_##f)vi->vkGetDeviceProcAddr(d->dev, #f))) {                                  \
+        vk_close(&d->base);                                                                        \
+        return ssmax_set_error(ctx, SSMAX_ERR_BACKEND, "vulkan: the driver lacks %s", #f);         \
+    }
+    DEVICE_FNS(LOAD_D)
+    d->vkGetDeviceQueue(d->dev, d->qfam, 0, &d->queue);
+    vi->vkGetPhysicalDeviceMemoryProperties(pd, &d->mem);
+    // Unified memory: device-local and host-visible; CPU drivers and integrated GPUs map directly.
+    VkPhysicalDeviceType t = d->ph->props.deviceType;
+    int uma_type = 0;
+    for (uint32_t i = 0; i < d->mem.memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = d->mem.memoryTypes[i].propertyFlags;
+        uma_type |= (f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) &&
+                    (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
+                    (f & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+    }
+    d->unified = uma_type && (t == VK_PHYSICAL_DEVICE_TYPE_CPU ||
+                              t == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU);
+    if (ssmax_env_int("SSMAX_VK_STAGING", 0))
+        d->unified = 0;
+
+    VkCommandPoolCreateInfo cpi = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                    .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                    .queueFamilyIndex = d->qfam };
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VkDescriptorSetLayoutBinding binds[NUM_BINDINGS];
+    for (uint32_t i = 0; i < NUM_BINDINGS; i++)
+        binds[i] = (VkDescriptorSetLayoutBinding){ .binding = i,
+                                                   .descriptorType =
+                                                       VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                                   .descriptorCount = 1,
+                                                   .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT };
+    VkDescriptorSetLayoutCreateInfo dslci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = NUM_BINDINGS,
+        .pBindings = binds
+    };
+    VkPushConstantRange pcr = { VK_SHADER_STAGE_COMPUTE_BIT, 0, PUSH_WORDS * 4 };
+    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NUM_BINDINGS * 4 };
+    VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                        .maxSets = 4,
+                                        .poolSizeCount = 1,
+                                        .pPoolSizes = &ps };
+    VkCommandBufferAllocateInfo cai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                        .commandBufferCount = 1 };
+    VkQueryPoolCreateInfo qpci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                   .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                   .queryCount = 2 };
+    if ((r = d->vkCreateCommandPool(d->dev, &cpi, NULL, &d->pool)) != VK_SUCCESS ||
+        (cai.commandPool = d->pool,
+         (r = d->vkAllocateCommandBuffers(d->dev, &cai, &d->cmd)) != VK_SUCCESS) ||
+        (r = d->vkCreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS ||
+        (r = d->vkCreateDescriptorSetLayout(d->dev, &dslci, NULL, &d->dsl)) != VK_SUCCESS ||
+        (r = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &d->dpool)) != VK_SUCCESS ||
+        (tsbits && (r = d->vkCreateQueryPool(d->dev, &qpci, NULL, &d->qpool)) != VK_SUCCESS)) {
+        vk_close(&d->base);
+        return vk_err(ctx, r, "device setup");
+    }
+    VkPipelineLayoutCreateInfo plci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                        .setLayoutCount = 1,
+                                        .pSetLayouts = &d->dsl,
+                                        .pushConstantRangeCount = 1,
+                                        .pPushConstantRanges = &pcr };
+    if ((r = d->vkCreatePipelineLayout(d->dev, &plci, NULL, &d->layout)) != VK_SUCCESS) {
+        vk_close(&d->base);
+        return vk_err(ctx, r, "vkCreatePipelineLayout");
+    }
+    int e = buf_ensure(d, &d->dummy, 256, 0);
+    if (e < 0) {
+        vk_close(&d->base);
+        return e;
+    }
+    *out = &d->base;
+    return SSMAX_OK;
+}
+
+static void vk_close(struct ssmax_dev *base)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    struct ssmax_context *ctx = base->ctx;
+    if (d->dev) {
+        if (d->vkDeviceWaitIdle)
+            d->vkDeviceWaitIdle(d->dev);
+        if (d->vkDestroyBuffer) {
+            buf_free(d, &d->staging);
+            buf_free(d, &d->coef);
+            buf_free(d, &d->dummy);
+            buf_free(d, &d->scr0);
+            buf_free(d, &d->scr1);
+        }
+        for (int i = 0; i < d->npipes; i++)
+            d->vkDestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
+        if (d->layout)
+            d->vkDestroyPipelineLayout(d->dev, d->layout, NULL);
+        if (d->dpool)
+            d->vkDestroyDescriptorPool(d->dev, d->dpool, NULL);
+        if (d->dsl)
+            d->vkDestroyDescriptorSetLayout(d->dev, d->dsl, NULL);
+        if (d->qpool)
+            d->vkDestroyQueryPool(d->dev, d->qpool, NULL);
+        if (d->fence)
+            d->vkDestroyFence(d->dev, d->fence, NULL);
+        if (d->pool)
+            d->vkDestroyCommandPool(d->dev, d->pool, NULL);
+        PFN_vkDestroyDevice dd =
+            d->vkDestroyDevice ? d->vkDestroyDevice
+                               : (PFN_vkDestroyDevice)d->vi->vkGetDeviceProcAddr(d->dev,
+                                                                                 "vkDestroyDevice");
+        if (dd)
+            dd(d->dev, NULL);
+    }
+    ssmax_free(ctx, d->pipes);
+    ssmax_free(ctx, d);
+}
+
+/* ---- user buffers ---- */
+
+static int vk_buf_create(struct ssmax_dev *base, size_t size, void **out)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    struct vk_buf *b = ssmax_calloc(base->ctx, 1, sizeof(*b));
+    if (!b)
+        return ssmax_set_error(base->ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    int r = buf_alloc(d, size, d->unified, b);
+    if (r < 0) {
+        ssmax_free(base->ctx, b);
+        return r;
+    }
+    *out = b;
+    return SSMAX_OK;
+}
+
+static void vk_buf_destroy(struct ssmax_dev *base, void *p)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    buf_free(d, p);
+    ssmax_free(base->ctx, p);
+}
+
+#define STAGING_CHUNK (64ull << 20)
+
+static int staged_copy(struct vk_dev *d, struct vk_buf *b, size_t off, void *host, size_t n,
+                       int to_device)
+{
+    int r = buf_ensure(d, &d->staging, n < STAGING_CHUNK ? n : STAGING_CHUNK, 2);
+    if (r < 0)
+        return r;
+    for (size_t done = 0; done < n;) {
+        size_t c = n - done < d->staging.size ? n - done : (size_t)d->staging.size;
+        if (to_device)
+            memcpy(d->staging.map, (char *)host + done, c);
+        if ((r = begin_cmd(d)) < 0)
+            return r;
+        VkBufferCopy reg = { to_device ? 0 : off + done, to_device ? off + done : 0, c };
+        d->vkCmdCopyBuffer(d->cmd, to_device ? d->staging.buf : b->buf,
+                           to_device ? b->buf : d->staging.buf, 1, &reg);
+        if ((r = submit_wait(d)) < 0)
+            return r;
+        if (!to_device)
+            memcpy((char *)host + done, d->staging.map, c);
+        done += c;
+    }
+    return SSMAX_OK;
+}
+
+static int vk_buf_write(struct ssmax_dev *base, void *p, size_t off, const void *src, size_t n)
+{
+    struct vk_buf *b = p;
+    if (b->map) {
+        memcpy((char *)b->map + off, src, n);
+        return SSMAX_OK;
+    }
+    return staged_copy((struct vk_dev *)base, b, off, (void *)src, n, 1);
+}
+
+static int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, size_t n)
+{
+    struct vk_buf *b = p;
+    if (b->map) {
+        memcpy(dst, (char *)b->map + off, n);
+        return SSMAX_OK;
+    }
+    return staged_copy((struct vk_dev *)base, b, off, dst, n, 0);
+}
+
+/* ---- planning ---- */
+
+struct vk_tiles {
+    uint32_t br, bc, tpr;
+};
+
+static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
+{
+    return 4 * (t->br * D + t->bc * D + t->br * t->bc);
+}
+
+/* Tile table by vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR". */
+static int choose_tiles(struct vk_dev *d, uint32_t D, struct vk_tiles *t)
+{
+    const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
+    const char *env = getenv("SSMAX_VK_TILES");
+    if (env && *env) {
+        unsigned br, bc, tpr;
+        char tail;
+        if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
+            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024)
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
+                                   "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
+                                   "D %% (2*TPR) == 0 and BR*TPR <= 1024", env);
+        *t = (struct vk_tiles){ br, bc, tpr };
+    } else {
+        // Same shapes for every vendor for now: 16 rows x 4 invocations, keys per tile sized to
+        // the head dim; shrink to fit the device's shared memory.
+        *t = (struct vk_tiles){ 16, D <= 64 ? 64 : 32, 4 };
+        if (D > 128)
+            *t = (struct vk_tiles){ 8, 16, 4 };
+        while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->bc > 8)
+            t->bc /= 2;
+        while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->br > 1)
+            t->br /= 2;
+    }
+    if (shared_bytes(t, D) > lim->maxComputeSharedMemorySize ||
+        t->br * t->tpr > lim->maxComputeWorkGroupInvocations ||
+        t->br * t->tpr > lim->maxComputeWorkGroupSize[0])
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                               "head_dim: tiles %u,%u,%u need %u bytes of shared memory and %u "
+                               "invocations; the device has %u and %u",
+                               t->br, t->bc, t->tpr, shared_bytes(t, D), t->br * t->tpr,
+                               lim->maxComputeSharedMemorySize,
+                               lim->maxComputeWorkGroupInvocations);
+    return SSMAX_OK;
+}
+
+struct vk_bind {
+    VkDeviceSize base, range;
+    uint32_t elem_off;
+};
+
+static struct vk_bind bind_of(struct vk_dev *d, size_t off, uint64_t bytes, uint32_t esz)
+{
+    VkDeviceSize a = d->ph->props.limits.minStorageBufferOffsetAlignment;
+    if (!a)
+        a = 1;
+    struct vk_bind b;
+    b.base = off - off % a;
+    b.elem_off = (uint32_t)((off - b.base) / esz);
+    b.range = bytes + (off - b.base);
+    return b;
+}
+
+/* Loop iterations one invocation spends per key tile (fused, pv) and once (Q staging), matching
+ * the loop structure of flash_attn.comp and pv.comp. */
+#define LOOP_BUDGET 60000u /* llvmpipe stops loops after 65535 iterations; keep a margin */
+#define CDIV(a, b) (((a) + (b)-1) / (b))
+
+static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct vk_tiles *t, uint32_t D)
+{
+    if (!d->ph->loop_limited)
+        return UINT32_MAX;
+    uint32_t wg = t->br * t->tpr, d4 = D / 4;
+    uint32_t per = 2 * CDIV(t->bc * d4, wg) + d4 + 2 * CDIV(t->bc, 4) + 1;
+    uint32_t once = CDIV(t->br * d4, wg) + 8;
+    return (LOOP_BUDGET - once) / per;
+}
+
+/* The path and split count the device will actually run. On llvmpipe a workgroup may walk only so
+ * many key tiles; AUTO plans split the keys further, an explicit choice that cannot run is an
+ * error that says so. */
+static int resolve_path(struct vk_dev *d, const struct attn_plan *pl, const struct vk_tiles *t,
+                        enum ssmax_path *path, uint32_t *splits)
+{
+    const struct ssmax_attn_params *p = &pl->p;
+    uint64_t cap_keys = (uint64_t)max_tiles_per_wg(d, t, p->head_dim) * t->bc;
+    *path = pl->path;
+    *splits = pl->splits;
+    if (*path == SSMAX_PATH_UNFUSED) {
+        uint32_t d4 = p->head_dim / 4, wg = t->br * t->tpr;
+        uint64_t per = CDIV(t->br * t->bc, wg) + CDIV(t->bc * d4, wg) + CDIV(t->bc, 4) + 1;
+        if (d->ph->loop_limited && CDIV((uint64_t)p->kv_len, t->bc) * per + 3 * CDIV(p->kv_len, 256) >
+                                       LOOP_BUDGET)
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "kv_len: %u keys exceed what one llvmpipe invocation can loop "
+                                   "over on the unfused path (65535 loop iterations in all); use "
+                                   "the fused or split-kv path", p->kv_len);
+        return SSMAX_OK;
+    }
+    uint32_t need = (uint32_t)CDIV((uint64_t)p->kv_len, cap_keys);
+    uint32_t have = *path == SSMAX_PATH_SPLIT_KV ? *splits : 1;
+    if (need <= have)
+        return SSMAX_OK;
+    if (p->path == SSMAX_PATH_AUTO && !p->kv_splits) {
+        *path = SSMAX_PATH_SPLIT_KV;
+        *splits = need;
+        ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "vulkan: %u keys per workgroup exceed llvmpipe's "
+                  "loop limit (%llu); splitting the keys %u ways", p->kv_len,
+                  (unsigned long long)cap_keys, need);
+        return SSMAX_OK;
+    }
+    return ssmax_set_error(d->base.ctx, SSMAX_ERR_UNSUPPORTED,
+                           "path: %s over %u keys needs at least %u key splits on llvmpipe (one "
+                           "invocation may loop 65535 times in all, about %llu keys here); use "
+                           "path auto or split-kv with kv_splits >= %u",
+                           p->path == SSMAX_PATH_FUSED ? "fused" : "split-kv", p->kv_len, need,
+                           (unsigned long long)cap_keys, need);
+}
+
+static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    const struct ssmax_attn_params *p = &pl->p;
+    const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
+    if (p->head_dim % 8 || p->head_dim < 8 || p->head_dim > SSMAX_MAX_HEAD_DIM)
+        return ssmax_set_error(base->ctx, SSMAX_ERR_UNSUPPORTED,
+                               "head_dim: %u is not a multiple of 8 in [8, %d] (the Vulkan "
+                               "kernels' range; the cpu device takes any)",
+                               p->head_dim, SSMAX_MAX_HEAD_DIM);
+    struct vk_tiles t;
+    int r = choose_tiles(d, p->head_dim, &t);
+    if (r < 0)
+        return r;
+    uint64_t maxr = lim->maxStorageBufferRange, pad = lim->minStorageBufferOffsetAlignment;
+    const struct {
+        const char *name;
+        uint64_t bytes;
+    } ts[] = { { "q", pl->q_bytes }, { "k", pl->kv_bytes }, { "o", pl->o_bytes },
+               { "lse", pl->want_lse ? pl->lse_bytes : 0 } };
+    for (size_t i = 0; i < 4; i++)
+        if (ts[i].bytes + pad > maxr)
+            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu bytes exceed the device's storage buffer range %llu "
+                                   "(maxStorageBufferRange); split the batch or the heads",
+                                   ts[i].name, (unsigned long long)ts[i].bytes,
+                                   (unsigned long long)maxr);
+    uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
+    enum ssmax_path path;
+    uint32_t splits;
+    if ((r = resolve_path(d, pl, &t, &path, &splits)) < 0)
+        return r;
+    if (path == SSMAX_PATH_SPLIT_KV && (uint64_t)splits * rows * p->head_dim * 4 > maxr)
+        return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                               "kv_splits: %u splits of %llu rows x %u need %llu bytes of scratch, "
+                               "over the storage buffer range %llu", splits,
+                               (unsigned long long)rows, p->head_dim,
+                               (unsigned long long)splits * rows * p->head_dim * 4,
+                               (unsigned long long)maxr);
+    if (pl->path == SSMAX_PATH_UNFUSED && (uint64_t)p->kv_len * 4 * 16 > maxr)
+        return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                               "kv_len: %u keys are too many for the unfused path's scores on this "
+                               "device (storage buffer range %llu)", p->kv_len,
+                               (unsigned long long)maxr);
+    const uint32_t *wg = lim->maxComputeWorkGroupCount;
+    if (p->kv_heads > wg[1] || (uint64_t)p->batch * splits > wg[2] ||
+        (p->kv_len + 15) / 16 > wg[0])
+        return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                               "kv_heads/batch/kv_len: %u, %u x %u splits, %u exceed the device's "
+                               "dispatch limits (%u, %u, %u)", p->kv_heads, p->batch, splits,
+                               p->kv_len, wg[0], wg[1], wg[2]);
+    return SSMAX_OK;
+}
+
+/* ---- pipelines ---- */
+
+static int get_pipeline(struct vk_dev *d, enum vk_shader_id id, uint32_t wg, uint32_t br,
+                        uint32_t bc, uint32_t D, uint32_t tpr, uint32_t split, VkPipeline *out)
+{
+    uint32_t key[8] = { (uint32_t)id, wg, br, bc, D, tpr, split, 0 };
+    for (int i = 0; i < d->npipes; i++)
+        if (!memcmp(d->pipes[i].key, key, sizeof(key))) {
+            *out = d->pipes[i].pipe;
+            return SSMAX_OK;
+        }
+    if (d->npipes == d->cap_pipes) {
+        int cap = d->cap_pipes ? d->cap_pipes * 2 : 16;
+        struct vk_pipe *np = ssmax_calloc(d->base.ctx, (size_t)cap, sizeof(*np));
+        if (!np)
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY,
+                                   "vulkan: out of host memory");
+        if (d->pipes)
+            memcpy(np, d->pipes, sizeof(*np) * (size_t)d->npipes);
+        ssmax_free(d->base.ctx, d->pipes);
+        d->pipes = np;
+        d->cap_pipes = cap;
+    }
+    const struct vk_shader_code *sc = &ssmax_vk_shaders[id];
+    VkShaderModuleCreateInfo smci = { .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                      .codeSize = sc->size,
+                                      .pCode = sc->code };
+    VkShaderModule mod;
+    VkResult r = d->vkCreateShaderModule(d->dev, &smci, NULL, &mod);
+    if (r != VK_SUCCESS)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_KERNEL_BUILD,
+                               "vulkan: vkCreateShaderModule(%s) failed: VkResult %d", sc->name,
+                               (int)r);
+    uint32_t vals[6] = { wg, br, bc, D, tpr, split };
+    VkSpecializationMapEntry ents[6];
+    for (uint32_t i = 0; i < 6; i++)
+        ents[i] = (VkSpecializationMapEntry){ i, i * 4, 4 };
+    VkSpecializationInfo spec = { 6, ents, sizeof(vals), vals };
+    VkComputePipelineCreateInfo cpci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = { .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                   .module = mod,
+                   .pName = "main",
+                   .pSpecializationInfo = &spec },
+        .layout = d->layout,
+    };
+    VkPipeline pipe;
+    r = d->vkCreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &cpci, NULL, &pipe);
+    d->vkDestroyShaderModule(d->dev, mod, NULL);
+    if (r != VK_SUCCESS)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_KERNEL_BUILD,
+                               "vulkan: pipeline %s (wg %u, tiles %u,%u, D %u) failed: VkResult %d",
+                               sc->name, wg, br, bc, D, (int)r);
+    memcpy(d->pipes[d->npipes].key, key, sizeof(key));
+    d->pipes[d->npipes++].pipe = pipe;
+    *out = pipe;
+    return SSMAX_OK;
+}
+
+/* ---- attention ---- */
+
+struct push {
+    uint32_t B, Hq, Hkv, Lq, Lk, G, q_pos, causal;
+    uint32_t x_floor, pos_offset, floor_scale;
+    float lo;
+    uint32_t q_off, k_off, v_off, o_off, lse_off, want_lse;
+    uint32_t row_base, split_len, nsplit, aux0, aux1, aux2;
+};
+_Static_assert(sizeof(struct push) == PUSH_WORDS * 4, "push constant layout");
+
+static void dispatch(struct vk_dev *d, VkPipeline pipe, const struct push *pc, uint32_t x,
+                     uint32_t y, uint32_t z)
+{
+    d->vkCmdBindPipeline(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    d->vkCmdPushConstants(d->cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(*pc), pc);
+    d->vkCmdDispatch(d->cmd, x, y, z);
+}
+
+static void compute_barrier(struct vk_dev *d)
+{
+    barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct attn_bufs *ab,
+                   uint64_t *device_ns)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    struct ssmax_context *ctx = base->ctx;
+    const struct ssmax_attn_params *p = &pl->p;
+    const uint32_t D = p->head_dim, esz = pl->elem_size, f16 = p->dtype == SSMAX_F16;
+    const uint32_t maxx = d->ph->props.limits.maxComputeWorkGroupCount[0];
+    const uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
+    struct vk_tiles t;
+    int r = choose_tiles(d, D, &t);
+    if (r == 0)
+        r = resolve_path(d, pl, &t, &pl->path, &pl->splits);
+    if (r < 0)
+        return r;
+
+    // Scratch first, so an allocation failure leaves every output untouched.
+    uint32_t nsplit = 1, split_len = p->kv_len;
+    uint64_t limit = d->ph->props.limits.maxStorageBufferRange;
+    if (limit > (256ull << 20))
+        limit = 256ull << 20;
+    uint32_t bh_per = 1, i_count = p->q_len;
+    if (pl->path == SSMAX_PATH_SPLIT_KV) {
+        split_len = (p->kv_len + pl->splits - 1) / pl->splits;
+        nsplit = (p->kv_len + split_len - 1) / split_len;
+        if ((r = buf_ensure(d, &d->scr0, nsplit * rows * D * 4, 0)) < 0 ||
+            (r = buf_ensure(d, &d->scr1, nsplit * rows * 8, 0)) < 0)
+            return r;
+    } else if (pl->path == SSMAX_PATH_UNFUSED) {
+        uint64_t per_bh = (uint64_t)p->q_len * p->kv_len * 4;
+        if (per_bh <= limit) {
+            uint64_t n = limit / per_bh;
+            bh_per = (uint32_t)(n < (uint64_t)p->batch * p->q_heads ? n : p->batch * p->q_heads);
+            if (bh_per > 65535)
+                bh_per = 65535;
+        } else {
+            i_count = (uint32_t)(limit / ((uint64_t)p->kv_len * 4));
+        }
+        if ((r = buf_ensure(d, &d->scr0, (uint64_t)bh_per * i_count * p->kv_len * 4, 0)) < 0)
+            return r;
+    }
+    if ((r = buf_ensure(d, &d->coef, 2ull * p->q_heads * 4, 1)) < 0)
+        return r;
+    memcpy(d->coef.map, pl->coef, 2ull * p->q_heads * 4);
+
+    // Descriptors: one set for every pipeline of this call (they share the layout).
+    d->vkResetDescriptorPool(d->dev, d->dpool, 0);
+    VkDescriptorSet set;
+    VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                         .descriptorPool = d->dpool,
+                                         .descriptorSetCount = 1,
+                                         .pSetLayouts = &d->dsl };
+    VkResult vr = d->vkAllocateDescriptorSets(d->dev, &dsai, &set);
+    if (vr != VK_SUCCESS)
+        return vk_err(ctx, vr, "vkAllocateDescriptorSets");
+    struct vk_bind bq = bind_of(d, ab->q_off, pl->q_bytes, esz),
+                   bk = bind_of(d, ab->k_off, pl->kv_bytes, esz),
+                   bv = bind_of(d, ab->v_off, pl->kv_bytes, esz),
+                   bo = bind_of(d, ab->o_off, pl->o_bytes, esz),
+                   bl = pl->want_lse ? bind_of(d, ab->lse_off, pl->lse_bytes, 4)
+                                     : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
+    VkDescriptorBufferInfo bi[NUM_BINDINGS] = {
+        [BIND_Q] = { ((struct vk_buf *)ab->q)->buf, bq.base, bq.range },
+        [BIND_K] = { ((struct vk_buf *)ab->k)->buf, bk.base, bk.range },
+        [BIND_V] = { ((struct vk_buf *)ab->v)->buf, bv.base, bv.range },
+        [BIND_O] = { ((struct vk_buf *)ab->o)->buf, bo.base, bo.range },
+        [BIND_LSE] = { pl->want_lse ? ((struct vk_buf *)ab->lse)->buf : d->dummy.buf, bl.base,
+                       bl.range },
+        [BIND_COEF] = { d->coef.buf, 0, VK_WHOLE_SIZE },
+        [BIND_SCR0] = { d->scr0.buf ? d->scr0.buf : d->dummy.buf, 0, VK_WHOLE_SIZE },
+        [BIND_SCR1] = { d->scr1.buf ? d->scr1.buf : d->dummy.buf, 0, VK_WHOLE_SIZE },
+    };
+    VkWriteDescriptorSet w[NUM_BINDINGS];
+    for (uint32_t i = 0; i < NUM_BINDINGS; i++)
+        w[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                       .dstSet = set,
+                                       .dstBinding = i,
+                                       .descriptorCount = 1,
+                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                       .pBufferInfo = &bi[i] };
+    d->vkUpdateDescriptorSets(d->dev, NUM_BINDINGS, w, 0, NULL);
+
+    struct push pc = {
+        p->batch, p->q_heads, p->kv_heads, p->q_len, p->kv_len, pl->group, pl->q_pos, (uint32_t)p->causal,
+        pl->x_floor, p->pos_offset, p->floor_scale ? p->floor_scale : 1, pl->lo,
+        bq.elem_off, bk.elem_off, bv.elem_off, bo.elem_off, bl.elem_off, (uint32_t)pl->want_lse,
+        0, split_len, nsplit, 0, 0, 0,
+    };
+
+    // Pipelines before recording (creation may fail; nothing is submitted then).
+    VkPipeline pf = 0, pm = 0, pqk = 0, psm = 0, ppv = 0;
+    const uint32_t wg = t.br * t.tpr;
+    if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
+        r = get_pipeline(d, f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32, wg, t.br, t.bc, D, t.tpr,
+                         pl->path == SSMAX_PATH_SPLIT_KV, &pf);
+        if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
+            r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
+    } else {
+        struct vk_tiles pt = t;
+        r = get_pipeline(d, f16 ? VK_SH_QK_F16 : VK_SH_QK_F32, 256, 1, 1, D, 1, 0, &pqk);
+        if (r == 0)
+            r = get_pipeline(d, VK_SH_SOFTMAX, 64, 1, 1, D, 1, 0, &psm);
+        if (r == 0)
+            r = get_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, pt.br * pt.tpr, pt.br, pt.bc, D,
+                             pt.tpr, 0, &ppv);
+    }
+    if (r < 0)
+        return r;
+
+    if ((r = begin_cmd(d)) < 0)
+        return r;
+    if (d->qpool) {
+        d->vkCmdResetQueryPool(d->cmd, d->qpool, 0, 2);
+        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, d->qpool, 0);
+    }
+    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
+                               NULL);
+    if (pl->path != SSMAX_PATH_UNFUSED) {
+        uint32_t blocks = (uint32_t)(((uint64_t)pl->group * p->q_len + t.br - 1) / t.br);
+        for (uint32_t x0 = 0; x0 < blocks; x0 += maxx) {
+            pc.row_base = x0;
+            dispatch(d, pf, &pc, blocks - x0 < maxx ? blocks - x0 : maxx, p->kv_heads,
+                     p->batch * nsplit);
+        }
+        if (pl->path == SSMAX_PATH_SPLIT_KV) {
+            compute_barrier(d);
+            for (uint64_t x0 = 0; x0 < rows; x0 += maxx) {
+                pc.row_base = (uint32_t)x0;
+                dispatch(d, pm, &pc, (uint32_t)(rows - x0 < maxx ? rows - x0 : maxx), 1, 1);
+            }
+        }
+    } else {
+        const uint32_t nbh = p->batch * p->q_heads;
+        struct vk_buf *probs = ab->probs;
+        for (uint32_t bh0 = 0; bh0 < nbh; bh0 += bh_per) {
+            uint32_t nb = nbh - bh0 < bh_per ? nbh - bh0 : bh_per;
+            for (uint32_t i0 = 0; i0 < p->q_len; i0 += i_count) {
+                uint32_t ni = p->q_len - i0 < i_count ? p->q_len - i0 : i_count;
+                pc.row_base = bh0, pc.aux0 = i0, pc.aux1 = ni;
+                if (bh0 || i0) // the previous chunk's P·V (and copy) read the scratch
+                    barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                            0, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+                dispatch(d, pqk, &pc, (p->kv_len + 15) / 16, (ni + 15) / 16, nb);
+                compute_barrier(d);
+                dispatch(d, psm, &pc, ni, nb, 1);
+                compute_barrier(d);
+                dispatch(d, ppv, &pc, (ni + t.br - 1) / t.br, nb, 1);
+                if (probs) {
+                    barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                            VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+                    uint64_t row0 = (uint64_t)bh0 * p->q_len + i0;
+                    VkBufferCopy reg = { 0, ab->probs_off + row0 * p->kv_len * 4,
+                                         (uint64_t)nb * ni * p->kv_len * 4 };
+                    d->vkCmdCopyBuffer(d->cmd, d->scr0.buf, probs->buf, 1, &reg);
+                }
+            }
+        }
+    }
+    if (d->qpool)
+        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->qpool, 1);
+    if ((r = submit_wait(d)) < 0)
+        return r;
+    *device_ns = 0;
+    if (d->qpool) {
+        uint64_t ts[2];
+        vr = d->vkGetQueryPoolResults(d->dev, d->qpool, 0, 2, sizeof(ts), ts, 8,
+                                      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (vr == VK_SUCCESS)
+            *device_ns = (uint64_t)((double)((ts[1] - ts[0]) & d->ts_mask) *
+                                    d->ph->props.limits.timestampPeriod);
+    }
+    return SSMAX_OK;
+}
+
+const struct ssmax_backend_fns ssmax_backend_vulkan = {
+    .name = "vulkan",
+    .id = SSMAX_BACKEND_VULKAN,
+    .init = vk_init,
+    .uninit = vk_uninit,
+    .enumerate = vk_enumerate,
+    .open = vk_open,
+    .close = vk_close,
+    .buf_create = vk_buf_create,
+    .buf_destroy = vk_buf_destroy,
+    .buf_write = vk_buf_write,
+    .buf_read = vk_buf_read,
+    .attn_supported = vk_attn_supported,
+    .attn = vk_attn,
+};
