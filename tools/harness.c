@@ -301,7 +301,7 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
                  r->o.nonfinite_mismatch, r->o.n_first_bad ? "" : "");
     if (c->want_lse) {
         ssmax_compare_f32(lref, lgot, nrow, 0, &r->lse); // for max_ref
-        ssmax_compare_f32(lref, lgot, nrow, 1e-4 + 2e-6 * r->lse.max_ref, &r->lse);
+        ssmax_compare_f32(lref, lgot, nrow, 1e-4 + 1e-5 * r->lse.max_ref, &r->lse);
         if (r->lse.nmse > 1e-8 || r->lse.nonfinite_mismatch || r->lse.n_first_bad) {
             if (r->pass)
                 snprintf(r->why, sizeof(r->why), "LSE: nmse %.3g, nonfinite mismatches %zu, "
