@@ -105,6 +105,33 @@ static struct hcase base_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t l
     return c;
 }
 
+/* OpenCL: a corrupt or truncated program-cache file is detected and rebuilt, never trusted. */
+static void test_cache_corrupt(void **state)
+{
+    (void)state;
+    const char *dir = getenv("SSMAX_CACHE_DIR");
+    if (strcmp(TEST_BACKEND, "opencl") || !dir) {
+        printf("# cache test: not applicable\n");
+        return;
+    }
+    struct hcase c = base_case(2, 1, 7, 33, 64);
+    run_case(&c); // makes sure a cache file exists
+    char cmd[1200];
+    // truncate one file, overwrite the others' middle with garbage
+    snprintf(cmd, sizeof(cmd),
+             "set -e; n=0; for f in '%s'/*.clbin; do n=$((n+1)); if [ $n = 1 ]; then "
+             "truncate -s 100 \"$f\"; else printf 'garbage!garbage!' | dd of=\"$f\" bs=1 "
+             "seek=2000 conv=notrunc 2>/dev/null; fi; done; [ $n -ge 1 ]", dir);
+    assert_int_equal(system(cmd), 0);
+    ssmax_context *c2 = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &c2), SSMAX_OK);
+    assert_int_equal(ssmax_device_open(c2, ssmax_device_find(c2, "opencl")), SSMAX_OK);
+    struct hresult r;
+    if (h_run(c2, &c, &r) != 0)
+        fail_msg("after corrupting the cache: %s", r.why);
+    ssmax_context_destroy(&c2);
+}
+
 /* Every path on the same inputs gives the same output (within fp32 rounding of the order of
  * summation), and each matches the reference. */
 static void test_paths_agree(void **state)
@@ -335,7 +362,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
-        cmocka_unit_test(test_random_matrix),
+        cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

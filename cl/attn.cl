@@ -1,0 +1,253 @@
+// SSMax attention kernels: fused flash attention (and its split-KV form), the split merge, and
+// the unfused QK^T / softmax / PV path. The same algorithms as shaders/*.comp; see there and
+// DESIGN.md for the scheme. Masked keys are skipped by loop bounds, never multiplied by 0.
+#include "attn_common.clh"
+
+inline float2 kv_pair(__local const float4 *T, uint c, uint p)
+{
+    float4 x = T[c * D4 + (p >> 1)];
+    return (p & 1u) ? x.zw : x.xy;
+}
+
+inline void flash_body(__constant uint *P, __global const float *coef, __global const io_t *q,
+                       __global const io_t *k, __global const io_t *v, __global io_t *o,
+                       __global float *lse, __global float2 *part_o, __global float2 *part_ml,
+                       uint row_base, const uint split, __local float4 *Qs, __local float4 *KVs,
+                       __local float *Ss)
+{
+    const uint t = get_local_id(0), r = t / TPR, tr = t % TPR;
+    const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
+    const uint b = get_group_id(2) / P_NSPLIT, sp = get_group_id(2) % P_NSPLIT;
+    const uint GL = P_G * P_LQ, R = blk * BR + r;
+    const bool valid = R < GL;
+    const uint i = valid ? R / P_G : 0u, h = g * P_G + R % P_G;
+
+    for (uint e = t; e < BR * D4; e += WG) {
+        uint rr = blk * BR + e / D4, d = 4u * (e % D4);
+        float4 x = (float4)(0.0f);
+        if (rr < GL) {
+            uint ii = rr / P_G, hq = g * P_G + rr % P_G;
+            x = LD4(q, P_QOFF, ((b * P_HQ + hq) * P_LQ + ii) * D + d) * row_factor(P, coef, hq, ii);
+        }
+        Qs[e] = x;
+    }
+    const uint ks = sp * P_SPLITLEN, ke_split = min(ks + P_SPLITLEN, P_LK);
+    const uint last = min(blk * BR + BR, GL) - 1u;
+    const uint ke_wg = min(ke_split, kv_end(P, last / P_G));
+    const uint ke_row = valid ? min(ke_split, kv_end(P, i)) : 0u;
+    const uint kvbase = (b * P_HKV + g) * P_LK * D;
+
+    float m = M_INIT, l = 0.0f;
+    float2 acc[DP];
+    for (uint kk = 0u; kk < DP; kk++)
+        acc[kk] = (float2)(0.0f);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    for (uint kt = ks; kt < ke_wg; kt += BC) {
+        for (uint e = t; e < BC * D4; e += WG) {
+            uint j = kt + e / D4;
+            KVs[e] = j < P_LK ? LD4(k, P_KOFF, kvbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint e = t; e < BR * BC; e += WG) {
+            uint rr = e / BC, c = e % BC;
+            float s = 0.0f;
+            for (uint d = 0u; d < D4; d++)
+                s += dot(Qs[rr * D4 + d], KVs[c * D4 + d]);
+            Ss[e] = s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint e = t; e < BC * D4; e += WG) {
+            uint j = kt + e / D4;
+            KVs[e] = j < P_LK ? LD4(v, P_VOFF, kvbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        const uint cmax = (uint)clamp((int)ke_row - (int)kt, 0, (int)BC);
+        if (cmax > 0u) {
+            float mt = m;
+            for (uint c = 0u; c < cmax; c++)
+                mt = fmax(mt, Ss[r * BC + c]);
+            const float alpha = exp(m - mt);
+            m = mt;
+            l *= alpha;
+            for (uint kk = 0u; kk < DP; kk++)
+                acc[kk] *= alpha;
+            for (uint c = 0u; c < cmax; c++) {
+                const float p = exp(Ss[r * BC + c] - m);
+                l += p;
+                for (uint kk = 0u; kk < DP; kk++)
+                    acc[kk] += p * kv_pair(KVs, c, tr + TPR * kk);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (!valid)
+        return;
+    const uint row = (b * P_HQ + h) * P_LQ + i;
+    if (!split) {
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (uint kk = 0u; kk < DP; kk++)
+            ST2(o, P_OOFF, row * D + 2u * (tr + TPR * kk), acc[kk] * inv);
+        if (tr == 0u && P_WANTLSE)
+            lse[P_LSEOFF + row] = l > 0.0f ? m + log(l) : -INFINITY;
+    } else {
+        const uint prow = sp * (P_B * P_HQ * P_LQ) + row;
+        for (uint kk = 0u; kk < DP; kk++)
+            part_o[prow * (D / 2u) + tr + TPR * kk] = acc[kk];
+        if (tr == 0u)
+            part_ml[prow] = (float2)(m, l);
+    }
+}
+
+#define FLASH_ARGS                                                                                 \
+    __constant uint *P, __global const float *coef, __global const io_t *q,                        \
+        __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
+        __global float2 *part_o, __global float2 *part_ml, uint row_base
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_attn(FLASH_ARGS)
+{
+    __local float4 Qs[BR * D4], KVs[BC * D4];
+    __local float Ss[BR * BC];
+    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 0u, Qs, KVs, Ss);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_attn_split(FLASH_ARGS)
+{
+    __local float4 Qs[BR * D4], KVs[BC * D4];
+    __local float Ss[BR * BC];
+    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 1u, Qs, KVs, Ss);
+}
+
+// Split-KV merge with the log-sum-exp rule; one work-group of 64 per row.
+__kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
+    __constant uint *P, __global const float2 *part_o, __global const float2 *part_ml,
+    __global io_t *o, __global float *lse)
+{
+    const uint rows = P_B * P_HQ * P_LQ, row = get_group_id(0), t = get_local_id(0);
+    float M = M_INIT;
+    for (uint s = 0u; s < P_NSPLIT; s++)
+        M = fmax(M, part_ml[s * rows + row].x);
+    float L = 0.0f;
+    for (uint s = 0u; s < P_NSPLIT; s++) {
+        float2 ml = part_ml[s * rows + row];
+        L += ml.y * exp(ml.x - M);
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (uint p = t; p < D / 2u; p += 64u) {
+        float2 acc = (float2)(0.0f);
+        for (uint s = 0u; s < P_NSPLIT; s++) {
+            float2 ml = part_ml[s * rows + row];
+            if (ml.y > 0.0f)
+                acc += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
+        }
+        ST2(o, P_OOFF, row * D + 2u * p, acc * inv);
+    }
+    if (t == 0u && P_WANTLSE)
+        lse[P_LSEOFF + row] = L > 0.0f ? M + log(L) : -INFINITY;
+}
+
+// Unfused 1: scores = f * scale * Q K^T for rows [i0, i0 + ni) of (batch, head) pairs from bh0.
+// 16 x 16 work-items (flattened to 256), one score each.
+__kernel __attribute__((reqd_work_group_size(256, 1, 1))) void qk(
+    __constant uint *P, __global const float *coef, __global const io_t *q,
+    __global const io_t *k, __global float *scores, uint bh0, uint i0, uint ni)
+{
+    __local float Qt[16 * 8], Kt[16 * 8];
+    const uint t = get_local_id(0), ty = t / 16u, tx = t % 16u;
+    const uint zz = get_group_id(2), bh = bh0 + zz, b = bh / P_HQ, h = bh % P_HQ, g = h / P_G;
+    const uint ib = i0 + get_group_id(1) * 16u, jb = get_group_id(0) * 16u, iend = i0 + ni;
+    const uint qbase = (b * P_HQ + h) * P_LQ * D, kbase = (b * P_HKV + g) * P_LK * D;
+    float s = 0.0f;
+    for (uint d0 = 0u; d0 < D; d0 += 8u) {
+        if (t < 128u) {
+            uint ii = ib + t / 8u;
+            Qt[t] = ii < iend ? LD(q, P_QOFF, qbase + ii * D + d0 + t % 8u) : 0.0f;
+        } else {
+            uint u = t - 128u, jj = jb + u / 8u;
+            Kt[u] = jj < P_LK ? LD(k, P_KOFF, kbase + jj * D + d0 + u % 8u) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint dd = 0u; dd < 8u; dd++)
+            s += Qt[ty * 8u + dd] * Kt[tx * 8u + dd];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const uint i = ib + ty, j = jb + tx;
+    if (i < iend && j < P_LK)
+        scores[(zz * ni + (i - i0)) * P_LK + j] = j < kv_end(P, i) ? s * row_factor(P, coef, h, i) : 0.0f;
+}
+
+// Unfused 2: row softmax in place (masked keys exactly 0) and LSE. One work-group of 64 per row.
+__kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
+    __constant uint *P, __global float *scores, __global float *lse, uint bh0, uint i0, uint ni)
+{
+    __local float red[64];
+    const uint t = get_local_id(0), x = get_group_id(0), y = get_group_id(1);
+    const uint i = i0 + x, bh = bh0 + y, base = (y * ni + x) * P_LK, n = kv_end(P, i);
+    float m = M_INIT;
+    for (uint j = t; j < n; j += 64u)
+        m = fmax(m, scores[base + j]);
+    red[t] = m;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = 32u; s > 0u; s >>= 1) {
+        if (t < s)
+            red[t] = fmax(red[t], red[t + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    m = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float l = 0.0f;
+    for (uint j = t; j < n; j += 64u)
+        l += exp(scores[base + j] - m);
+    red[t] = l;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = 32u; s > 0u; s >>= 1) {
+        if (t < s)
+            red[t] += red[t + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    l = red[0];
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (uint j = t; j < P_LK; j += 64u)
+        scores[base + j] = j < n ? exp(scores[base + j] - m) * inv : 0.0f;
+    if (t == 0u && P_WANTLSE)
+        lse[P_LSEOFF + bh * P_LQ + i] = l > 0.0f ? m + log(l) : -INFINITY;
+}
+
+// Unfused 3: O = P V, BR rows of one (batch, head) per work-group.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
+    __constant uint *P, __global const float *probs, __global const io_t *v, __global io_t *o,
+    uint bh0, uint i0, uint ni)
+{
+    __local float Ps[BR * BC];
+    __local float4 Vs[BC * D4];
+    const uint t = get_local_id(0), r = t / TPR, tr = t % TPR;
+    const uint y = get_group_id(1), bh = bh0 + y, b = bh / P_HQ, h = bh % P_HQ, g = h / P_G;
+    const uint ib = i0 + get_group_id(0) * BR, iend = i0 + ni, i = ib + r;
+    const bool valid = i < iend;
+    const uint n = valid ? kv_end(P, i) : 0u, nwg = kv_end(P, min(ib + BR, iend) - 1u);
+    const uint pbase = (y * ni + (ib - i0)) * P_LK, vbase = (b * P_HKV + g) * P_LK * D;
+    float2 acc[DP];
+    for (uint kk = 0u; kk < DP; kk++)
+        acc[kk] = (float2)(0.0f);
+    for (uint kt = 0u; kt < nwg; kt += BC) {
+        for (uint e = t; e < BR * BC; e += WG) {
+            uint rr = e / BC, j = kt + e % BC;
+            Ps[e] = ib + rr < iend && j < P_LK ? probs[pbase + rr * P_LK + j] : 0.0f;
+        }
+        for (uint e = t; e < BC * D4; e += WG) {
+            uint j = kt + e / D4;
+            Vs[e] = j < P_LK ? LD4(v, P_VOFF, vbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        const uint cmax = (uint)clamp((int)n - (int)kt, 0, (int)BC);
+        for (uint c = 0u; c < cmax; c++) {
+            const float p = Ps[r * BC + c];
+            for (uint kk = 0u; kk < DP; kk++)
+                acc[kk] += p * kv_pair(Vs, c, tr + TPR * kk);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (valid)
+        for (uint kk = 0u; kk < DP; kk++)
+            ST2(o, P_OOFF, ((b * P_HQ + h) * P_LQ + i) * D + 2u * (tr + TPR * kk), acc[kk]);
+}
