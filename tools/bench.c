@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "harness.h"
@@ -195,7 +196,8 @@ int cmd_bench(int argc, char **argv)
             char shp[64];
             snprintf(shp, sizeof(shp), "%u,%u,%u,%u,%u,%u%s", s->b, s->hq, s->hkv, s->lq, s->lk,
                      s->d, s->causal ? " c" : "");
-            fprintf(stderr, "[%d/%d] %s %s ...\r", di * nlist + si + 1, nd * nlist, bname, shp);
+            if (isatty(2)) // progress on long suites, only where a person watches
+                fprintf(stderr, "[%d/%d] %s %s ...\r", di * nlist + si + 1, nd * nlist, bname, shp);
             struct record *rc = &recs[nrec];
             snprintf(rc->device, sizeof(rc->device), "%s", d.name);
             snprintf(rc->backend, sizeof(rc->backend), "%s", bname);
@@ -244,7 +246,8 @@ int cmd_bench(int argc, char **argv)
             nrec++;
         }
     }
-    fprintf(stderr, "%60s\r", "");
+    if (isatty(2))
+        fprintf(stderr, "%60s\r", "");
     if (json) {
         FILE *f = fopen(json, "w");
         if (!f) {
