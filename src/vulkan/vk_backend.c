@@ -812,7 +812,7 @@ struct vk_tiles {
 
 static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
 {
-    return 4 * (t->br * D + t->bc * D + t->br * t->bc);
+    return 4 * (t->br * D + t->bc * D + t->br * t->bc) + 16 * t->br;
 }
 
 /* Tile table by vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR". */
@@ -824,17 +824,21 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, struct vk_tiles *t)
         unsigned br, bc, tpr;
         char tail;
         if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
-            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024)
+            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024 ||
+            bc > 256 || (bc & (bc - 1)))
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
-                                   "D %% (2*TPR) == 0 and BR*TPR <= 1024", env);
+                                   "D %% (2*TPR) == 0, BR*TPR <= 1024 and BC a power of 2 <= 256", env);
         *t = (struct vk_tiles){ br, bc, tpr };
     } else {
-        // Same shapes for every vendor for now: 16 rows x 4 invocations, keys per tile sized to
-        // the head dim; shrink to fit the device's shared memory.
-        *t = (struct vk_tiles){ 16, D <= 64 ? 64 : 32, 4 };
+        // Fused: BR rows x BC keys with one invocation per key (WG = BC); each invocation keeps
+        // BR x ceil(D/BC) outputs in registers. Sized so shared memory stays under 32 KiB.
+        // (tpr is the unfused P V kernel's invocations per row.)
+        *t = (struct vk_tiles){ 16, 64, 4 };
+        if (D > 64)
+            *t = (struct vk_tiles){ 8, 32, 4 };
         if (D > 128)
-            *t = (struct vk_tiles){ 8, 16, 4 };
+            *t = (struct vk_tiles){ 4, 16, 4 };
         while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->bc > 8)
             t->bc /= 2;
         while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->br > 1)
@@ -878,9 +882,12 @@ static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct vk_tiles *
 {
     if (!d->ph->loop_limited)
         return UINT32_MAX;
-    uint32_t wg = t->br * t->tpr, d4 = D / 4;
-    uint32_t per = 2 * CDIV(t->bc * d4, wg) + d4 + 2 * CDIV(t->bc, 4) + 1;
-    uint32_t once = CDIV(t->br * d4, wg) + 8;
+    // flash_attn.comp per tile: K and V staging (4 words an iteration), D/4 for the scores, BC/4
+    // each for the row max, the row sum and P V, plus the tile loop itself.
+    // flash_attn.comp per tile (WG = BC): K staging D/4, scores D/4, row max BC/4, V staging
+    // BC*D/(4*WG), P V BC, plus the tile loop; Q staging and the output once.
+    uint32_t per = D / 4 + D / 4 + CDIV(t->bc, 4) + CDIV(D, 4) + t->bc + 2;
+    uint32_t once = CDIV(t->br * D, t->bc) + CDIV(t->br * D, 2 * t->bc) + 8;
     return (LOOP_BUDGET - once) / per;
 }
 
@@ -1156,9 +1163,8 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
 
     // Pipelines before recording (creation may fail; nothing is submitted then).
     VkPipeline pf = 0, pm = 0, pqk = 0, psm = 0, ppv = 0;
-    const uint32_t wg = t.br * t.tpr;
     if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
-        r = get_pipeline(d, f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32, wg, t.br, t.bc, D, t.tpr,
+        r = get_pipeline(d, f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32, t.bc, t.br, t.bc, D, 1,
                          pl->path == SSMAX_PATH_SPLIT_KV, &pf);
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
             r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
