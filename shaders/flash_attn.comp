@@ -4,29 +4,31 @@
 // Bindings: BIND_Q, BIND_K, BIND_V (read), BIND_O, BIND_LSE (write), BIND_COEF (factor
 // coefficients); SPLIT = 1 writes BIND_SCR0 (partial O, unnormalised) and BIND_SCR1 (max, sum).
 // Grid: x = row blocks of BR packed rows (+ pc.row_base), y = KV head g, z = batch * pc.nsplit.
-// Keys of split sp: [sp * split_len, (sp + 1) * split_len). Workgroup size WG = BC.
+// Keys of split sp: [sp * split_len, (sp + 1) * split_len). 16 invocations per workgroup.
 //
 // A workgroup owns BR "packed" rows of one KV head: packed row R = i * G + hh is query row i of
 // head g * G + hh, so the G query heads that share a KV head (GQA) read each K/V tile once, and
 // rows with equal i (equal causal visibility) sit together. Q is staged scaled by its row factor
 // f(n) * scale in fp32 (SPEC.md section 3). Per tile of BC keys:
 //   1. K is staged transposed, KV[d][c];
-//   2. S = Q K^T: invocation c owns key c for all BR rows (Q is read at uniform addresses);
+//   2. S = Q K^T as register blocks: invocation (sr, sc) of a 2 x 8 grid owns rows sr + 2i and keys
+//      sc + 8j, so each staged word read feeds several multiply-adds;
 //   3. one invocation per row: the new running max m (from -FLT_MAX/2) and the rescale factor;
 //   4. P = exp(S - m) for the keys the row sees, exactly 0 for the others; V staged as KV[c][d];
-//   5. O += P V: invocation t owns columns t, t + WG, ... of all BR rows (P read at uniform
-//      addresses, each V word reused BR times); in a tile where some row cannot see some key the
-//      term is selected away (never multiplied by 0), so NaN in masked V cannot reach O.
-// Uniform addresses and register tiles matter everywhere (a GPU's broadcast, a CPU driver's SIMD
-// lanes). Tiles past the block's last visible key are skipped. O is normalised once at the end:
+//   5. O += P V as register blocks: invocation (pr, pc) owns rows pr + 2i and columns pc + 8j; in a
+//      tile where some row cannot see some key the term is selected away (never multiplied by 0),
+//      so NaN in masked V cannot reach O.
+// Tiles past the block's last visible key are skipped. O is normalised once at the end:
 // O = acc / l (l = 0 -> 0), LSE = m + ln(l) (l = 0 -> -inf).
 #include "attn_common.glsl"
 
 layout(constant_id = SPEC_BR) const uint BR = 16;
-layout(constant_id = SPEC_BC) const uint BC = 64;
+layout(constant_id = SPEC_BC) const uint BC = 32;
 layout(constant_id = SPEC_D) const uint D = 64;
 layout(constant_id = SPEC_SPLIT) const uint SPLIT = 0;
-const uint CPT = (D + WG - 1u) / WG; // output columns per invocation
+const uint RS = BR / 2u; // rows per invocation (S and O)
+const uint CS = BC / 8u; // keys per invocation (S)
+const uint CP = D / 8u;  // columns per invocation (O)
 const uint DH = D / 2u;
 
 layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
@@ -34,13 +36,13 @@ layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 
 shared float Qs[BR * D];   // Q * factor; at the end, the output staged for paired stores
 shared float KV[BC * D];   // K^T [D][BC] for the scores, then V [BC][D]
-shared float Ps[BR * BC];  // P
+shared float Ps[BR * BC];  // S, then P
 shared float Mrow[BR], Arow[BR], Lrow[BR];
 shared uint Crow[BR];      // keys of this tile each row sees
 
 void main()
 {
-    const uint t = gl_LocalInvocationID.x;
+    const uint t = gl_LocalInvocationID.x, gr = t / 8u, gc = t % 8u; // 2 x 8 grid
     const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
     const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
     const uint GL = pc.G * pc.Lq;
@@ -59,111 +61,108 @@ void main()
     const uint ke_wg = min(ke_split, kv_end(last / pc.G));  // largest key range in the block
     const uint ke_min = min(ke_split, kv_end(first / pc.G)); // smallest
     const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
-    if (t < BR)
-        Mrow[t] = M_INIT;
-    float acc[BR * CPT], l[BR];
-    [[unroll]] for (uint k = 0u; k < BR * CPT; k++)
+    for (uint r = t; r < BR; r += WG)
+        Mrow[r] = M_INIT;
+    float acc[RS * CP], l[RS];
+    [[unroll]] for (uint k = 0u; k < RS * CP; k++)
         acc[k] = 0.0;
-    [[unroll]] for (uint r = 0u; r < BR; r++)
-        l[r] = 0.0;
+    [[unroll]] for (uint i = 0u; i < RS; i++)
+        l[i] = 0.0;
     barrier();
 
     for (uint kt = ks; kt < ke_wg; kt += BC) {
-        // 1. K^T: invocation c loads key c
-        const uint jc = kt + t;
-        for (uint d0 = 0u; d0 < D; d0 += 4u) {
-            vec4 x = jc < ke_wg ? LOAD4(k_data, pc.k_off, kvbase + jc * D + d0) : vec4(0.0);
+        // 1. K^T (4 words an iteration)
+        for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
+            const uint c = e / D, d = e % D, j = kt + c;
+            vec4 x = j < ke_wg ? LOAD4(k_data, pc.k_off, kvbase + j * D + d) : vec4(0.0);
             [[unroll]] for (uint u = 0u; u < 4u; u++)
-                KV[(d0 + u) * BC + t] = x[u];
+                KV[(d + u) * BC + c] = x[u];
         }
         barrier();
-        // 2. S for key t, all rows
-        float s[BR];
-        [[unroll]] for (uint r = 0u; r < BR; r++)
-            s[r] = 0.0;
-        for (uint d0 = 0u; d0 < D; d0 += 4u)
-            [[unroll]] for (uint u = 0u; u < 4u; u++) {
-                const float kv = KV[(d0 + u) * BC + t];
-                [[unroll]] for (uint r = 0u; r < BR; r++)
-                    s[r] += Qs[r * D + d0 + u] * kv;
-            }
-        [[unroll]] for (uint r = 0u; r < BR; r++)
-            Ps[r * BC + t] = s[r];
+        // 2. S block: rows gr + 2i, keys gc + 8j
+        float s[RS * CS];
+        [[unroll]] for (uint k = 0u; k < RS * CS; k++)
+            s[k] = 0.0;
+        for (uint d = 0u; d < D; d++) {
+            float q[RS], kk[CS];
+            [[unroll]] for (uint i = 0u; i < RS; i++)
+                q[i] = Qs[(gr + 2u * i) * D + d];
+            [[unroll]] for (uint j = 0u; j < CS; j++)
+                kk[j] = KV[d * BC + gc + 8u * j];
+            [[unroll]] for (uint i = 0u; i < RS; i++)
+                [[unroll]] for (uint j = 0u; j < CS; j++)
+                    s[i * CS + j] += q[i] * kk[j];
+        }
+        [[unroll]] for (uint i = 0u; i < RS; i++)
+            [[unroll]] for (uint j = 0u; j < CS; j++)
+                Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
         barrier();
         // 3. row max and rescale factor
-        if (t < BR) {
-            const uint R = first + t;
+        for (uint r = t; r < BR; r += WG) {
+            const uint R = first + r;
             const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
             const uint cmax = uint(clamp(int(ke) - int(kt), 0, int(BC)));
-            float mo = Mrow[t], mt = mo;
+            float mo = Mrow[r], mt = mo;
             for (uint c0 = 0u; c0 < cmax; c0 += 4u)
                 [[unroll]] for (uint u = 0u; u < 4u; u++)
                     if (c0 + u < cmax)
-                        mt = max(mt, Ps[t * BC + c0 + u]);
-            Mrow[t] = mt;
-            Arow[t] = exp(mo - mt);
-            Crow[t] = cmax;
+                        mt = max(mt, Ps[r * BC + c0 + u]);
+            Mrow[r] = mt;
+            Arow[r] = exp(mo - mt);
+            Crow[r] = cmax;
         }
         barrier();
-        // 4. P for key t; V (K is no longer read)
-        [[unroll]] for (uint r = 0u; r < BR; r++)
-            Ps[r * BC + t] = t < Crow[r] ? exp(s[r] - Mrow[r]) : 0.0;
-        for (uint e0 = 0u; e0 < BC * D; e0 += 4u * WG) {
-            const uint e = e0 + 4u * t, j = kt + e / D;
-            if (e < BC * D) {
-                vec4 x = j < ke_wg ? LOAD4(v_data, pc.v_off, kvbase + j * D + e % D) : vec4(0.0);
-                [[unroll]] for (uint u = 0u; u < 4u; u++)
-                    KV[e + u] = x[u];
+        // 4. P for the block; V (K is no longer read)
+        [[unroll]] for (uint i = 0u; i < RS; i++) {
+            const uint r = gr + 2u * i;
+            const float m = Mrow[r];
+            const uint cm = Crow[r];
+            [[unroll]] for (uint j = 0u; j < CS; j++) {
+                const uint c = gc + 8u * j;
+                Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0;
             }
         }
+        for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
+            const uint j = kt + e / D;
+            vec4 x = j < ke_wg ? LOAD4(v_data, pc.v_off, kvbase + j * D + e % D) : vec4(0.0);
+            [[unroll]] for (uint u = 0u; u < 4u; u++)
+                KV[e + u] = x[u];
+        }
         barrier();
-        // 5. O += P V
-        [[unroll]] for (uint r = 0u; r < BR; r++) {
-            const float a = Arow[r];
-            l[r] *= a;
-            [[unroll]] for (uint j = 0u; j < CPT; j++)
-                acc[r * CPT + j] *= a;
+        // 5. O block: rows gr + 2i, columns gc + 8j
+        float cm[RS];
+        [[unroll]] for (uint i = 0u; i < RS; i++) {
+            const float a = Arow[gr + 2u * i];
+            cm[i] = float(Crow[gr + 2u * i]);
+            l[i] *= a;
+            [[unroll]] for (uint j = 0u; j < CP; j++)
+                acc[i * CP + j] *= a;
         }
         const bool full = kt + BC <= ke_min; // every row sees every key of this tile
-        if (full) {
-            for (uint c = 0u; c < BC; c++) {
-                float v[CPT];
-                [[unroll]] for (uint j = 0u; j < CPT; j++)
-                    v[j] = KV[c * D + min(t + j * WG, D - 1u)];
-                [[unroll]] for (uint r = 0u; r < BR; r++) {
-                    const float p = Ps[r * BC + c];
-                    l[r] += p;
-                    [[unroll]] for (uint j = 0u; j < CPT; j++)
-                        acc[r * CPT + j] += p * v[j];
-                }
-            }
-        } else {
-            for (uint c = 0u; c < BC; c++) {
-                float v[CPT];
-                [[unroll]] for (uint j = 0u; j < CPT; j++)
-                    v[j] = KV[c * D + min(t + j * WG, D - 1u)];
-                [[unroll]] for (uint r = 0u; r < BR; r++) {
-                    const float p = Ps[r * BC + c];
-                    const bool seen = c < Crow[r];
-                    l[r] += p;
-                    [[unroll]] for (uint j = 0u; j < CPT; j++)
-                        acc[r * CPT + j] += seen ? p * v[j] : 0.0; // select: NaN stays out
-                }
+        for (uint c = 0u; c < BC; c++) {
+            float p[RS], v[CP];
+            [[unroll]] for (uint i = 0u; i < RS; i++)
+                p[i] = Ps[(gr + 2u * i) * BC + c];
+            [[unroll]] for (uint j = 0u; j < CP; j++)
+                v[j] = KV[c * D + gc + 8u * j];
+            [[unroll]] for (uint i = 0u; i < RS; i++) {
+                l[i] += p[i];
+                const bool seen = full || float(c) < cm[i];
+                [[unroll]] for (uint j = 0u; j < CP; j++)
+                    acc[i * CP + j] += seen ? p[i] * v[j] : 0.0; // select: NaN stays out
             }
         }
         barrier();
     }
 
     // Stage the normalised (or partial) output in Qs, then store column pairs.
-    [[unroll]] for (uint r = 0u; r < BR; r++) {
-        const float inv = SPLIT == 0u ? (l[r] > 0.0 ? 1.0 / l[r] : 0.0) : 1.0;
-        [[unroll]] for (uint j = 0u; j < CPT; j++)
-            if (t + j * WG < D)
-                Qs[r * D + t + j * WG] = acc[r * CPT + j] * inv;
+    [[unroll]] for (uint i = 0u; i < RS; i++) {
+        const float inv = SPLIT == 0u ? (l[i] > 0.0 ? 1.0 / l[i] : 0.0) : 1.0;
+        [[unroll]] for (uint j = 0u; j < CP; j++)
+            Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
+        if (gc == 0u)
+            Lrow[gr + 2u * i] = l[i];
     }
-    if (t == 0u)
-        [[unroll]] for (uint r = 0u; r < BR; r++)
-            Lrow[r] = l[r];
     barrier();
     for (uint e = t; e < BR * DH; e += WG) {
         const uint r = e / DH, p2 = e % DH, R = first + r;
