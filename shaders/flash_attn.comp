@@ -91,7 +91,7 @@ void main()
                 kk[j] = KV[d * BC + gc + 8u * j];
             [[unroll]] for (uint i = 0u; i < RS; i++)
                 [[unroll]] for (uint j = 0u; j < CS; j++)
-                    s[i * CS + j] += q[i] * kk[j];
+                    s[i * CS + j] = fma(q[i], kk[j], s[i * CS + j]);
         }
         [[unroll]] for (uint i = 0u; i < RS; i++)
             [[unroll]] for (uint j = 0u; j < CS; j++)
@@ -139,17 +139,32 @@ void main()
                 acc[i * CP + j] *= a;
         }
         const bool full = kt + BC <= ke_min; // every row sees every key of this tile
-        for (uint c = 0u; c < BC; c++) {
-            float p[RS], v[CP];
-            [[unroll]] for (uint i = 0u; i < RS; i++)
-                p[i] = Ps[(gr + 2u * i) * BC + c];
-            [[unroll]] for (uint j = 0u; j < CP; j++)
-                v[j] = KV[c * D + gc + 8u * j];
-            [[unroll]] for (uint i = 0u; i < RS; i++) {
-                l[i] += p[i];
-                const bool seen = full || float(c) < cm[i];
+        if (full) {
+            for (uint c = 0u; c < BC; c++) {
+                float p[RS], v[CP];
+                [[unroll]] for (uint i = 0u; i < RS; i++)
+                    p[i] = Ps[(gr + 2u * i) * BC + c];
                 [[unroll]] for (uint j = 0u; j < CP; j++)
-                    acc[i * CP + j] += seen ? p[i] * v[j] : 0.0; // select: NaN stays out
+                    v[j] = KV[c * D + gc + 8u * j];
+                [[unroll]] for (uint i = 0u; i < RS; i++) {
+                    l[i] += p[i];
+                    [[unroll]] for (uint j = 0u; j < CP; j++)
+                        acc[i * CP + j] = fma(p[i], v[j], acc[i * CP + j]);
+                }
+            }
+        } else {
+            for (uint c = 0u; c < BC; c++) {
+                float p[RS], v[CP];
+                [[unroll]] for (uint i = 0u; i < RS; i++)
+                    p[i] = Ps[(gr + 2u * i) * BC + c];
+                [[unroll]] for (uint j = 0u; j < CP; j++)
+                    v[j] = KV[c * D + gc + 8u * j];
+                [[unroll]] for (uint i = 0u; i < RS; i++) {
+                    l[i] += p[i];
+                    const bool seen = float(c) < cm[i];
+                    [[unroll]] for (uint j = 0u; j < CP; j++)
+                        acc[i * CP + j] += seen ? p[i] * v[j] : 0.0; // select: NaN stays out
+                }
             }
         }
         barrier();
