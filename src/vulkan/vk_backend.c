@@ -816,7 +816,7 @@ static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
 }
 
 /* Tile table by vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR". */
-static int choose_tiles(struct vk_dev *d, uint32_t D, struct vk_tiles *t)
+static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_tiles *t)
 {
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
     const char *env = getenv("SSMAX_VK_TILES");
@@ -845,6 +845,12 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, struct vk_tiles *t)
             *t = cpu ? (struct vk_tiles){ 16, 32, 4 } : (struct vk_tiles){ 8, 32, 4 };
         else
             *t = cpu ? (struct vk_tiles){ 8, 16, 4 } : (struct vk_tiles){ 4, 16, 4 };
+        // Decode: fewer packed rows per KV head than the block holds; don't compute empty rows.
+        if (rows < t->br) {
+            t->br = rows < 2 ? 2 : (uint32_t)(rows + 1) / 2 * 2;
+            if (D <= 64 && t->br <= 8)
+                t->bc = 64;
+        }
         while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->bc > 8)
             t->bc /= 2;
         while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->br > 1)
@@ -949,7 +955,7 @@ static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
                                "kernels' range; the cpu device takes any)",
                                p->head_dim, SSMAX_MAX_HEAD_DIM);
     struct vk_tiles t;
-    int r = choose_tiles(d, p->head_dim, &t);
+    int r = choose_tiles(d, p->head_dim, (uint64_t)pl->group * p->q_len, &t);
     if (r < 0)
         return r;
     uint64_t maxr = lim->maxStorageBufferRange, pad = lim->minStorageBufferOffsetAlignment;
@@ -1088,7 +1094,7 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     const uint32_t maxx = d->ph->props.limits.maxComputeWorkGroupCount[0];
     const uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
     struct vk_tiles t;
-    int r = choose_tiles(d, D, &t);
+    int r = choose_tiles(d, D, (uint64_t)pl->group * p->q_len, &t);
     if (r == 0)
         r = resolve_path(d, pl, &t, &pl->path, &pl->splits);
     if (r < 0)
