@@ -21,6 +21,7 @@
 #include "ssmax/ssmax.h"
 
 static ssmax_context *ctx;
+static int layer_missing; // set by the log callback
 static uint64_t base_seed = 20261128;
 
 static void check_validation(void)
@@ -103,6 +104,31 @@ static struct hcase base_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t l
     c.per_head = 1;
     c.seed = base_seed + lq * 7 + lk;
     return c;
+}
+
+/* Vulkan: the validation gate is live: a provoked invalid call is counted, and the layer is
+ * installed where devices are required. */
+static void test_validation_gate(void **state)
+{
+    (void)state;
+    if (strcmp(TEST_BACKEND, "vulkan")) {
+        printf("# validation gate: not applicable\n");
+        return;
+    }
+    const char *req = getenv("SSMAX_REQUIRE_DEVICE");
+    if (layer_missing && req && *req == '1')
+        fail_msg("VK_LAYER_KHRONOS_validation is not installed: the gate would be blind");
+    setenv("SSMAX_VK_PROVOKE_VALIDATION", "1", 1);
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.debug = 1;
+    ssmax_context *c2 = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &c2), SSMAX_OK);
+    assert_int_equal(ssmax_device_open(c2, ssmax_device_find(c2, "vulkan")), SSMAX_OK);
+    unsetenv("SSMAX_VK_PROVOKE_VALIDATION");
+    if (!layer_missing)
+        assert_true(ssmax_validation_errors(c2) >= 1);
+    ssmax_context_destroy(&c2);
 }
 
 /* OpenCL: a corrupt or truncated program-cache file is detected and rebuilt, never trusted. */
@@ -309,6 +335,8 @@ static void test_long_and_large(void **state)
 static void log_cb(void *priv, enum ssmax_log_level l, const char *msg)
 {
     (void)priv, (void)l;
+    if (strstr(msg, "VK_LAYER_KHRONOS_validation is not installed"))
+        layer_missing = 1;
     fprintf(stderr, "%s\n", msg);
 }
 
@@ -363,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
+        cmocka_unit_test(test_validation_gate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -686,6 +686,15 @@ static int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax
         vk_close(&d->base);
         return vk_err(ctx, r, "vkCreatePipelineLayout");
     }
+    if (ctx->params.debug && ssmax_env_int("SSMAX_VK_PROVOKE_VALIDATION", 0)) {
+        // Test hook: one invalid call (a zero-sized buffer) to prove the validation gate counts.
+        VkBufferCreateInfo bad = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                                   .size = 0,
+                                   .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT };
+        VkBuffer vb = VK_NULL_HANDLE;
+        if (d->vkCreateBuffer(d->dev, &bad, NULL, &vb) == VK_SUCCESS && vb)
+            d->vkDestroyBuffer(d->dev, vb, NULL);
+    }
     int e = buf_ensure(d, &d->dummy, 256, 0);
     if (e < 0) {
         vk_close(&d->base);
