@@ -85,11 +85,11 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         return;
     const uint row = (b * P_HQ + h) * P_LQ + i;
     if (!split) {
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const float inv = l == 0.0f ? 0.0f : 1.0f / l;
         for (uint kk = 0u; kk < DP; kk++)
             ST2(o, P_OOFF, row * D + 2u * (tr + TPR * kk), acc[kk] * inv);
         if (tr == 0u && P_WANTLSE)
-            lse[P_LSEOFF + row] = l > 0.0f ? m + log(l) : -INFINITY;
+            lse[P_LSEOFF + row] = l == 0.0f ? -INFINITY : m + log(l);
     } else {
         const uint prow = sp * (P_B * P_HQ * P_LQ) + row;
         for (uint kk = 0u; kk < DP; kk++)
@@ -132,18 +132,18 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
         float2 ml = part_ml[s * rows + row];
         L += ml.y * exp(ml.x - M);
     }
-    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    const float inv = L == 0.0f ? 0.0f : 1.0f / L;
     for (uint p = t; p < D / 2u; p += 64u) {
         float2 acc = (float2)(0.0f);
         for (uint s = 0u; s < P_NSPLIT; s++) {
             float2 ml = part_ml[s * rows + row];
-            if (ml.y > 0.0f)
+            if (ml.y != 0.0f)
                 acc += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
         }
         ST2(o, P_OOFF, row * D + 2u * p, acc * inv);
     }
     if (t == 0u && P_WANTLSE)
-        lse[P_LSEOFF + row] = L > 0.0f ? M + log(L) : -INFINITY;
+        lse[P_LSEOFF + row] = L == 0.0f ? -INFINITY : M + log(L);
 }
 
 // Unfused 1: scores = f * scale * Q K^T for rows [i0, i0 + ni) of (batch, head) pairs from bh0.
@@ -206,11 +206,11 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     l = red[0];
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
     for (uint j = t; j < P_LK; j += 64u)
         scores[base + j] = j < n ? exp(scores[base + j] - m) * inv : 0.0f;
     if (t == 0u && P_WANTLSE)
-        lse[P_LSEOFF + bh * P_LQ + i] = l > 0.0f ? m + log(l) : -INFINITY;
+        lse[P_LSEOFF + bh * P_LQ + i] = l == 0.0f ? -INFINITY : m + log(l);
 }
 
 // Unfused 3: O = P V, BR rows of one (batch, head) per work-group.

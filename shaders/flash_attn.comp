@@ -172,7 +172,7 @@ void main()
 
     // Stage the normalised (or partial) output in Qs, then store column pairs.
     [[unroll]] for (uint i = 0u; i < RS; i++) {
-        const float inv = SPLIT == 0u ? (l[i] > 0.0 ? 1.0 / l[i] : 0.0) : 1.0;
+        const float inv = SPLIT == 0u ? (l[i] == 0.0 ? 0.0 : 1.0 / l[i]) : 1.0;
         [[unroll]] for (uint j = 0u; j < CP; j++)
             Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
         if (gc == 0u)
@@ -189,7 +189,7 @@ void main()
         if (SPLIT == 0u) {
             store_o2(row * D + 2u * p2, o);
             if (p2 == 0u && pc.want_lse != 0u)
-                lse_data[pc.lse_off + row] = lr > 0.0 ? m + log(lr) : NEG_INF;
+                lse_data[pc.lse_off + row] = lr == 0.0 ? NEG_INF : m + log(lr);
         } else {
             const uint prow = sp * (pc.B * pc.Hq * pc.Lq) + row;
             part_o[prow * DH + p2] = o;

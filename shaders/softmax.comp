@@ -47,7 +47,7 @@ void main()
         barrier();
     }
     l = red[0];
-    const float inv = l > 0.0 ? 1.0 / l : 0.0;
+    const float inv = l == 0.0 ? 0.0 : 1.0 / l;
     for (uint j0 = 0u; j0 < pc.Lk; j0 += 4u * WG)
         [[unroll]] for (uint u = 0u; u < 4u; u++) {
             const uint j = j0 + u * WG + t;
@@ -55,5 +55,5 @@ void main()
                 scores[base + j] = j < n ? exp(scores[base + j] - m) * inv : 0.0;
         }
     if (t == 0u && pc.want_lse != 0u)
-        lse_data[pc.lse_off + bh * pc.Lq + i] = l > 0.0 ? m + log(l) : NEG_INF;
+        lse_data[pc.lse_off + bh * pc.Lq + i] = l == 0.0 ? NEG_INF : m + log(l);
 }

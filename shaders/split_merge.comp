@@ -25,16 +25,16 @@ void main()
         vec2 ml = part_ml[s * rows + row];
         L += ml.y * exp(ml.x - M);
     }
-    const float inv = L > 0.0 ? 1.0 / L : 0.0;
+    const float inv = L == 0.0 ? 0.0 : 1.0 / L;
     for (uint p = t; p < D / 2u; p += WG) {
         vec2 o = vec2(0.0);
         for (uint s = 0u; s < pc.nsplit; s++) {
             vec2 ml = part_ml[s * rows + row];
-            if (ml.y > 0.0) // empty splits hold nothing, not even a NaN-weighted zero
+            if (ml.y != 0.0) // empty splits hold nothing (a NaN sum still propagates)
                 o += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
         }
         store_o2(row * D + 2u * p, o * inv);
     }
     if (t == 0u && pc.want_lse != 0u)
-        lse_data[pc.lse_off + row] = L > 0.0 ? M + log(L) : NEG_INF;
+        lse_data[pc.lse_off + row] = L == 0.0 ? NEG_INF : M + log(L);
 }

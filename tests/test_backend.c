@@ -106,6 +106,36 @@ static struct hcase base_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t l
     return c;
 }
 
+/* Numerical edges on every path: s = 0 (uniform weights), f16 inputs near 65504, NaN in one Q
+ * row (that row only is NaN, as in the reference), NaN in one key (exactly the rows that see it). */
+static void test_numeric_edges(void **state)
+{
+    (void)state;
+    for (int path = 1; path <= 3; path++) {
+        struct hcase c = base_case(2, 1, 9, 40, 64);
+        c.p.path = (enum ssmax_path)path;
+        c.per_head = 0;
+        c.p.s_all = 0;
+        run_case(&c);
+        for (int causal = 0; causal < 2; causal++) {
+            c = base_case(2, 2, 9, 40, 32);
+            c.p.path = (enum ssmax_path)path;
+            c.p.dtype = SSMAX_F16;
+            c.p.causal = causal;
+            c.amp = 60000;
+            run_case(&c);
+            c = base_case(2, 2, 9, 40, 32);
+            c.p.path = (enum ssmax_path)path;
+            c.p.causal = causal;
+            c.nan_q_row = 4;
+            run_case(&c);
+            c.nan_q_row = 0;
+            c.nan_k_key = 35; // causal: seen only by the last rows
+            run_case(&c);
+        }
+    }
+}
+
 /* Vulkan: the validation gate is live: a provoked invalid call is counted, and the layer is
  * installed where devices are required. */
 static void test_validation_gate(void **state)
@@ -391,7 +421,7 @@ int main(void)
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
-        cmocka_unit_test(test_validation_gate),
+        cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -98,6 +98,20 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
         p->s = h->s;
         p->b = h->b;
     }
+    if (c->nan_q_row > 0 && (uint32_t)c->nan_q_row <= p->q_len) {
+        size_t i = (size_t)(c->nan_q_row - 1) * p->head_dim;
+        if (p->dtype == SSMAX_F16)
+            ((uint16_t *)h->q)[i] = 0x7e00;
+        else
+            ((float *)h->q)[i] = NAN;
+    }
+    if (c->nan_k_key > 0 && (uint32_t)c->nan_k_key <= p->kv_len) {
+        size_t i = (size_t)(c->nan_k_key - 1) * p->head_dim;
+        if (p->dtype == SSMAX_F16)
+            ((uint16_t *)h->k)[i] = 0x7e00;
+        else
+            ((float *)h->k)[i] = NAN;
+    }
     if (c->nan_v_hidden && p->causal) {
         int64_t qp = p->q_pos >= 0 ? p->q_pos : (int64_t)p->kv_len - p->q_len;
         uint32_t first = (uint32_t)(qp + p->q_len); // keys no row sees
