@@ -87,13 +87,20 @@ static int check_range(ssmax_context *ctx, const ssmax_buffer *b, size_t off, co
     return SSMAX_OK;
 }
 
+static int sticky(ssmax_context *ctx, int r)
+{
+    if (r == SSMAX_ERR_DEVICE_LOST)
+        ctx->failed = 1;
+    return r;
+}
+
 int ssmax_buffer_write(ssmax_context *ctx, ssmax_buffer *dst, size_t off, const void *src,
                        size_t size)
 {
     int r = check_range(ctx, dst, off, src, size, "dst", "src");
     if (r < 0 || !size)
         return r;
-    return ctx->dev->fns->buf_write(ctx->dev, dst->bk, off, src, size);
+    return sticky(ctx, ctx->dev->fns->buf_write(ctx->dev, dst->bk, off, src, size));
 }
 
 int ssmax_buffer_read(ssmax_context *ctx, ssmax_buffer *src, size_t off, void *dst, size_t size)
@@ -101,5 +108,5 @@ int ssmax_buffer_read(ssmax_context *ctx, ssmax_buffer *src, size_t off, void *d
     int r = check_range(ctx, src, off, dst, size, "src", "dst");
     if (r < 0 || !size)
         return r;
-    return ctx->dev->fns->buf_read(ctx->dev, src->bk, off, dst, size);
+    return sticky(ctx, ctx->dev->fns->buf_read(ctx->dev, src->bk, off, dst, size));
 }

@@ -69,6 +69,16 @@ int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
     return code;
 }
 
+int ssmax_fault_alloc(struct ssmax_context *ctx)
+{
+    return ctx && ctx->fault_alloc_at > 0 && ++ctx->fault_alloc_n == ctx->fault_alloc_at;
+}
+
+int ssmax_fault_lost(struct ssmax_context *ctx)
+{
+    return ctx && ctx->fault_lost_at > 0 && ++ctx->fault_lost_n == ctx->fault_lost_at;
+}
+
 int ssmax_env_int(const char *name, int def)
 {
     const char *v = getenv(name);
@@ -163,6 +173,8 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     atomic_init(&ctx->validation_errors, 0);
     if (ssmax_env_int("SSMAX_VALIDATION", 0))
         ctx->params.debug = 1;
+    ctx->fault_alloc_at = ssmax_env_int("SSMAX_FAULT_DEVICE_ALLOC", 0);
+    ctx->fault_lost_at = ssmax_env_int("SSMAX_FAULT_DEVICE_LOST", 0);
 
     uint32_t mask = p->backends ? p->backends : ~0u;
     int total = 0;

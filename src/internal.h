@@ -49,6 +49,8 @@ struct ssmax_context {
     struct ssmax_buffer *buffers;
     int failed; // sticky: device lost
     _Atomic uint64_t validation_errors;
+    int fault_alloc_at, fault_alloc_n; // test hooks: SSMAX_FAULT_DEVICE_ALLOC, _DEVICE_LOST
+    int fault_lost_at, fault_lost_n;
     uint64_t last_ns;
     enum ssmax_path last_path;
     uint32_t last_splits;
@@ -108,6 +110,12 @@ uint16_t ssmax_float_to_half(float f);
 /* CPU reference core (cpu/reference.c) */
 int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io, char *msg,
                       size_t len);
+
+/* Fault injection (test hooks, read from the environment when the context is created):
+ * SSMAX_FAULT_DEVICE_ALLOC=N fails the Nth device allocation, SSMAX_FAULT_DEVICE_LOST=N reports
+ * the Nth submission as a lost device. Each returns 1 exactly once. */
+int ssmax_fault_alloc(struct ssmax_context *ctx);
+int ssmax_fault_lost(struct ssmax_context *ctx);
 
 /* Environment knobs */
 int ssmax_env_int(const char *name, int def);

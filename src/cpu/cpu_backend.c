@@ -59,7 +59,7 @@ static void cpu_close(struct ssmax_dev *dev) { ssmax_free(dev->ctx, dev); }
 
 static int cpu_buf_create(struct ssmax_dev *dev, size_t size, void **out)
 {
-    *out = ssmax_malloc(dev->ctx, size);
+    *out = ssmax_fault_alloc(dev->ctx) ? NULL : ssmax_malloc(dev->ctx, size);
     if (!*out)
         return ssmax_set_error(dev->ctx, SSMAX_ERR_OUT_OF_DEVICE_MEMORY,
                                "size: %zu bytes could not be allocated", size);
@@ -95,6 +95,8 @@ static int cpu_attn(struct ssmax_dev *dev, struct attn_plan *pl, const struct at
         .lse = b->lse ? (float *)((char *)b->lse + b->lse_off) : NULL,
         .probs = b->probs ? (float *)((char *)b->probs + b->probs_off) : NULL,
     };
+    if (ssmax_fault_lost(dev->ctx))
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_DEVICE_LOST, "cpu: device lost (injected)");
     char msg[512];
     int r = ssmax_ref_compute(&pl->p, &io, msg, sizeof(msg));
     if (r < 0)

@@ -334,8 +334,10 @@ static void cl_close(struct ssmax_dev *base)
 static int cl_buf_create(struct ssmax_dev *base, size_t size, void **out)
 {
     struct cl_dev *d = (struct cl_dev *)base;
-    cl_int e;
-    cl_mem m = d->ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, size, NULL, &e);
+    cl_int e = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    cl_mem m = ssmax_fault_alloc(base->ctx)
+                   ? NULL
+                   : d->ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, size, NULL, &e);
     if (e != CL_SUCCESS)
         return cl_err(base->ctx, e, "clCreateBuffer");
     *out = m;
@@ -632,9 +634,11 @@ static int ensure(struct cl_dev *d, cl_mem *m, size_t *have, size_t need)
         d->ci->f.clReleaseMemObject(*m);
     *m = NULL;
     *have = 0;
-    cl_int e;
+    cl_int e = CL_MEM_OBJECT_ALLOCATION_FAILURE;
     size_t n = need < 4096 ? 4096 : need;
-    *m = d->ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, n, NULL, &e);
+    *m = ssmax_fault_alloc(d->base.ctx)
+             ? NULL
+             : d->ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, n, NULL, &e);
     if (e != CL_SUCCESS) {
         *m = NULL;
         return cl_err(d->base.ctx, e, "clCreateBuffer (scratch)");
@@ -787,6 +791,10 @@ static int cl_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
         }
     }
     e = f->clFinish(d->q);
+    if (e == CL_SUCCESS && ssmax_fault_lost(ctx)) {
+        r = ssmax_set_error(ctx, SSMAX_ERR_DEVICE_LOST, "opencl: device lost (injected)");
+        goto fail_r;
+    }
     if (e != CL_SUCCESS)
         goto fail;
     cl_ulong t0 = 0, t1 = 0;

@@ -489,7 +489,8 @@ static int buf_alloc(struct vk_dev *d, VkDeviceSize size, int host, struct vk_bu
     VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                  .allocationSize = req.size,
                                  .memoryTypeIndex = (uint32_t)type };
-    r = d->vkAllocateMemory(d->dev, &mai, NULL, &out->mem);
+    r = ssmax_fault_alloc(d->base.ctx) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                       : d->vkAllocateMemory(d->dev, &mai, NULL, &out->mem);
     if (r == VK_SUCCESS)
         r = d->vkBindBufferMemory(d->dev, out->buf, out->mem, 0);
     if (r == VK_SUCCESS && host)
@@ -547,6 +548,8 @@ static int submit_wait(struct vk_dev *d)
                         .commandBufferCount = 1,
                         .pCommandBuffers = &d->cmd };
     r = d->vkResetFences(d->dev, 1, &d->fence);
+    if (r == VK_SUCCESS && ssmax_fault_lost(d->base.ctx))
+        r = VK_ERROR_DEVICE_LOST;
     if (r == VK_SUCCESS)
         r = d->vkQueueSubmit(d->queue, 1, &si, d->fence);
     if (r != VK_SUCCESS)
