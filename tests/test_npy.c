@@ -99,6 +99,9 @@ static void test_malformed(void **state)
     expect_fail(buf, 40, "truncated header");
     buf[6] = 9;
     expect_fail(buf, n, "version 9");
+    // a key at the very end of the header, with no value (found by fuzz_npy)
+    n = make(buf, "{'descr': '<f4', 'fortran_order': False, 'shape':", 0, 1);
+    expect_fail(buf, n, "no 'shape'");
     n = make(buf, "[1, 2, 3]", 0, 1);
     expect_fail(buf, n, "not a dict");
 }

@@ -2,6 +2,8 @@
 #ifndef SSMAX_CLI_H
 #define SSMAX_CLI_H
 
+#include <stdio.h>
+
 #include "ssmax/ssmax.h"
 
 enum { EXIT_OK = 0, EXIT_BAD_INPUT = 2, EXIT_MISMATCH = 3, EXIT_DEVICE = 4 };
@@ -16,6 +18,15 @@ int cli_parse_path(const char *s);
 int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_float(const char *s, float *out);
 ssmax_context *cli_context(int *code);
+
+/* `ssmax run` options, parsed without touching any file or device (fuzzed on its own). */
+struct run_opts {
+    const char *q, *k, *v, *out, *lse, *probs, *device, *s, *b;
+    int check, quiet;
+    struct ssmax_attn_params p;
+};
+/* 0 ok, 1 --help, -1 bad arguments (message written to err when not NULL). */
+int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err);
 int cmd_bench(int argc, char **argv);
 
 #endif

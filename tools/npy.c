@@ -39,8 +39,10 @@ static const char *find_key(const char *h, const char *end, const char *key)
         for (const char *p = h; p + n <= end; p++)
             if (!memcmp(p, pat, n)) {
                 const char *c = skip_ws(p + n, end);
-                if (c < end && *c == ':')
-                    return skip_ws(c + 1, end);
+                if (c < end && *c == ':') {
+                    const char *v = skip_ws(c + 1, end);
+                    return v < end ? v : NULL; // a key with nothing after it has no value
+                }
             }
     }
     return NULL;

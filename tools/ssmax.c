@@ -80,50 +80,6 @@ int cli_exit_code(int err)
     }
 }
 
-int cli_parse_mode(const char *s)
-{
-    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, n[i]))
-            return i;
-    return -1;
-}
-
-int cli_parse_path(const char *s)
-{
-    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, n[i]))
-            return i;
-    return -1;
-}
-
-int cli_parse_u32(const char *s, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno || v > UINT32_MAX)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-int cli_parse_float(const char *s, float *out)
-{
-    char *end;
-    if (!s || !*s)
-        return -1;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*end || errno == ERANGE)
-        return -1;
-    *out = (float)v;
-    return 0;
-}
-
 static void log_to_stderr(void *priv, enum ssmax_log_level lvl, const char *msg)
 {
     (void)priv;
@@ -311,78 +267,18 @@ static int report_cmp(const char *what, const struct ssmax_compare *c, double nm
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *fq = NULL, *fk = NULL, *fv = NULL, *fo = NULL, *flse = NULL, *fprobs = NULL;
-    const char *dev = NULL, *sarg = NULL, *barg = NULL;
-    int check = 0, quiet = 0;
-    struct ssmax_attn_params p;
-    ssmax_attn_params_default(&p);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage_run, stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--causal")) {
-            p.causal = 1;
-            continue;
-        }
-        if (!strcmp(a, "--check")) {
-            check = 1;
-            continue;
-        }
-        if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-            continue;
-        }
-        if (a[0] != '-' || a[1] != '-') {
-            fprintf(stderr, "ssmax run: unexpected argument '%s'\n", a);
-            return EXIT_BAD_INPUT;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "ssmax run: option %s needs a value\n", a);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--q")) fq = v;
-        else if (!strcmp(a, "--k")) fk = v;
-        else if (!strcmp(a, "--v")) fv = v;
-        else if (!strcmp(a, "--out")) fo = v;
-        else if (!strcmp(a, "--lse")) flse = v;
-        else if (!strcmp(a, "--probs")) fprobs = v;
-        else if (!strcmp(a, "--device")) dev = v;
-        else if (!strcmp(a, "--s")) sarg = v;
-        else if (!strcmp(a, "--b")) barg = v;
-        else if (!strcmp(a, "--mode")) bad = (int)(p.mode = (enum ssmax_mode)cli_parse_mode(v)) < 0;
-        else if (!strcmp(a, "--path")) bad = (int)(p.path = (enum ssmax_path)cli_parse_path(v)) < 0;
-        else if (!strcmp(a, "--train-len")) bad = cli_parse_u32(v, &p.train_len);
-        else if (!strcmp(a, "--beta")) bad = cli_parse_float(v, &p.floor_beta);
-        else if (!strcmp(a, "--floor")) bad = cli_parse_u32(v, &p.floor_scale);
-        else if (!strcmp(a, "--pos-offset")) bad = cli_parse_u32(v, &p.pos_offset);
-        else if (!strcmp(a, "--splits")) bad = cli_parse_u32(v, &p.kv_splits);
-        else if (!strcmp(a, "--scale")) {
-            bad = cli_parse_float(v, &p.scale);
-            if (!bad && p.scale == 0) {
-                fprintf(stderr, "ssmax run: --scale: 0 is not a usable softmax scale\n");
-                return EXIT_BAD_INPUT;
-            }
-        } else if (!strcmp(a, "--q-pos")) {
-            uint32_t qp;
-            bad = cli_parse_u32(v, &qp);
-            p.q_pos = qp;
-        } else {
-            fprintf(stderr, "ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
-            return EXIT_BAD_INPUT;
-        }
-        if (bad) {
-            fprintf(stderr, "ssmax run: %s: invalid value '%s'\n", a, v);
-            return EXIT_BAD_INPUT;
-        }
+    struct run_opts ro;
+    int pr = run_parse_args(argc, argv, &ro, stderr);
+    if (pr == 1) {
+        fputs(usage_run, stdout);
+        return 0;
     }
-    if (!fq || !fk || !fv || !fo) {
-        fprintf(stderr, "ssmax run: --q, --k, --v and --out are required (see ssmax run --help)\n");
+    if (pr < 0)
         return EXIT_BAD_INPUT;
-    }
+    const char *fq = ro.q, *fk = ro.k, *fv = ro.v, *fo = ro.out, *flse = ro.lse, *fprobs = ro.probs;
+    const char *dev = ro.device, *sarg = ro.s, *barg = ro.b;
+    const int check = ro.check, quiet = ro.quiet;
+    struct ssmax_attn_params p = ro.p;
     int code = EXIT_BAD_INPUT;
     struct npy_array q = { 0 }, k = { 0 }, v = { 0 };
     float *s_arr = NULL, *b_arr = NULL;

@@ -1,0 +1,118 @@
+/* Argument parsing for the ssmax CLI, free of I/O so it can be fuzzed. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_parse_mode(const char *s)
+{
+    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, n[i]))
+            return i;
+    return -1;
+}
+
+int cli_parse_path(const char *s)
+{
+    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, n[i]))
+            return i;
+    return -1;
+}
+
+int cli_parse_u32(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || v > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int cli_parse_float(const char *s, float *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || errno == ERANGE)
+        return -1;
+    *out = (float)v;
+    return 0;
+}
+
+#define ERR(...) (err ? (fprintf(err, __VA_ARGS__), -1) : -1)
+
+int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
+{
+    memset(o, 0, sizeof(*o));
+    ssmax_attn_params_default(&o->p);
+    struct ssmax_attn_params *p = &o->p;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return 1;
+        if (!strcmp(a, "--causal")) {
+            p->causal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--check")) {
+            o->check = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            o->quiet = 1;
+            continue;
+        }
+        if (a[0] != '-' || a[1] != '-')
+            return ERR("ssmax run: unexpected argument '%s'\n", a);
+        if (i + 1 >= argc)
+            return ERR("ssmax run: option %s needs a value\n", a);
+        const char *v = argv[++i];
+        int bad = 0, m;
+        if (!strcmp(a, "--q")) o->q = v;
+        else if (!strcmp(a, "--k")) o->k = v;
+        else if (!strcmp(a, "--v")) o->v = v;
+        else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--lse")) o->lse = v;
+        else if (!strcmp(a, "--probs")) o->probs = v;
+        else if (!strcmp(a, "--device")) o->device = v;
+        else if (!strcmp(a, "--s")) o->s = v;
+        else if (!strcmp(a, "--b")) o->b = v;
+        else if (!strcmp(a, "--mode")) {
+            bad = (m = cli_parse_mode(v)) < 0;
+            p->mode = bad ? p->mode : (enum ssmax_mode)m;
+        } else if (!strcmp(a, "--path")) {
+            bad = (m = cli_parse_path(v)) < 0;
+            p->path = bad ? p->path : (enum ssmax_path)m;
+        } else if (!strcmp(a, "--train-len")) bad = cli_parse_u32(v, &p->train_len);
+        else if (!strcmp(a, "--beta")) bad = cli_parse_float(v, &p->floor_beta);
+        else if (!strcmp(a, "--floor")) bad = cli_parse_u32(v, &p->floor_scale);
+        else if (!strcmp(a, "--pos-offset")) bad = cli_parse_u32(v, &p->pos_offset);
+        else if (!strcmp(a, "--splits")) bad = cli_parse_u32(v, &p->kv_splits);
+        else if (!strcmp(a, "--scale")) {
+            bad = cli_parse_float(v, &p->scale);
+            if (!bad && p->scale == 0)
+                return ERR("ssmax run: --scale: 0 is not a usable softmax scale\n");
+        } else if (!strcmp(a, "--q-pos")) {
+            uint32_t qp = 0;
+            bad = cli_parse_u32(v, &qp);
+            p->q_pos = qp;
+        } else {
+            return ERR("ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
+        }
+        if (bad)
+            return ERR("ssmax run: %s: invalid value '%s'\n", a, v);
+    }
+    if (!o->q || !o->k || !o->v || !o->out)
+        return ERR("ssmax run: --q, --k, --v and --out are required (see ssmax run --help)\n");
+    return 0;
+}
