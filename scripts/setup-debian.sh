@@ -6,7 +6,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 PKGS="build-essential meson ninja-build pkg-config python3 python3-numpy \
   libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc glslang-tools spirv-tools \
-  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev"
+  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev valgrind"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

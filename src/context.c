@@ -177,6 +177,8 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     ctx->fault_lost_at = ssmax_env_int("SSMAX_FAULT_DEVICE_LOST", 0);
 
     uint32_t mask = p->backends ? p->backends : ~0u;
+    if (ssmax_env_int("SSMAX_NO_GPU_BACKENDS", 0)) // CPU only (valgrind runs of the unit suites)
+        mask &= SSMAX_BACKEND_CPU_BIT;
     int total = 0;
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(all_backends); i++) {
         const struct ssmax_backend_fns *f = all_backends[i];
