@@ -157,8 +157,13 @@ struct ssmax_context_params {
      *  Default 0, or 1 when the environment sets SSMAX_VALIDATION=1. */
     int debug;
     const char *cache_dir;              ///< kernel binary cache; NULL = $SSMAX_CACHE_DIR or the user cache
+    /** Multiply-adds one GPU submission may carry before an attention call is cut into several,
+     *  so no single submission runs for seconds (driver watchdogs, TDR). Results are identical
+     *  either way. 0 = SSMAX_DEFAULT_MAX_WORK (2^33, about 0.1 s at 150 GFLOP/s). */
+    uint64_t max_work_per_submit;
     uint8_t reserved[32];               ///< must be zero
 };
+#define SSMAX_DEFAULT_MAX_WORK (1ull << 33)
 
 /** One attention problem. Initialise with ssmax_attn_params_default(). Layouts are dense C order:
  *  Q and O [batch, q_heads, q_len, head_dim]; K and V [batch, kv_heads, kv_len, head_dim];

@@ -45,6 +45,7 @@
     X(clSetKernelArg)                                                                              \
     X(clEnqueueNDRangeKernel)                                                                      \
     X(clFinish)                                                                                    \
+    X(clFlush)                                                                                     \
     X(clGetEventProfilingInfo)                                                                     \
     X(clReleaseEvent)
 
@@ -744,9 +745,24 @@ static int cl_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
         if ((r = set_args(d, pg->k[kid], 10, sz, va)) < 0)
             return r;
         size_t blocks = ((size_t)pl->group * p->q_len + t.br - 1) / t.br;
-        size_t g[3] = { blocks * t.br * t.tpr, p->kv_heads, (size_t)p->batch * nsplit };
-        size_t l[3] = { t.br * t.tpr, 1, 1 };
-        ENQ(kid, 3, g, l);
+        // Cut the launch so one kernel carries at most max_work_per_submit multiply-adds
+        // (watchdogs); each piece is flushed to the device. Results do not change.
+        const uint64_t cap = ctx->params.max_work_per_submit ? ctx->params.max_work_per_submit
+                                                              : SSMAX_DEFAULT_MAX_WORK;
+        uint64_t per_block = 2ull * t.br * p->kv_len * D * p->kv_heads * p->batch;
+        size_t chunk = cap / per_block ? (size_t)(cap / per_block) : 1;
+        for (size_t x0 = 0; x0 < blocks; x0 += chunk) {
+            cl_uint rb = (cl_uint)x0;
+            e = f->clSetKernelArg(pg->k[kid], 9, us, &rb);
+            if (e != CL_SUCCESS)
+                goto fail;
+            size_t nblk = blocks - x0 < chunk ? blocks - x0 : chunk;
+            size_t g[3] = { nblk * t.br * t.tpr, p->kv_heads, (size_t)p->batch * nsplit };
+            size_t l[3] = { t.br * t.tpr, 1, 1 };
+            ENQ(kid, 3, g, l);
+            if (x0 + chunk < blocks)
+                f->clFlush(d->q);
+        }
         if (pl->path == SSMAX_PATH_SPLIT_KV) {
             const size_t sz2[] = { ms, ms, ms, ms, ms };
             const void *va2[] = { &d->params, &s0, &s1, &o, &lse };

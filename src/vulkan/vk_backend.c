@@ -1096,6 +1096,41 @@ static void compute_barrier(struct vk_dev *d)
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
+/* One submission of an attention call: begin (timestamp, descriptor set) and end (timestamp,
+ * submit, wait, add the device time). Calls whose work exceeds the context's max_work_per_submit
+ * are cut into several, so no single submission runs long enough for a GPU watchdog. */
+static int sub_begin(struct vk_dev *d, VkDescriptorSet set)
+{
+    int r = begin_cmd(d);
+    if (r < 0)
+        return r;
+    if (d->qpool) {
+        d->vkCmdResetQueryPool(d->cmd, d->qpool, 0, 2);
+        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, d->qpool, 0);
+    }
+    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
+                               NULL);
+    return SSMAX_OK;
+}
+
+static int sub_end(struct vk_dev *d, uint64_t *device_ns)
+{
+    if (d->qpool)
+        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->qpool, 1);
+    int r = submit_wait(d);
+    if (r < 0)
+        return r;
+    if (d->qpool) {
+        uint64_t ts[2];
+        VkResult vr = d->vkGetQueryPoolResults(d->dev, d->qpool, 0, 2, sizeof(ts), ts, 8,
+                                               VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (vr == VK_SUCCESS)
+            *device_ns += (uint64_t)((double)((ts[1] - ts[0]) & d->ts_mask) *
+                                     d->ph->props.limits.timestampPeriod);
+    }
+    return SSMAX_OK;
+}
+
 static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct attn_bufs *ab,
                    uint64_t *device_ns)
 {
@@ -1204,20 +1239,24 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     if (r < 0)
         return r;
 
-    if ((r = begin_cmd(d)) < 0)
+    *device_ns = 0;
+    const uint64_t cap = ctx->params.max_work_per_submit ? ctx->params.max_work_per_submit
+                                                          : SSMAX_DEFAULT_MAX_WORK;
+    if ((r = sub_begin(d, set)) < 0)
         return r;
-    if (d->qpool) {
-        d->vkCmdResetQueryPool(d->cmd, d->qpool, 0, 2);
-        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, d->qpool, 0);
-    }
-    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
-                               NULL);
     if (pl->path != SSMAX_PATH_UNFUSED) {
         uint32_t blocks = (uint32_t)(((uint64_t)pl->group * p->q_len + t.br - 1) / t.br);
-        for (uint32_t x0 = 0; x0 < blocks; x0 += maxx) {
+        // multiply-adds of one row block over every KV head and batch item
+        uint64_t per_block = 2ull * t.br * p->kv_len * D * p->kv_heads * p->batch;
+        uint64_t chunk = cap / per_block ? cap / per_block : 1;
+        if (chunk > maxx)
+            chunk = maxx;
+        for (uint32_t x0 = 0; x0 < blocks; x0 += (uint32_t)chunk) {
+            if (x0 && ((r = sub_end(d, device_ns)) < 0 || (r = sub_begin(d, set)) < 0))
+                return r;
             pc.row_base = x0;
-            dispatch(d, pf, &pc, blocks - x0 < maxx ? blocks - x0 : maxx, p->kv_heads,
-                     p->batch * nsplit);
+            dispatch(d, pf, &pc, blocks - x0 < chunk ? blocks - x0 : (uint32_t)chunk,
+                     p->kv_heads, p->batch * nsplit);
         }
         if (pl->path == SSMAX_PATH_SPLIT_KV) {
             compute_barrier(d);
@@ -1229,14 +1268,21 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     } else {
         const uint32_t nbh = p->batch * p->q_heads;
         struct vk_buf *probs = ab->probs;
+        uint64_t work = 0;
         for (uint32_t bh0 = 0; bh0 < nbh; bh0 += bh_per) {
             uint32_t nb = nbh - bh0 < bh_per ? nbh - bh0 : bh_per;
             for (uint32_t i0 = 0; i0 < p->q_len; i0 += i_count) {
                 uint32_t ni = p->q_len - i0 < i_count ? p->q_len - i0 : i_count;
-                pc.row_base = bh0, pc.aux0 = i0, pc.aux1 = ni;
-                if (bh0 || i0) // the previous chunk's P·V (and copy) read the scratch
+                if (work >= cap) { // a new submission also orders it after the last chunk
+                    if ((r = sub_end(d, device_ns)) < 0 || (r = sub_begin(d, set)) < 0)
+                        return r;
+                    work = 0;
+                } else if (bh0 || i0) { // the previous chunk's P·V (and copy) read the scratch
                     barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                             0, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+                }
+                work += 2ull * nb * ni * p->kv_len * D;
+                pc.row_base = bh0, pc.aux0 = i0, pc.aux1 = ni;
                 dispatch(d, pqk, &pc, (p->kv_len + 15) / 16, (ni + 15) / 16, nb);
                 compute_barrier(d);
                 dispatch(d, psm, &pc, ni, nb, 1);
@@ -1253,20 +1299,7 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
             }
         }
     }
-    if (d->qpool)
-        d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->qpool, 1);
-    if ((r = submit_wait(d)) < 0)
-        return r;
-    *device_ns = 0;
-    if (d->qpool) {
-        uint64_t ts[2];
-        vr = d->vkGetQueryPoolResults(d->dev, d->qpool, 0, 2, sizeof(ts), ts, 8,
-                                      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
-        if (vr == VK_SUCCESS)
-            *device_ns = (uint64_t)((double)((ts[1] - ts[0]) & d->ts_mask) *
-                                    d->ph->props.limits.timestampPeriod);
-    }
-    return SSMAX_OK;
+    return sub_end(d, device_ns);
 }
 
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
