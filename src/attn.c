@@ -252,6 +252,18 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
             }
         }
     }
+    // Very long rows: split so no workgroup sums more than 64k keys in fp32 (accuracy, and work
+    // per workgroup), whatever the parallelism heuristics said.
+    if (p->path == SSMAX_PATH_AUTO && !p->kv_splits && path != SSMAX_PATH_UNFUSED &&
+        p->kv_len > 65536) {
+        uint32_t need = (p->kv_len + 65535) / 65536;
+        if (need > 256)
+            need = 256;
+        if (path != SSMAX_PATH_SPLIT_KV || splits < need) {
+            path = SSMAX_PATH_SPLIT_KV;
+            splits = need;
+        }
+    }
     if (path == SSMAX_PATH_SPLIT_KV && !splits) {
         uint32_t cu = ctx && ctx->dev && ctx->dev->info.compute_units ? ctx->dev->info.compute_units
                                                                       : 16;

@@ -136,6 +136,23 @@ static void test_numeric_edges(void **state)
     }
 }
 
+/* n at the largest length the device takes: K and V as large as one binding allows (lavapipe:
+ * 128 MiB, about 4M keys at D = 8; capped at 4M keys elsewhere), one causal query row at the end. */
+static void test_longest(void **state)
+{
+    (void)state;
+    struct ssmax_device_info di;
+    ssmax_device_current(ctx, &di);
+    uint64_t lim = di.max_buffer_size < di.max_alloc_size ? di.max_buffer_size : di.max_alloc_size;
+    uint64_t lk = lim / (8 * 4) - 64;
+    if (lk > (1u << 22))
+        lk = 1u << 22;
+    struct hcase c = base_case(1, 1, 1, (uint32_t)lk, 8);
+    c.p.causal = 1;
+    c.want_lse = 1;
+    run_case(&c);
+}
+
 /* The work cap per submission (watchdogs): a context whose cap cuts every call into pieces gives
  * bit-identical results to the default one, on every path. */
 static void test_work_cap(void **state)
@@ -470,7 +487,7 @@ int main(void)
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
-        cmocka_unit_test(test_work_cap),
+        cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1002,7 +1002,7 @@ static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
                                (unsigned long long)maxr);
     const uint32_t *wg = lim->maxComputeWorkGroupCount;
     if (p->kv_heads > wg[1] || (uint64_t)p->batch * splits > wg[2] ||
-        (p->kv_len + 15) / 16 > wg[0])
+        (path == SSMAX_PATH_UNFUSED && (p->kv_len + 15) / 16 > wg[0]))
         return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                "kv_heads/batch/kv_len: %u, %u x %u splits, %u exceed the device's "
                                "dispatch limits (%u, %u, %u)", p->kv_heads, p->batch, splits,
