@@ -9,93 +9,148 @@ inline float2 kv_pair(__local const float4 *T, uint c, uint p)
     return (p & 1u) ? x.zw : x.xy;
 }
 
+// Fused flash attention; 16 work-items as a 2 x 8 grid hold register blocks of (BR/2) x (BC/8)
+// scores and (BR/2) x (D/8) outputs (see shaders/flash_attn.comp for the scheme, steps 1-5).
+#define FWG 16u
+#define RS (BR / 2)
+#define CS (BC / 8)
+#define CP (D / 8)
+
 inline void flash_body(__constant uint *P, __global const float *coef, __global const io_t *q,
                        __global const io_t *k, __global const io_t *v, __global io_t *o,
                        __global float *lse, __global float2 *part_o, __global float2 *part_ml,
-                       uint row_base, const uint split, __local float4 *Qs, __local float4 *KVs,
-                       __local float *Ss)
+                       uint row_base, const uint split, __local float *Qs, __local float *KV,
+                       __local float *Ps, __local float *Mrow, __local float *Arow,
+                       __local float *Lrow, __local uint *Crow)
 {
-    const uint t = get_local_id(0), r = t / TPR, tr = t % TPR;
+    const uint t = get_local_id(0), gr = t / 8u, gc = t % 8u;
     const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
     const uint b = get_group_id(2) / P_NSPLIT, sp = get_group_id(2) % P_NSPLIT;
-    const uint GL = P_G * P_LQ, R = blk * BR + r;
-    const bool valid = R < GL;
-    const uint i = valid ? R / P_G : 0u, h = g * P_G + R % P_G;
-
-    for (uint e = t; e < BR * D4; e += WG) {
-        uint rr = blk * BR + e / D4, d = 4u * (e % D4);
-        float4 x = (float4)(0.0f);
+    const uint GL = P_G * P_LQ;
+    for (uint e = t; e < BR * D; e += FWG) {
+        uint rr = blk * BR + e / D, d = e % D;
+        float x = 0.0f;
         if (rr < GL) {
             uint ii = rr / P_G, hq = g * P_G + rr % P_G;
-            x = LD4(q, P_QOFF, ((b * P_HQ + hq) * P_LQ + ii) * D + d) * row_factor(P, coef, hq, ii);
+            x = LD(q, P_QOFF, ((b * P_HQ + hq) * P_LQ + ii) * D + d) * row_factor(P, coef, hq, ii);
         }
         Qs[e] = x;
     }
     const uint ks = sp * P_SPLITLEN, ke_split = min(ks + P_SPLITLEN, P_LK);
-    const uint last = min(blk * BR + BR, GL) - 1u;
+    const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ke_wg = min(ke_split, kv_end(P, last / P_G));
-    const uint ke_row = valid ? min(ke_split, kv_end(P, i)) : 0u;
+    const uint ke_min = min(ke_split, kv_end(P, first / P_G));
     const uint kvbase = (b * P_HKV + g) * P_LK * D;
-
-    float m = M_INIT, l = 0.0f;
-    float2 acc[DP];
-    for (uint kk = 0u; kk < DP; kk++)
-        acc[kk] = (float2)(0.0f);
+    for (uint r = t; r < BR; r += FWG)
+        Mrow[r] = M_INIT;
+    float acc[RS * CP], l[RS];
+    for (uint kk = 0u; kk < RS * CP; kk++)
+        acc[kk] = 0.0f;
+    for (uint i = 0u; i < RS; i++)
+        l[i] = 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
-
     for (uint kt = ks; kt < ke_wg; kt += BC) {
-        for (uint e = t; e < BC * D4; e += WG) {
-            uint j = kt + e / D4;
-            KVs[e] = j < P_LK ? LD4(k, P_KOFF, kvbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+        for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
+            const uint c = e / D, d = e % D, j = kt + c;
+            float4 x = j < ke_wg ? LD4(k, P_KOFF, kvbase + j * D + d) : (float4)(0.0f);
+            KV[d * BC + c] = x.x;
+            KV[(d + 1u) * BC + c] = x.y;
+            KV[(d + 2u) * BC + c] = x.z;
+            KV[(d + 3u) * BC + c] = x.w;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint e = t; e < BR * BC; e += WG) {
-            uint rr = e / BC, c = e % BC;
-            float s = 0.0f;
-            for (uint d = 0u; d < D4; d++)
-                s += dot(Qs[rr * D4 + d], KVs[c * D4 + d]);
-            Ss[e] = s;
+        float s[RS * CS];
+        for (uint kk = 0u; kk < RS * CS; kk++)
+            s[kk] = 0.0f;
+        for (uint d = 0u; d < D; d++) {
+            float qv[RS], kv[CS];
+            for (uint i = 0u; i < RS; i++)
+                qv[i] = Qs[(gr + 2u * i) * D + d];
+            for (uint j = 0u; j < CS; j++)
+                kv[j] = KV[d * BC + gc + 8u * j];
+            for (uint i = 0u; i < RS; i++)
+                for (uint j = 0u; j < CS; j++)
+                    s[i * CS + j] = fma(qv[i], kv[j], s[i * CS + j]);
         }
+        for (uint i = 0u; i < RS; i++)
+            for (uint j = 0u; j < CS; j++)
+                Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint e = t; e < BC * D4; e += WG) {
-            uint j = kt + e / D4;
-            KVs[e] = j < P_LK ? LD4(v, P_VOFF, kvbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        const uint cmax = (uint)clamp((int)ke_row - (int)kt, 0, (int)BC);
-        if (cmax > 0u) {
-            float mt = m;
+        for (uint r = t; r < BR; r += FWG) {
+            const uint R = first + r;
+            const uint ke = R < GL ? min(ke_split, kv_end(P, R / P_G)) : 0u;
+            const uint cmax = (uint)clamp((int)ke - (int)kt, 0, (int)BC);
+            float mo = Mrow[r], mt = mo;
             for (uint c = 0u; c < cmax; c++)
-                mt = fmax(mt, Ss[r * BC + c]);
-            const float alpha = exp(m - mt);
-            m = mt;
-            l *= alpha;
-            for (uint kk = 0u; kk < DP; kk++)
-                acc[kk] *= alpha;
-            for (uint c = 0u; c < cmax; c++) {
-                const float p = exp(Ss[r * BC + c] - m);
-                l += p;
-                for (uint kk = 0u; kk < DP; kk++)
-                    acc[kk] += p * kv_pair(KVs, c, tr + TPR * kk);
+                mt = fmax(mt, Ps[r * BC + c]);
+            Mrow[r] = mt;
+            Arow[r] = exp(mo - mt);
+            Crow[r] = cmax;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = 0u; i < RS; i++) {
+            const uint r = gr + 2u * i;
+            const float m = Mrow[r];
+            const uint cm = Crow[r];
+            for (uint j = 0u; j < CS; j++) {
+                const uint c = gc + 8u * j;
+                Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0f;
+            }
+        }
+        for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
+            const uint j = kt + e / D;
+            vstore4(j < ke_wg ? LD4(v, P_VOFF, kvbase + j * D + e % D) : (float4)(0.0f), 0, KV + e);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        uint cm[RS];
+        for (uint i = 0u; i < RS; i++) {
+            const float a = Arow[gr + 2u * i];
+            cm[i] = Crow[gr + 2u * i];
+            l[i] *= a;
+            for (uint j = 0u; j < CP; j++)
+                acc[i * CP + j] *= a;
+        }
+        const bool full = kt + BC <= ke_min;
+        for (uint c = 0u; c < BC; c++) {
+            float pv_[RS], vv[CP];
+            for (uint i = 0u; i < RS; i++)
+                pv_[i] = Ps[(gr + 2u * i) * BC + c];
+            for (uint j = 0u; j < CP; j++)
+                vv[j] = KV[c * D + gc + 8u * j];
+            for (uint i = 0u; i < RS; i++) {
+                l[i] += pv_[i];
+                if (full || c < cm[i]) // a key the row cannot see is skipped, never multiplied
+                    for (uint j = 0u; j < CP; j++)
+                        acc[i * CP + j] = fma(pv_[i], vv[j], acc[i * CP + j]);
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (!valid)
-        return;
-    const uint row = (b * P_HQ + h) * P_LQ + i;
-    if (!split) {
-        const float inv = l == 0.0f ? 0.0f : 1.0f / l;
-        for (uint kk = 0u; kk < DP; kk++)
-            ST2(o, P_OOFF, row * D + 2u * (tr + TPR * kk), acc[kk] * inv);
-        if (tr == 0u && P_WANTLSE)
-            lse[P_LSEOFF + row] = l == 0.0f ? -INFINITY : m + log(l);
-    } else {
-        const uint prow = sp * (P_B * P_HQ * P_LQ) + row;
-        for (uint kk = 0u; kk < DP; kk++)
-            part_o[prow * (D / 2u) + tr + TPR * kk] = acc[kk];
-        if (tr == 0u)
-            part_ml[prow] = (float2)(m, l);
+    for (uint i = 0u; i < RS; i++) {
+        const float inv = split ? 1.0f : (l[i] == 0.0f ? 0.0f : 1.0f / l[i]);
+        for (uint j = 0u; j < CP; j++)
+            Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
+        if (gc == 0u)
+            Lrow[gr + 2u * i] = l[i];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint e = t; e < BR * (D / 2u); e += FWG) {
+        const uint r = e / (D / 2u), p2 = e % (D / 2u), R = first + r;
+        if (R >= GL)
+            continue;
+        const uint i = R / P_G, h = g * P_G + R % P_G, row = (b * P_HQ + h) * P_LQ + i;
+        const float2 ov = (float2)(Qs[r * D + 2u * p2], Qs[r * D + 2u * p2 + 1u]);
+        const float m = Mrow[r], lr = Lrow[r];
+        if (!split) {
+            ST2(o, P_OOFF, row * D + 2u * p2, ov);
+            if (p2 == 0u && P_WANTLSE)
+                lse[P_LSEOFF + row] = lr == 0.0f ? -INFINITY : m + log(lr);
+        } else {
+            const uint prow = sp * (P_B * P_HQ * P_LQ) + row;
+            part_o[prow * (D / 2u) + p2] = ov;
+            if (p2 == 0u)
+                part_ml[prow] = (float2)(m, lr);
+        }
     }
 }
 
@@ -104,18 +159,22 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
         __global float2 *part_o, __global float2 *part_ml, uint row_base
 
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_attn(FLASH_ARGS)
+#define FLASH_LOCALS                                                                               \
+    __local float Qs[BR * D], KV[BC * D], Ps[BR * BC], Mrow[BR], Arow[BR], Lrow[BR];               \
+    __local uint Crow[BR]
+
+__kernel __attribute__((reqd_work_group_size(16, 1, 1))) void flash_attn(FLASH_ARGS)
 {
-    __local float4 Qs[BR * D4], KVs[BC * D4];
-    __local float Ss[BR * BC];
-    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 0u, Qs, KVs, Ss);
+    FLASH_LOCALS;
+    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 0u, Qs, KV, Ps, Mrow, Arow,
+               Lrow, Crow);
 }
 
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_attn_split(FLASH_ARGS)
+__kernel __attribute__((reqd_work_group_size(16, 1, 1))) void flash_attn_split(FLASH_ARGS)
 {
-    __local float4 Qs[BR * D4], KVs[BC * D4];
-    __local float Ss[BR * BC];
-    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 1u, Qs, KVs, Ss);
+    FLASH_LOCALS;
+    flash_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 1u, Qs, KV, Ps, Mrow, Arow,
+               Lrow, Crow);
 }
 
 // Split-KV merge with the log-sum-exp rule; one work-group of 64 per row.

@@ -564,28 +564,43 @@ struct cl_tiles {
     uint32_t br, bc, tpr;
 };
 
-static int choose_tiles(struct cl_dev *d, uint32_t D, struct cl_tiles *t)
+static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_tiles *t)
 {
     const char *env = getenv("SSMAX_CL_TILES");
     if (env && *env) {
         unsigned br, bc, tpr;
         char tail;
         if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
-            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024)
+            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024 || br % 2 ||
+            bc % 8)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_CL_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
-                                   "D %% (2*TPR) == 0 and BR*TPR <= 1024", env);
+                                   "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple "
+                                   "of 8", env);
         *t = (struct cl_tiles){ br, bc, tpr };
     } else {
-        *t = (struct cl_tiles){ 16, D <= 64 ? 64 : 32, 4 };
-        if (D > 128)
-            *t = (struct cl_tiles){ 8, 16, 4 };
+        // Fused: BR rows x BC keys over 16 work-items in register blocks (cl/attn.cl); the unfused
+        // P V kernel uses BR rows x TPR work-items. CPU runtimes (PoCL: 1 MiB of local memory)
+        // take large blocks: B1 H8 L1024 D64 on PoCL, 32,48: 125 ms; 64,64: 68 ms; D128 16,32:
+        // 247 ms, 64,64: 116 ms. Devices with GPU-sized local memory keep small blocks.
+        int big = d->base.info.shared_memory >= (256u << 10);
+        if (D <= 64)
+            *t = big ? (struct cl_tiles){ 64, 64, 4 } : (struct cl_tiles){ 16, 32, 4 };
+        else if (D <= 128)
+            *t = big ? (struct cl_tiles){ 64, 64, 4 } : (struct cl_tiles){ 8, 32, 4 };
+        else
+            *t = big ? (struct cl_tiles){ 32, 64, 4 } : (struct cl_tiles){ 4, 16, 4 };
+        if (rows < t->br) { // decode: no empty rows
+            t->br = rows < 2 ? 2 : (uint32_t)(rows + 1) / 2 * 2;
+            if (D <= 64 && t->br <= 8)
+                t->bc = 64;
+        }
     }
-    uint64_t lm = d->base.info.shared_memory, need = 4ull * (t->br * D + t->bc * D + t->br * t->bc);
+    uint64_t lm = d->base.info.shared_memory, need = 4ull * (t->br * D + t->bc * D + t->br * t->bc) + 16ull * t->br;
     uint64_t wgmax = d->base.info.max_workgroup_size;
-    while (need > lm && t->bc > 8) {
-        t->bc /= 2;
-        need = 4ull * (t->br * D + t->bc * D + t->br * t->bc);
+    while (need > lm && t->bc >= 16) {
+        t->bc = t->bc / 2 / 8 * 8;
+        need = 4ull * (t->br * D + t->bc * D + t->br * t->bc) + 16ull * t->br;
     }
     if (need > lm || t->br * t->tpr > wgmax || wgmax < 256)
         return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED,
@@ -606,7 +621,7 @@ static int cl_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
                                "kernels' range; the cpu device takes any)",
                                p->head_dim, SSMAX_MAX_HEAD_DIM);
     struct cl_tiles t;
-    int r = choose_tiles(d, p->head_dim, &t);
+    int r = choose_tiles(d, p->head_dim, (uint64_t)pl->group * p->q_len, &t);
     if (r < 0)
         return r;
     uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len, lim = base->info.max_alloc_size;
@@ -668,7 +683,7 @@ static int cl_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     const uint32_t D = p->head_dim, esz = pl->elem_size;
     const uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
     struct cl_tiles t;
-    int r = choose_tiles(d, D, &t);
+    int r = choose_tiles(d, D, (uint64_t)pl->group * p->q_len, &t);
     if (r < 0)
         return r;
     char opts[160];
@@ -757,8 +772,8 @@ static int cl_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
             if (e != CL_SUCCESS)
                 goto fail;
             size_t nblk = blocks - x0 < chunk ? blocks - x0 : chunk;
-            size_t g[3] = { nblk * t.br * t.tpr, p->kv_heads, (size_t)p->batch * nsplit };
-            size_t l[3] = { t.br * t.tpr, 1, 1 };
+            size_t g[3] = { nblk * 16, p->kv_heads, (size_t)p->batch * nsplit };
+            size_t l[3] = { 16, 1, 1 };
             ENQ(kid, 3, g, l);
             if (x0 + chunk < blocks)
                 f->clFlush(d->q);
