@@ -79,6 +79,20 @@ int ssmax_fault_lost(struct ssmax_context *ctx)
     return ctx && ctx->fault_lost_at > 0 && ++ctx->fault_lost_n == ctx->fault_lost_at;
 }
 
+void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n)
+{
+    const char *c = ctx && ctx->params.cache_dir ? ctx->params.cache_dir : getenv("SSMAX_CACHE_DIR");
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (c && *c)
+        snprintf(out, n, "%s", c);
+    else if (xdg && *xdg)
+        snprintf(out, n, "%s/ssmax", xdg);
+    else if (home && *home)
+        snprintf(out, n, "%s/.cache/ssmax", home);
+    else if (n)
+        out[0] = 0;
+}
+
 int ssmax_env_int(const char *name, int def)
 {
     const char *v = getenv(name);
@@ -378,6 +392,7 @@ int ssmax_device_open(ssmax_context *ctx, int index)
     dev->info = ctx->devs[index];
     ctx->dev = dev;
     ctx->dev_index = index;
+    ssmax_tune_load(dev);
     ssmax_log(ctx, SSMAX_LOG_INFO, "opened %s device %d: %s", s->fns->name, dev->info.index,
               dev->info.name);
     return SSMAX_OK;

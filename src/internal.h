@@ -22,6 +22,7 @@ struct ssmax_dev {
     struct ssmax_context *ctx;
     const struct ssmax_backend_fns *fns;
     struct ssmax_device_info info;
+    uint16_t tune[SSMAX_MAX_HEAD_DIM / 8 + 1][3]; // tuned BR, BC, TPR per head_dim / 8; 0 = none
 };
 
 struct ssmax_buffer {
@@ -116,6 +117,12 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
  * the Nth submission as a lost device. Each returns 1 exactly once. */
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
+
+/* Cache directory (params, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax, ~/.cache/ssmax); "" if none. */
+void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n);
+/* Tuned tiles (tune.c): loaded when a device opens; the lookup gives 0 when none is stored. */
+void ssmax_tune_load(struct ssmax_dev *dev);
+int ssmax_tune_get(const struct ssmax_dev *dev, uint32_t head_dim, uint32_t t[3]);
 
 /* Environment knobs */
 int ssmax_env_int(const char *name, int def);

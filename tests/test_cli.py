@@ -128,6 +128,23 @@ with tempfile.TemporaryDirectory() as d:
     expect('bench bad suite', ['bench', '--suite', 'huge'], 2, '--suite')
     expect('bench bad shape', ['bench', '--shape', '1,2,3'], 2, '--shape')
     expect('verify cpu', ['verify', '--device', 'cpu'], 0, '0 failed')
+    # --tune stores tiles that later contexts load (on the first GPU-API device, if any)
+    gpu = [x['spec'] for x in devs if x['backend'] != 'cpu']
+    if gpu:
+        env = dict(os.environ, SSMAX_CACHE_DIR=P('tunecache'))
+        p = subprocess.run([SSMAX, 'bench', '--device', gpu[0], '--tune', '--shape',
+                            '1,2,1,16,64,16'], capture_output=True, text=True, env=env, timeout=600)
+        ok = p.returncode == 0 and 'stored' in p.stdout
+        env['SSMAX_LOG'] = '3'
+        q = subprocess.run([SSMAX] + base[:2] + [gpu[0]] + base[3:] + ['--check'], capture_output=True,
+                           text=True, env=env, timeout=300)
+        ok = ok and q.returncode == 0 and 'tuned tiles loaded' in q.stderr
+        print('%s bench --tune on %s' % ('ok  ' if ok else 'FAIL', gpu[0]))
+        if ok:
+            passed[0] += 1
+        else:
+            failures.append('tune')
+            print(p.stdout[-2000:], p.stderr[-2000:], q.stderr[-2000:])
 
 print('%d passed, %d failed' % (passed[0], len(failures)))
 sys.exit(1 if failures else 0)

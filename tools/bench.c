@@ -23,6 +23,9 @@ static const char *usage_bench =
     "  --warmup N --iters N     (defaults 2 and 5)\n"
     "  --json FILE --csv FILE   write the records\n"
     "  --no-verify              skip the reference check (results are marked unverified)\n"
+    "  --tune                   search tile sizes for the fused kernel on each device and head dim\n"
+    "                           of the shapes (default B1 H8 L1024 D64) and store the fastest in the\n"
+    "                           cache directory; later runs on that device use them\n"
     "FLOPs are 4*B*Hq*D*(visible keys summed over rows); bytes are Q, K, V, O once.\n";
 
 struct shape {
@@ -78,11 +81,87 @@ static double visible_pairs(const struct shape *s)
     return t;
 }
 
+/* --tune: time the fused kernel over a grid of tiles through the SSMAX_*_TILES override, verify
+ * the winner, and store it for the device. */
+static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct shape *shapes,
+                    int nshapes, struct ssmax_attn_params base)
+{
+    static const uint32_t brs[] = { 8, 16, 32, 64 }, bcs[] = { 16, 32, 48, 64, 128 };
+    struct shape def = { 1, 8, 8, 1024, 1024, 64, 0 };
+    if (!nshapes)
+        shapes = &def, nshapes = 1;
+    int code = 0;
+    for (int di = 0; di < nd; di++) {
+        struct ssmax_device_info d;
+        ssmax_device_get_info(ctx, devs[di], &d);
+        if (d.backend == SSMAX_BACKEND_CPU)
+            continue;
+        const char *var = d.backend == SSMAX_BACKEND_VULKAN ? "SSMAX_VK_TILES" : "SSMAX_CL_TILES";
+        for (int si = 0; si < nshapes; si++) {
+            int r = ssmax_device_open(ctx, devs[di]);
+            if (r < 0) {
+                fprintf(stderr, "ssmax bench: %s: %s\n", d.name, ssmax_last_error(ctx));
+                code = EXIT_DEVICE;
+                break;
+            }
+            struct hcase c = { 0 };
+            c.p = base;
+            c.p.path = SSMAX_PATH_FUSED;
+            c.p.batch = shapes[si].b, c.p.q_heads = shapes[si].hq, c.p.kv_heads = shapes[si].hkv;
+            c.p.q_len = shapes[si].lq, c.p.kv_len = shapes[si].lk, c.p.head_dim = shapes[si].d;
+            c.p.causal = shapes[si].causal;
+            c.seed = 77;
+            c.sample_rows = 8;
+            double best = 1e300;
+            uint32_t bbr = 0, bbc = 0;
+            printf("tuning %s, D %u (shape %u,%u,%u,%u,%u,%u):\n", d.name, c.p.head_dim,
+                   c.p.batch, c.p.q_heads, c.p.kv_heads, c.p.q_len, c.p.kv_len, c.p.head_dim);
+            for (size_t i = 0; i < sizeof(brs) / sizeof(brs[0]); i++)
+                for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++) {
+                    char val[32], why[512];
+                    snprintf(val, sizeof(val), "%u,%u,4", brs[i], bcs[j]);
+                    setenv(var, val, 1);
+                    struct htiming tm;
+                    if (ssmax_attn_supported(ctx, &c.p) < 0 ||
+                        h_time(ctx, &c, 1, 2, &tm, why, sizeof(why)) < 0)
+                        continue;
+                    printf("  %-10s %10.3f ms\n", val, tm.ms_median);
+                    if (tm.ms_median < best)
+                        best = tm.ms_median, bbr = brs[i], bbc = bcs[j];
+                }
+            if (!bbr) {
+                unsetenv(var);
+                printf("  no tile size ran\n");
+                code = EXIT_DEVICE;
+                continue;
+            }
+            char val[32];
+            snprintf(val, sizeof(val), "%u,%u,4", bbr, bbc);
+            setenv(var, val, 1);
+            struct hresult hr;
+            int st = h_run(ctx, &c, &hr);
+            unsetenv(var);
+            if (st != 0) {
+                printf("  best %s gives a wrong result (%s): not stored\n", val, hr.why);
+                code = EXIT_MISMATCH;
+                continue;
+            }
+            if (ssmax_tune_store(ctx, c.p.head_dim, bbr, bbc, 4) < 0) {
+                fprintf(stderr, "ssmax bench: %s\n", ssmax_last_error(ctx));
+                code = EXIT_DEVICE;
+                continue;
+            }
+            printf("  stored %s (%.3f ms, verified, nmse %.1e)\n", val, best, hr.o.nmse);
+        }
+    }
+    return code;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *dev = NULL, *suite = "quick", *json = NULL, *csv = NULL;
     struct shape shapes[64];
-    int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1;
+    int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0;
     struct ssmax_attn_params base;
     ssmax_attn_params_default(&base);
     for (int i = 0; i < argc; i++) {
@@ -97,6 +176,10 @@ int cmd_bench(int argc, char **argv)
         }
         if (!strcmp(a, "--no-verify")) {
             verify = 0;
+            continue;
+        }
+        if (!strcmp(a, "--tune")) {
+            tune = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -168,6 +251,10 @@ int cmd_bench(int argc, char **argv)
             goto out;
         }
         devs[nd++] = i;
+    }
+    if (tune) {
+        code = run_tune(ctx, devs, nd, nshapes ? shapes : NULL, nshapes, base);
+        goto out;
     }
     struct record *recs = calloc((size_t)(nd * nlist) + 1, sizeof(*recs));
     int nrec = 0;

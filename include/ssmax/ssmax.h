@@ -267,6 +267,14 @@ SSMAX_API int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info 
 /** Vulkan validation-layer errors counted by the context's messenger since creation. */
 SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
 
+/** Stores tile sizes for head_dim on the open device in the cache directory (the context's
+ *  cache_dir, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax or ~/.cache/ssmax). Devices opened later with
+ *  the same name and driver use them unless SSMAX_VK_TILES / SSMAX_CL_TILES override. br: query
+ *  rows per workgroup (even), bc: keys per tile (multiple of 8), tpr: invocations per row of the
+ *  unfused P V kernel (1, 2 or 4). `ssmax bench --tune` searches and stores them. */
+SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim, uint32_t br, uint32_t bc,
+                               uint32_t tpr);
+
 /* ---- buffers (on the open device) ---- */
 
 /** Allocates size bytes (>= 1) on the open device. Contents are undefined until written. */

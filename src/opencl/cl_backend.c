@@ -264,20 +264,6 @@ static int cl_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
 
 static void cl_close(struct ssmax_dev *base);
 
-static void default_cache_dir(struct ssmax_context *ctx, char *out, size_t n)
-{
-    const char *c = ctx->params.cache_dir ? ctx->params.cache_dir : getenv("SSMAX_CACHE_DIR");
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (c && *c)
-        snprintf(out, n, "%s", c);
-    else if (xdg && *xdg)
-        snprintf(out, n, "%s/ssmax", xdg);
-    else if (home && *home)
-        snprintf(out, n, "%s/.cache/ssmax", home);
-    else
-        out[0] = 0;
-}
-
 static int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
 {
     struct cl_inst *ci = bpriv;
@@ -303,7 +289,7 @@ static int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax
         cl_close(&d->base);
         return cl_err(ctx, e, "context setup");
     }
-    default_cache_dir(ctx, d->cache_dir, sizeof(d->cache_dir));
+    ssmax_cache_dir(ctx, d->cache_dir, sizeof(d->cache_dir));
     *out = &d->base;
     return SSMAX_OK;
 }
@@ -578,6 +564,7 @@ static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_t
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple "
                                    "of 8", env);
         *t = (struct cl_tiles){ br, bc, tpr };
+    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t)) { // ssmax bench --tune
     } else {
         // Fused: BR rows x BC keys over 16 work-items in register blocks (cl/attn.cl); the unfused
         // P V kernel uses BR rows x TPR work-items. CPU runtimes (PoCL: 1 MiB of local memory)

@@ -842,6 +842,7 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_t
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8", env);
         *t = (struct vk_tiles){ br, bc, tpr };
+    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t)) { // ssmax bench --tune
     } else {
         // Fused: BR rows x BC keys over 16 invocations, each holding (BR/2) x (BC/8) scores and
         // (BR/2) x (D/8) outputs in registers. Sized so shared memory stays under 32 KiB.
