@@ -300,22 +300,9 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
     return SSMAX_OK;
 }
 
-static int need_device(ssmax_context *ctx)
-{
-    if (!ctx)
-        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
-    if (ctx->failed)
-        return ssmax_set_error(ctx, SSMAX_ERR_CONTEXT_FAILED,
-                               "ctx: the device was lost earlier; destroy and recreate the context");
-    if (!ctx->dev)
-        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
-                               "ctx: no device is open (call ssmax_device_open first)");
-    return SSMAX_OK;
-}
-
 int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 {
-    int r = need_device(ctx);
+    int r = ssmax_need_device(ctx);
     if (r < 0)
         return r;
     struct attn_plan pl;
@@ -329,7 +316,7 @@ int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
                const struct ssmax_attn_buffers *b)
 {
-    int r = need_device(ctx);
+    int r = ssmax_need_device(ctx);
     if (r < 0)
         return r;
     if (!b)

@@ -6,22 +6,9 @@
 #include "backend.h"
 #include "internal.h"
 
-static int need_device(ssmax_context *ctx)
-{
-    if (!ctx)
-        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
-    if (ctx->failed)
-        return ssmax_set_error(ctx, SSMAX_ERR_CONTEXT_FAILED,
-                               "ctx: the device was lost earlier; destroy and recreate the context");
-    if (!ctx->dev)
-        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
-                               "ctx: no device is open (call ssmax_device_open first)");
-    return SSMAX_OK;
-}
-
 int ssmax_buffer_create(ssmax_context *ctx, size_t size, ssmax_buffer **out)
 {
-    int r = need_device(ctx);
+    int r = ssmax_need_device(ctx);
     if (r < 0)
         return r;
     if (!out)
@@ -73,7 +60,7 @@ size_t ssmax_buffer_size(const ssmax_buffer *buf) { return buf ? buf->size : 0; 
 static int check_range(ssmax_context *ctx, const ssmax_buffer *b, size_t off, const void *host,
                        size_t size, const char *bufname, const char *hostname)
 {
-    int r = need_device(ctx);
+    int r = ssmax_need_device(ctx);
     if (r < 0)
         return r;
     if (!b)

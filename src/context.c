@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "backend.h"
 #include "internal.h"
@@ -77,6 +78,32 @@ int ssmax_fault_alloc(struct ssmax_context *ctx)
 int ssmax_fault_lost(struct ssmax_context *ctx)
 {
     return ctx && ctx->fault_lost_at > 0 && ++ctx->fault_lost_n == ctx->fault_lost_at;
+}
+
+int ssmax_need_device(ssmax_context *ctx)
+{
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    if (ctx->failed)
+        return ssmax_set_error(ctx, SSMAX_ERR_CONTEXT_FAILED,
+                               "ctx: the device was lost earlier; destroy and recreate the context");
+    if (!ctx->dev)
+        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
+                               "ctx: no device is open (call ssmax_device_open first)");
+    return SSMAX_OK;
+}
+
+void ssmax_mkdirs(const char *dir)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    mkdir(tmp, 0755);
 }
 
 void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n)

@@ -118,6 +118,10 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
 
+/* SSMAX_OK when ctx has an open, working device, else the error (message set). */
+int ssmax_need_device(struct ssmax_context *ctx);
+/* mkdir -p, best effort. */
+void ssmax_mkdirs(const char *dir);
 /* Cache directory (params, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax, ~/.cache/ssmax); "" if none. */
 void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n);
 /* Tuned tiles (tune.c): loaded when a device opens; the lookup gives 0 when none is stored. */

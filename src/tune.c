@@ -92,15 +92,7 @@ int ssmax_tune_store(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, u
     dev->tune[D / 8][2] = (uint16_t)tpr;
     char dir[512];
     ssmax_cache_dir(ctx, dir, sizeof(dir));
-    char part[512];
-    snprintf(part, sizeof(part), "%s", dir);
-    for (char *p = part + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(part, 0755);
-            *p = '/';
-        }
-    mkdir(part, 0755);
+    ssmax_mkdirs(dir);
     snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f)

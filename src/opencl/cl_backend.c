@@ -404,19 +404,6 @@ bad:
     return NULL;
 }
 
-static void mkdirs(const char *dir)
-{
-    char tmp[512];
-    snprintf(tmp, sizeof(tmp), "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 static void cache_save(struct cl_dev *d, struct cl_prog *pg)
 {
     if (!d->cache_dir[0])
@@ -436,7 +423,7 @@ static void cache_save(struct cl_dev *d, struct cl_prog *pg)
     }
     char key[1024], path[700], tmp[760];
     cache_key(d, pg->opts, key, sizeof(key), path, sizeof(path));
-    mkdirs(d->cache_dir);
+    ssmax_mkdirs(d->cache_dir);
     snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
     FILE *fp = fopen(tmp, "wb");
     if (fp) {
