@@ -301,6 +301,8 @@ SSMAX_API int ssmax_attn_validate(const struct ssmax_attn_params *p, char *errbu
 SSMAX_API int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p);
 /** Computes attention on the open device and waits for it. Buffers must be large enough for the
  *  shapes at their offsets. On failure nothing is written to o, lse or probs.
+ *  NaN in a row's Q, or in a key or value the row sees, makes that row's O and LSE NaN and no other
+ *  row's; keys a row cannot see (causal mask) never reach it, whatever they hold.
  *  @return SSMAX_OK or a negative error; SSMAX_ERR_DEVICE_LOST fails the context for good. */
 SSMAX_API int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
                          const struct ssmax_attn_buffers *bufs);
