@@ -850,14 +850,34 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_t
         // CPU drivers (lavapipe) gain from big register blocks, since every shared-memory read
         // inside a loop is a per-lane gather there; GPUs keep smaller blocks (register pressure
         // costs them occupancy). Measured on lavapipe, B1 H8 L1024 D64: 16,32 419 ms; 32,32 292;
-        // 32,48 277.
-        int cpu = d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-        if (D <= 64)
-            *t = cpu ? (struct vk_tiles){ 32, 48, 4 } : (struct vk_tiles){ 16, 32, 4 };
-        else if (D <= 128)
-            *t = cpu ? (struct vk_tiles){ 16, 32, 4 } : (struct vk_tiles){ 8, 32, 4 };
-        else
-            *t = cpu ? (struct vk_tiles){ 8, 16, 4 } : (struct vk_tiles){ 4, 16, 4 };
+        // 32,48 277 (ssmax bench --tune agrees). The GPU rows are starting points until measured
+        // on each vendor's hardware; `ssmax bench --tune` stores a measured choice per device.
+        const uint32_t vendor = d->ph->props.vendorID;
+        const int cpu = d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+        static const struct {
+            uint32_t vendor; // 0: any vendor
+            int cpu;         // -1: any device type
+            uint32_t dmax;
+            struct vk_tiles t;
+        } table[] = {
+            // CPU drivers (lavapipe, SwiftShader): large register blocks
+            { 0, 1, 64, { 32, 48, 4 } },     { 0, 1, 128, { 16, 32, 4 } },
+            { 0, 1, 256, { 8, 16, 4 } },
+            // mobile GPUs (ARM Mali, Qualcomm Adreno, Imagination): few registers per invocation
+            { 0x13b5, -1, 64, { 8, 32, 4 } }, { 0x13b5, -1, 256, { 4, 16, 4 } },
+            { 0x5143, -1, 64, { 8, 32, 4 } }, { 0x5143, -1, 256, { 4, 16, 4 } },
+            { 0x1010, -1, 64, { 8, 32, 4 } }, { 0x1010, -1, 256, { 4, 16, 4 } },
+            // desktop GPUs (AMD, NVIDIA, Intel and the rest)
+            { 0, 0, 64, { 16, 32, 4 } },     { 0, 0, 128, { 8, 32, 4 } },
+            { 0, 0, 256, { 4, 16, 4 } },
+        };
+        *t = (struct vk_tiles){ 4, 16, 4 };
+        for (size_t i = 0; i < SSMAX_ARRAY_LEN(table); i++)
+            if ((!table[i].vendor || table[i].vendor == vendor) &&
+                (table[i].cpu < 0 || table[i].cpu == cpu) && D <= table[i].dmax) {
+                *t = table[i].t;
+                break;
+            }
         // Decode: fewer packed rows per KV head than the block holds; don't compute empty rows.
         if (rows < t->br) {
             t->br = rows < 2 ? 2 : (uint32_t)(rows + 1) / 2 * 2;
