@@ -61,18 +61,24 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Runs the two jobs on two threads and checks neither saw a failure. */
+static void run_pair(struct job *a, struct job *b)
+{
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, worker, a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, worker, b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a->fails + b->fails, 0);
+}
+
 static void test_own_contexts(void **state)
 {
     (void)state;
     struct job a = { cpu_context(), NULL, 100, 0 }, b = { cpu_context(), NULL, 200, 0 };
     assert_non_null(a.ctx);
     assert_non_null(b.ctx);
-    pthread_t ta, tb;
-    assert_int_equal(pthread_create(&ta, NULL, worker, &a), 0);
-    assert_int_equal(pthread_create(&tb, NULL, worker, &b), 0);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
-    assert_int_equal(a.fails + b.fails, 0);
+    run_pair(&a, &b);
     ssmax_context_destroy(&a.ctx);
     ssmax_context_destroy(&b.ctx);
 }
@@ -84,12 +90,7 @@ static void test_shared_context(void **state)
     ssmax_context *ctx = cpu_context();
     assert_non_null(ctx);
     struct job a = { ctx, &lock, 300, 0 }, b = { ctx, &lock, 400, 0 };
-    pthread_t ta, tb;
-    assert_int_equal(pthread_create(&ta, NULL, worker, &a), 0);
-    assert_int_equal(pthread_create(&tb, NULL, worker, &b), 0);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
-    assert_int_equal(a.fails + b.fails, 0);
+    run_pair(&a, &b);
     ssmax_context_destroy(&ctx);
 }
 
