@@ -107,7 +107,8 @@ static struct hcase base_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t l
 }
 
 /* Numerical edges on every path: s = 0 (uniform weights), f16 inputs near 65504, NaN in one Q
- * row (that row only is NaN, as in the reference), NaN in one key (exactly the rows that see it). */
+ * row (that row only is NaN, as in the reference), NaN in one key of K or of V (exactly the rows
+ * that see it). */
 static void test_numeric_edges(void **state)
 {
     (void)state;
@@ -132,6 +133,9 @@ static void test_numeric_edges(void **state)
             c.nan_q_row = 0;
             c.nan_k_key = 35; // causal: seen only by the last rows
             run_case(&c);
+            c.nan_k_key = 0;
+            c.nan_v_key = 35; // column 0 of exactly those rows is NaN; a row block holding rows on
+            run_case(&c);     // both sides must select the key away, never multiply it by 0
         }
     }
 }

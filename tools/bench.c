@@ -81,6 +81,14 @@ static double visible_pairs(const struct shape *s)
     return t;
 }
 
+static void tiles_str(char *out, size_t n, uint32_t br, uint32_t bc)
+{
+    if (br == 1)
+        snprintf(out, n, "rows,%u", bc);
+    else
+        snprintf(out, n, "%u,%u,4", br, bc);
+}
+
 /* --tune: time the fused kernel over a grid of tiles through the SSMAX_*_TILES override, verify
  * the winner, and store it for the device. */
 static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct shape *shapes,
@@ -116,19 +124,27 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
             uint32_t bbr = 0, bbc = 0;
             printf("tuning %s, D %u (shape %u,%u,%u,%u,%u,%u):\n", d.name, c.p.head_dim,
                    c.p.batch, c.p.q_heads, c.p.kv_heads, c.p.q_len, c.p.kv_len, c.p.head_dim);
+            // (br, bc) pairs; on Vulkan br 1 is the one-row-per-lane kernel, "rows,BC"
+            uint32_t cand[40][2];
+            size_t nc = 0;
+            if (d.backend == SSMAX_BACKEND_VULKAN)
+                for (uint32_t bc = 1; bc <= 8; bc *= 2)
+                    cand[nc][0] = 1, cand[nc++][1] = bc;
             for (size_t i = 0; i < sizeof(brs) / sizeof(brs[0]); i++)
-                for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++) {
-                    char val[32], why[512];
-                    snprintf(val, sizeof(val), "%u,%u,4", brs[i], bcs[j]);
-                    setenv(var, val, 1);
-                    struct htiming tm;
-                    if (ssmax_attn_supported(ctx, &c.p) < 0 ||
-                        h_time(ctx, &c, 1, 2, &tm, why, sizeof(why)) < 0)
-                        continue;
-                    printf("  %-10s %10.3f ms\n", val, tm.ms_median);
-                    if (tm.ms_median < best)
-                        best = tm.ms_median, bbr = brs[i], bbc = bcs[j];
-                }
+                for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++)
+                    cand[nc][0] = brs[i], cand[nc++][1] = bcs[j];
+            for (size_t k = 0; k < nc; k++) {
+                char val[32], why[512];
+                tiles_str(val, sizeof(val), cand[k][0], cand[k][1]);
+                setenv(var, val, 1);
+                struct htiming tm;
+                if (ssmax_attn_supported(ctx, &c.p) < 0 ||
+                    h_time(ctx, &c, 1, 2, &tm, why, sizeof(why)) < 0)
+                    continue;
+                printf("  %-10s %10.3f ms\n", val, tm.ms_median);
+                if (tm.ms_median < best)
+                    best = tm.ms_median, bbr = cand[k][0], bbc = cand[k][1];
+            }
             if (!bbr) {
                 unsetenv(var);
                 printf("  no tile size ran\n");
@@ -136,7 +152,7 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                 continue;
             }
             char val[32];
-            snprintf(val, sizeof(val), "%u,%u,4", bbr, bbc);
+            tiles_str(val, sizeof(val), bbr, bbc);
             setenv(var, val, 1);
             struct hresult hr;
             int st = h_run(ctx, &c, &hr);

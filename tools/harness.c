@@ -112,6 +112,13 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
         else
             ((float *)h->k)[i] = NAN;
     }
+    if (c->nan_v_key > 0 && (uint32_t)c->nan_v_key <= p->kv_len) {
+        size_t i = (size_t)(c->nan_v_key - 1) * p->head_dim;
+        if (p->dtype == SSMAX_F16)
+            ((uint16_t *)h->v)[i] = 0x7e00;
+        else
+            ((float *)h->v)[i] = NAN;
+    }
     if (c->nan_v_hidden && p->causal) {
         int64_t qp = p->q_pos >= 0 ? p->q_pos : (int64_t)p->kv_len - p->q_len;
         uint32_t first = (uint32_t)(qp + p->q_len); // keys no row sees

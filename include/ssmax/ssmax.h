@@ -271,7 +271,9 @@ SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
  *  cache_dir, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax or ~/.cache/ssmax). Devices opened later with
  *  the same name and driver use them unless SSMAX_VK_TILES / SSMAX_CL_TILES override. br: query
  *  rows per workgroup (even), bc: keys per tile (multiple of 8), tpr: invocations per row of the
- *  unfused P V kernel (1, 2 or 4). `ssmax bench --tune` searches and stores them. */
+ *  unfused P V kernel (1, 2 or 4). On Vulkan, br = 1 selects the one-row-per-subgroup-lane kernel
+ *  with bc keys per step (1..16; OpenCL ignores such an entry). `ssmax bench --tune` searches and
+ *  stores them. */
 SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim, uint32_t br, uint32_t bc,
                                uint32_t tpr);
 

@@ -86,6 +86,7 @@ struct vk_phys {
     int loop_limited; // Mesa llvmpipe: 65535 loop iterations per invocation, all loops together
     VkPhysicalDeviceProperties props;
     uint32_t subgroup_size;
+    int shuffle; // subgroupShuffle in compute shaders
     uint64_t max_alloc;
 };
 
@@ -293,6 +294,8 @@ static void fill_info(struct vk_inst *vi, int idx)
     d->fp16_arith = have12 && f16.shaderFloat16;
     d->fp16_storage = s16.storageBuffer16BitAccess;
     ph->subgroup_size = sg.subgroupSize;
+    ph->shuffle = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                  (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     ph->loop_limited = have12 && drv.driverID == VK_DRIVER_ID_MESA_LLVMPIPE;
     ph->max_alloc = m3.maxMemoryAllocationSize;
 }
@@ -820,19 +823,44 @@ static int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, s
 
 struct vk_tiles {
     uint32_t br, bc, tpr;
+    uint32_t rows; // 1: flash_rows.comp (one row per subgroup lane, BR = subgroup size)
 };
 
 static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
 {
+    if (t->rows)
+        return 0;
     return 4 * (t->br * D + t->bc * D + t->br * t->bc) + 16 * t->br;
 }
 
-/* Tile table by vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR". */
+/* The one-row-per-lane kernel (flash_rows.comp) needs a subgroup shuffle in compute shaders, and
+ * the head dim must split evenly over the subgroup's lanes. */
+static int rows_ok(const struct vk_dev *d, uint32_t D)
+{
+    uint32_t sg = d->ph->subgroup_size;
+    return d->ph->shuffle && sg >= 4 && sg <= 64 && D % sg == 0;
+}
+
+/* Tile table by device class and vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR" (the shared-
+ * memory tiles kernel) or "rows,BC" (one row per subgroup lane, BC keys per step). */
 static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_tiles *t)
 {
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
     const char *env = getenv("SSMAX_VK_TILES");
-    if (env && *env) {
+    uint32_t tuned[3];
+    unsigned rbc;
+    char rtail;
+    if (env && !strncmp(env, "rows", 4)) {
+        if (sscanf(env, "rows,%u%c", &rbc, &rtail) != 1 || rbc < 1 || rbc > 16)
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
+                                   "SSMAX_VK_TILES: '%s' must be rows,BC with BC in [1, 16]", env);
+        if (!rows_ok(d, D))
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_UNSUPPORTED,
+                                   "SSMAX_VK_TILES: the rows kernel needs subgroup shuffles in "
+                                   "compute shaders and head_dim %u a multiple of the subgroup "
+                                   "size %u", D, d->ph->subgroup_size);
+        *t = (struct vk_tiles){ d->ph->subgroup_size, rbc, 4, 1 };
+    } else if (env && *env) {
         unsigned br, bc, tpr;
         char tail;
         if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
@@ -840,18 +868,29 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_t
             br % 2 || bc % 8)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
-                                   "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8", env);
-        *t = (struct vk_tiles){ br, bc, tpr };
-    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t)) { // ssmax bench --tune
+                                   "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8, "
+                                   "or rows,BC", env);
+        *t = (struct vk_tiles){ br, bc, tpr, 0 };
+    } else if (ssmax_tune_get(&d->base, D, tuned) && (tuned[0] != 1 || rows_ok(d, D))) {
+        // ssmax bench --tune; br 1 stands for the rows kernel
+        *t = tuned[0] == 1 ? (struct vk_tiles){ d->ph->subgroup_size, tuned[1], 4, 1 }
+                           : (struct vk_tiles){ tuned[0], tuned[1], tuned[2], 0 };
+    } else if (d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && rows_ok(d, D)) {
+        // CPU drivers: one query row per SIMD lane, everything in registers (flash_rows.comp).
+        // On lavapipe every shared- or storage-memory read inside a loop is a per-lane loop with
+        // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms:
+        //   D64:  tiles 32,48 273; rows BC 1: 92, BC 2: 77, BC 4: 81
+        //   D128: tiles 16,32 683; rows BC 1: 178, BC 2: 157, BC 4: 309
+        //   D256: tiles 8,16 2384; rows BC 1: 437, BC 2: 569
+        *t = (struct vk_tiles){ d->ph->subgroup_size, D <= 128 ? 2 : 1, 4, 1 };
     } else {
         // Fused: BR rows x BC keys over 16 invocations, each holding (BR/2) x (BC/8) scores and
         // (BR/2) x (D/8) outputs in registers. Sized so shared memory stays under 32 KiB.
         // (tpr is the unfused P V kernel's invocations per row.)
-        // CPU drivers (lavapipe) gain from big register blocks, since every shared-memory read
-        // inside a loop is a per-lane gather there; GPUs keep smaller blocks (register pressure
-        // costs them occupancy). Measured on lavapipe, B1 H8 L1024 D64: 16,32 419 ms; 32,32 292;
-        // 32,48 277 (ssmax bench --tune agrees). The GPU rows are starting points until measured
-        // on each vendor's hardware; `ssmax bench --tune` stores a measured choice per device.
+        // The GPU rows are starting points until measured on each vendor's hardware; `ssmax
+        // bench --tune` stores a measured choice per device. CPU drivers without subgroup
+        // shuffles take large register blocks (lavapipe, B1 H8 L1024 D64: 16,32 419 ms; 32,32
+        // 292; 32,48 277).
         const uint32_t vendor = d->ph->props.vendorID;
         const int cpu = d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
         static const struct {
@@ -860,18 +899,18 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_t
             uint32_t dmax;
             struct vk_tiles t;
         } table[] = {
-            // CPU drivers (lavapipe, SwiftShader): large register blocks
-            { 0, 1, 64, { 32, 48, 4 } },     { 0, 1, 128, { 16, 32, 4 } },
-            { 0, 1, 256, { 8, 16, 4 } },
+            // CPU drivers without subgroup shuffles: large register blocks
+            { 0, 1, 64, { 32, 48, 4, 0 } },     { 0, 1, 128, { 16, 32, 4, 0 } },
+            { 0, 1, 256, { 8, 16, 4, 0 } },
             // mobile GPUs (ARM Mali, Qualcomm Adreno, Imagination): few registers per invocation
-            { 0x13b5, -1, 64, { 8, 32, 4 } }, { 0x13b5, -1, 256, { 4, 16, 4 } },
-            { 0x5143, -1, 64, { 8, 32, 4 } }, { 0x5143, -1, 256, { 4, 16, 4 } },
-            { 0x1010, -1, 64, { 8, 32, 4 } }, { 0x1010, -1, 256, { 4, 16, 4 } },
+            { 0x13b5, -1, 64, { 8, 32, 4, 0 } }, { 0x13b5, -1, 256, { 4, 16, 4, 0 } },
+            { 0x5143, -1, 64, { 8, 32, 4, 0 } }, { 0x5143, -1, 256, { 4, 16, 4, 0 } },
+            { 0x1010, -1, 64, { 8, 32, 4, 0 } }, { 0x1010, -1, 256, { 4, 16, 4, 0 } },
             // desktop GPUs (AMD, NVIDIA, Intel and the rest)
-            { 0, 0, 64, { 16, 32, 4 } },     { 0, 0, 128, { 8, 32, 4 } },
-            { 0, 0, 256, { 4, 16, 4 } },
+            { 0, 0, 64, { 16, 32, 4, 0 } },     { 0, 0, 128, { 8, 32, 4, 0 } },
+            { 0, 0, 256, { 4, 16, 4, 0 } },
         };
-        *t = (struct vk_tiles){ 4, 16, 4 };
+        *t = (struct vk_tiles){ 4, 16, 4, 0 };
         for (size_t i = 0; i < SSMAX_ARRAY_LEN(table); i++)
             if ((!table[i].vendor || table[i].vendor == vendor) &&
                 (table[i].cpu < 0 || table[i].cpu == cpu) && D <= table[i].dmax) {
@@ -927,6 +966,8 @@ static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct vk_tiles *
 {
     if (!d->ph->loop_limited)
         return UINT32_MAX;
+    if (t->rows) // one loop iteration per step of BC keys; everything else is unrolled
+        return LOOP_BUDGET - 8;
     // flash_attn.comp per tile: K and V staging (4 words an iteration), D/4 for the scores, BC/4
     // each for the row max, the row sum and P V, plus the tile loop itself.
     // flash_attn.comp per tile (16 invocations): K and V staging BC*D/64 each, scores D, row max
@@ -1244,7 +1285,9 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     // Pipelines before recording (creation may fail; nothing is submitted then).
     VkPipeline pf = 0, pm = 0, pqk = 0, psm = 0, ppv = 0;
     if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
-        r = get_pipeline(d, f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32, 16, t.br, t.bc, D, 1,
+        enum vk_shader_id fid = t.rows ? (f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32)
+                                       : (f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32);
+        r = get_pipeline(d, fid, t.rows ? t.br : 16, t.br, t.bc, D, 1,
                          pl->path == SSMAX_PATH_SPLIT_KV, &pf);
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
             r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
