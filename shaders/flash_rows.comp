@@ -19,22 +19,23 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #include "attn_common.glsl"
 
-layout(constant_id = SPEC_BR) const uint BR = 8; // rows per workgroup = WG = subgroup size
+layout(constant_id = SPEC_BR) const uint BR = 8; // rows per workgroup: RL per lane, WG lanes
 layout(constant_id = SPEC_BC) const uint BC = 4; // keys per step
 layout(constant_id = SPEC_D) const uint D = 64;
 layout(constant_id = SPEC_SPLIT) const uint SPLIT = 0;
-const uint DS = D / BR; // words of a K or V row each lane reads
+const uint RL = BR / WG; // rows per lane: lane t owns rows t, t + WG, ... of the block
+const uint DS = D / WG;  // words of a K or V row each lane reads
 const uint DH = D / 2u;
 
 layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
 layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 
-float qv[D], ov[D]; // this lane's query row (times its factor) and output accumulator
-float m_run, l_run;
+float qv[RL * D], ov[RL * D]; // this lane's query rows (times their factor), output accumulators
+float m_run[RL], l_run[RL];
 
 // One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this lane, and
 // keys at or past ke_wg (no lane sees them) are not read.
-void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row, uint ke_wg)
+void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg)
 {
     float kr[BC * DS];
     [[unroll]] for (uint c = 0u; c < BC; c++) {
@@ -42,27 +43,33 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row, uint ke_wg)
         [[unroll]] for (uint u = 0u; u < DS; u++)
             kr[c * DS + u] = LOAD(k_data, pc.k_off, kvbase + j * D + t * DS + u);
     }
-    float s[BC];
-    [[unroll]] for (uint c = 0u; c < BC; c++)
-        s[c] = 0.0;
+    float s[RL * BC];
+    [[unroll]] for (uint k = 0u; k < RL * BC; k++)
+        s[k] = 0.0;
     [[unroll]] for (uint d = 0u; d < D; d++)
-        [[unroll]] for (uint c = 0u; c < BC; c++)
-            s[c] = fma(qv[d], subgroupShuffle(kr[c * DS + d % DS], d / DS), s[c]);
+        [[unroll]] for (uint c = 0u; c < BC; c++) {
+            const float x = subgroupShuffle(kr[c * DS + d % DS], d / DS);
+            [[unroll]] for (uint r = 0u; r < RL; r++)
+                s[r * BC + c] = fma(qv[r * D + d], x, s[r * BC + c]);
+        }
 
-    bool vis[BC];
-    float mt = m_run;
-    [[unroll]] for (uint c = 0u; c < BC; c++) {
-        vis[c] = !masked || kt + c < ke_row;
-        mt = vis[c] ? max(mt, s[c]) : mt;
+    bool vis[RL * BC];
+    float a[RL], p[RL * BC];
+    [[unroll]] for (uint r = 0u; r < RL; r++) {
+        float mt = m_run[r];
+        [[unroll]] for (uint c = 0u; c < BC; c++) {
+            vis[r * BC + c] = !masked || kt + c < ke_row[r];
+            mt = vis[r * BC + c] ? max(mt, s[r * BC + c]) : mt;
+        }
+        a[r] = exp(m_run[r] - mt);
+        m_run[r] = mt;
+        float ps = 0.0;
+        [[unroll]] for (uint c = 0u; c < BC; c++) {
+            p[r * BC + c] = vis[r * BC + c] ? exp(s[r * BC + c] - mt) : 0.0;
+            ps += p[r * BC + c];
+        }
+        l_run[r] = l_run[r] * a[r] + ps;
     }
-    const float a = exp(m_run - mt);
-    m_run = mt;
-    float p[BC], ps = 0.0;
-    [[unroll]] for (uint c = 0u; c < BC; c++) {
-        p[c] = vis[c] ? exp(s[c] - mt) : 0.0;
-        ps += p[c];
-    }
-    l_run = l_run * a + ps;
 
     float vr[BC * DS];
     [[unroll]] for (uint c = 0u; c < BC; c++) {
@@ -71,12 +78,16 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row, uint ke_wg)
             vr[c * DS + u] = LOAD(v_data, pc.v_off, kvbase + j * D + t * DS + u);
     }
     [[unroll]] for (uint d = 0u; d < D; d++) {
-        float acc = ov[d] * a;
+        float acc[RL];
+        [[unroll]] for (uint r = 0u; r < RL; r++)
+            acc[r] = ov[r * D + d] * a[r];
         [[unroll]] for (uint c = 0u; c < BC; c++) {
             const float x = subgroupShuffle(vr[c * DS + d % DS], d / DS);
-            acc = vis[c] ? fma(p[c], x, acc) : acc; // select: NaN in a hidden V stays out
+            [[unroll]] for (uint r = 0u; r < RL; r++) // select: NaN in a hidden V stays out
+                acc[r] = vis[r * BC + c] ? fma(p[r * BC + c], x, acc[r]) : acc[r];
         }
-        ov[d] = acc;
+        [[unroll]] for (uint r = 0u; r < RL; r++)
+            ov[r * D + d] = acc[r];
     }
 }
 
@@ -86,24 +97,27 @@ void main()
     const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
     const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
     const uint GL = pc.G * pc.Lq;
-    const uint first = blk * BR, last = min(first + BR, GL) - 1u, R = first + t;
-    const bool valid = R < GL;
-    const uint i = (valid ? R : last) / pc.G, hq = g * pc.G + (valid ? R : last) % pc.G;
-    const uint row = (b * pc.Hq + hq) * pc.Lq + i;
-
-    const float f = row_factor(hq, i);
-    [[unroll]] for (uint d = 0u; d < D; d++) {
-        qv[d] = LOAD(q_data, pc.q_off, row * D + d) * f;
-        ov[d] = 0.0;
-    }
-    m_run = M_INIT;
-    l_run = 0.0;
-
+    const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
     const uint ke_wg = min(ke_split, kv_end(last / pc.G));   // keys the last row sees
     const uint ke_min = min(ke_split, kv_end(first / pc.G)); // keys every row sees
-    const uint ke_row = valid ? min(ke_split, kv_end(i)) : 0u;
     const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
+
+    uint rowi[RL], ke_row[RL];
+    [[unroll]] for (uint r = 0u; r < RL; r++) {
+        const uint R = first + r * WG + t, RR = R < GL ? R : last;
+        const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
+        rowi[r] = (b * pc.Hq + hq) * pc.Lq + i;
+        ke_row[r] = R < GL ? min(ke_split, kv_end(i)) : 0u;
+        const float f = row_factor(hq, i);
+        [[unroll]] for (uint d = 0u; d < D; d++) {
+            qv[r * D + d] = LOAD(q_data, pc.q_off, rowi[r] * D + d) * f;
+            ov[r * D + d] = 0.0;
+        }
+        m_run[r] = M_INIT;
+        l_run[r] = 0.0;
+    }
+
     uint kt = ks;
     if (ke_min > ks)
         for (; kt + BC <= ke_min; kt += BC)
@@ -111,18 +125,22 @@ void main()
     for (; kt < ke_wg; kt += BC)
         step(kt, kvbase, t, true, ke_row, ke_wg);
 
-    if (!valid)
-        return;
-    if (SPLIT == 0u) {
-        const float inv = l_run == 0.0 ? 0.0 : 1.0 / l_run;
-        [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
-            store_o2(row * D + 2u * p2, vec2(ov[2u * p2], ov[2u * p2 + 1u]) * inv);
-        if (pc.want_lse != 0u)
-            lse_data[pc.lse_off + row] = l_run == 0.0 ? NEG_INF : m_run + log(l_run);
-    } else {
-        const uint prow = sp * (pc.B * pc.Hq * pc.Lq) + row;
-        [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
-            part_o[prow * DH + p2] = vec2(ov[2u * p2], ov[2u * p2 + 1u]);
-        part_ml[prow] = vec2(m_run, l_run);
+    [[unroll]] for (uint r = 0u; r < RL; r++) {
+        if (first + r * WG + t >= GL)
+            continue;
+        const uint row = rowi[r];
+        const float l = l_run[r], m = m_run[r];
+        if (SPLIT == 0u) {
+            const float inv = l == 0.0 ? 0.0 : 1.0 / l;
+            [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
+                store_o2(row * D + 2u * p2, vec2(ov[r * D + 2u * p2], ov[r * D + 2u * p2 + 1u]) * inv);
+            if (pc.want_lse != 0u)
+                lse_data[pc.lse_off + row] = l == 0.0 ? NEG_INF : m + log(l);
+        } else {
+            const uint prow = sp * (pc.B * pc.Hq * pc.Lq) + row;
+            [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
+                part_o[prow * DH + p2] = vec2(ov[r * D + 2u * p2], ov[r * D + 2u * p2 + 1u]);
+            part_ml[prow] = vec2(m, l);
+        }
     }
 }

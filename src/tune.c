@@ -31,12 +31,11 @@ static void tune_path(struct ssmax_dev *dev, char *out, size_t n)
 
 static int valid(uint32_t D, uint32_t br, uint32_t bc, uint32_t tpr)
 {
-    if (!(D >= 8 && D <= SSMAX_MAX_HEAD_DIM && D % 8 == 0 && (tpr == 1 || tpr == 2 || tpr == 4) &&
-          D % (2 * tpr) == 0))
+    if (!(D >= 8 && D <= SSMAX_MAX_HEAD_DIM && D % 8 == 0))
         return 0;
-    if (br == 1) // Vulkan's one-row-per-lane kernel, bc keys per step
-        return bc >= 1 && bc <= 16;
-    return br >= 2 && br <= 256 && br % 2 == 0 && bc >= 8 && bc <= 256 && bc % 8 == 0 &&
+    if (tpr == 0) // Vulkan's rows kernel: br rows per subgroup lane, bc keys per step
+        return br >= 1 && br <= 4 && bc >= 1 && bc <= 16;
+    return (tpr == 1 || tpr == 2 || tpr == 4) && D % (2 * tpr) == 0 && br >= 2 && br <= 256 && br % 2 == 0 && bc >= 8 && bc <= 256 && bc % 8 == 0 &&
            br * tpr <= 1024;
 }
 
@@ -83,8 +82,9 @@ int ssmax_tune_store(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, u
     if (!valid(D, br, bc, tpr))
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                "tiles: head_dim %u, br %u, bc %u, tpr %u: need head_dim a multiple "
-                               "of 8 in [8, %d], tpr in {1, 2, 4}, and br even in [2, 256] with bc "
-                               "a multiple of 8 in [8, 256], or br 1 with bc in [1, 16]", D, br, bc, tpr, SSMAX_MAX_HEAD_DIM);
+                               "of 8 in [8, %d], and tpr in {1, 2, 4} with br even in [2, 256] and "
+                               "bc a multiple of 8 in [8, 256], or tpr 0 with br in [1, 4] and bc "
+                               "in [1, 16]", D, br, bc, tpr, SSMAX_MAX_HEAD_DIM);
     struct ssmax_dev *dev = ctx->dev;
     char path[700], tmp[760];
     tune_path(dev, path, sizeof(path));

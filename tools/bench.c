@@ -20,6 +20,7 @@ static const char *usage_bench =
     "  --dtype f32|f16          storage type (default f32)\n"
     "  --mode MODE              softmax|ssmax|ssmax-bias|logn|floor-log (default ssmax)\n"
     "  --path auto|fused|split-kv|unfused  (default auto)\n"
+    "  --splits N               key splits for split-kv (default: sized from the device)\n"
     "  --warmup N --iters N     (defaults 2 and 5)\n"
     "  --json FILE --csv FILE   write the records\n"
     "  --no-verify              skip the reference check (results are marked unverified)\n"
@@ -81,12 +82,12 @@ static double visible_pairs(const struct shape *s)
     return t;
 }
 
-static void tiles_str(char *out, size_t n, uint32_t br, uint32_t bc)
+static void tiles_str(char *out, size_t n, uint32_t br, uint32_t bc, uint32_t tpr)
 {
-    if (br == 1)
-        snprintf(out, n, "rows,%u", bc);
+    if (!tpr)
+        snprintf(out, n, "rows,%u,%u", bc, br);
     else
-        snprintf(out, n, "%u,%u,4", br, bc);
+        snprintf(out, n, "%u,%u,%u", br, bc, tpr);
 }
 
 /* --tune: time the fused kernel over a grid of tiles through the SSMAX_*_TILES override, verify
@@ -121,21 +122,22 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
             c.seed = 77;
             c.sample_rows = 8;
             double best = 1e300;
-            uint32_t bbr = 0, bbc = 0;
+            uint32_t bbr = 0, bbc = 0, btpr = 4;
             printf("tuning %s, D %u (shape %u,%u,%u,%u,%u,%u):\n", d.name, c.p.head_dim,
                    c.p.batch, c.p.q_heads, c.p.kv_heads, c.p.q_len, c.p.kv_len, c.p.head_dim);
-            // (br, bc) pairs; on Vulkan br 1 is the one-row-per-lane kernel, "rows,BC"
-            uint32_t cand[40][2];
+            // (br, bc, tpr); tpr 0: Vulkan's rows kernel, br rows per lane ("rows,BC,RL")
+            uint32_t cand[40][3];
             size_t nc = 0;
             if (d.backend == SSMAX_BACKEND_VULKAN)
-                for (uint32_t bc = 1; bc <= 8; bc *= 2)
-                    cand[nc][0] = 1, cand[nc++][1] = bc;
+                for (uint32_t rl = 1; rl <= 4; rl++)
+                    for (uint32_t bc = 1; bc <= 2; bc++)
+                        cand[nc][0] = rl, cand[nc][1] = bc, cand[nc++][2] = 0;
             for (size_t i = 0; i < sizeof(brs) / sizeof(brs[0]); i++)
                 for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++)
-                    cand[nc][0] = brs[i], cand[nc++][1] = bcs[j];
+                    cand[nc][0] = brs[i], cand[nc][1] = bcs[j], cand[nc++][2] = 4;
             for (size_t k = 0; k < nc; k++) {
                 char val[32], why[512];
-                tiles_str(val, sizeof(val), cand[k][0], cand[k][1]);
+                tiles_str(val, sizeof(val), cand[k][0], cand[k][1], cand[k][2]);
                 setenv(var, val, 1);
                 struct htiming tm;
                 if (ssmax_attn_supported(ctx, &c.p) < 0 ||
@@ -143,7 +145,7 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                     continue;
                 printf("  %-10s %10.3f ms\n", val, tm.ms_median);
                 if (tm.ms_median < best)
-                    best = tm.ms_median, bbr = cand[k][0], bbc = cand[k][1];
+                    best = tm.ms_median, bbr = cand[k][0], bbc = cand[k][1], btpr = cand[k][2];
             }
             if (!bbr) {
                 unsetenv(var);
@@ -152,7 +154,7 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                 continue;
             }
             char val[32];
-            tiles_str(val, sizeof(val), bbr, bbc);
+            tiles_str(val, sizeof(val), bbr, bbc, btpr);
             setenv(var, val, 1);
             struct hresult hr;
             int st = h_run(ctx, &c, &hr);
@@ -162,7 +164,7 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                 code = EXIT_MISMATCH;
                 continue;
             }
-            if (ssmax_tune_store(ctx, c.p.head_dim, bbr, bbc, 4) < 0) {
+            if (ssmax_tune_store(ctx, c.p.head_dim, bbr, bbc, btpr) < 0) {
                 fprintf(stderr, "ssmax bench: %s\n", ssmax_last_error(ctx));
                 code = EXIT_DEVICE;
                 continue;
@@ -219,6 +221,7 @@ int cmd_bench(int argc, char **argv)
             base.dtype = !strcmp(v, "f16") ? SSMAX_F16 : SSMAX_F32;
         } else if (!strcmp(a, "--mode")) bad = (int)(base.mode = (enum ssmax_mode)cli_parse_mode(v)) < 0;
         else if (!strcmp(a, "--path")) bad = (int)(base.path = (enum ssmax_path)cli_parse_path(v)) < 0;
+        else if (!strcmp(a, "--splits")) bad = cli_parse_u32(v, &base.kv_splits) || base.kv_splits > 256;
         else if (!strcmp(a, "--warmup")) bad = cli_parse_u32(v, &u) || u > 1000, warmup = (int)u;
         else if (!strcmp(a, "--iters")) bad = cli_parse_u32(v, &u) || !u || u > 100000, iters = (int)u;
         else if (!strcmp(a, "--json")) json = v;

@@ -124,7 +124,7 @@ struct ssmax_device_info {
     char api_version[64];         ///< "Vulkan 1.3.230", "OpenCL 3.0 PoCL ...", "C11 float64"
     char driver_version[128];
     uint32_t vendor_id, device_id; ///< PCI-style IDs where the API reports them, else 0
-    uint32_t compute_units;       ///< CL_DEVICE_MAX_COMPUTE_UNITS; 0 where unknown
+    uint32_t compute_units;       ///< CL_DEVICE_MAX_COMPUTE_UNITS; Vulkan CPU devices: online CPUs; 0 where unknown
     uint32_t subgroup_size;       ///< Vulkan subgroup size; 0 where the API has none
     uint32_t max_workgroup_size;  ///< invocations / work-items per workgroup
     uint64_t shared_memory;       ///< bytes of workgroup-shared (local) memory
@@ -271,9 +271,9 @@ SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
  *  cache_dir, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax or ~/.cache/ssmax). Devices opened later with
  *  the same name and driver use them unless SSMAX_VK_TILES / SSMAX_CL_TILES override. br: query
  *  rows per workgroup (even), bc: keys per tile (multiple of 8), tpr: invocations per row of the
- *  unfused P V kernel (1, 2 or 4). On Vulkan, br = 1 selects the one-row-per-subgroup-lane kernel
- *  with bc keys per step (1..16; OpenCL ignores such an entry). `ssmax bench --tune` searches and
- *  stores them. */
+ *  unfused P V kernel (1, 2 or 4). On Vulkan, tpr = 0 selects the fused rows kernel instead: br
+ *  query rows per subgroup lane (1..4), bc keys per step (1..16); OpenCL ignores such an entry.
+ *  `ssmax bench --tune` searches and stores them. */
 SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim, uint32_t br, uint32_t bc,
                                uint32_t tpr);
 

@@ -551,7 +551,7 @@ static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_t
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple "
                                    "of 8", env);
         *t = (struct cl_tiles){ br, bc, tpr };
-    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t) && t->br >= 2) { // ssmax bench --tune
+    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t) && t->tpr) { // ssmax bench --tune
     } else {
         // Fused: BR rows x BC keys over 16 work-items in register blocks (cl/attn.cl); the unfused
         // P V kernel uses BR rows x TPR work-items. CPU runtimes (PoCL: 1 MiB of local memory)

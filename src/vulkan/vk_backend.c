@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define VK_NO_PROTOTYPES
 #include <vulkan/vulkan.h>
@@ -264,6 +265,12 @@ static void fill_info(struct vk_inst *vi, int idx)
     d->backend = SSMAX_BACKEND_VULKAN;
     d->index = idx;
     d->type = map_type(ph->props.deviceType);
+    if (ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        // Vulkan reports no core count. CPU drivers (lavapipe: LP_NUM_THREADS, default the online
+        // CPUs) run one workgroup per host thread.
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d->compute_units = n > 0 ? (uint32_t)n : 1;
+    }
     snprintf(d->name, sizeof(d->name), "%s", ph->props.deviceName);
     snprintf(d->vendor, sizeof(d->vendor), "%s", vendor_name(ph->props.vendorID));
     uint32_t v = ph->props.apiVersion;
@@ -842,24 +849,31 @@ static int rows_ok(const struct vk_dev *d, uint32_t D)
 }
 
 /* Tile table by device class and vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR" (the shared-
- * memory tiles kernel) or "rows,BC" (one row per subgroup lane, BC keys per step). */
-static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_tiles *t)
+ * memory tiles kernel) or "rows,BC[,RL]" (RL rows per subgroup lane, BC keys per step). fused = 0
+ * asks for the unfused kernels' tiles, which never take the rows kernel. rows: packed query rows
+ * per KV head (decode has few). */
+static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, struct vk_tiles *t)
 {
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
     const char *env = getenv("SSMAX_VK_TILES");
+    const uint32_t sg = d->ph->subgroup_size;
+    if (!fused && env && !strncmp(env, "rows", 4))
+        env = NULL; // the override names the fused kernel; the unfused one takes the table
     uint32_t tuned[3];
-    unsigned rbc;
+    unsigned rbc, rrl = 1;
     char rtail;
     if (env && !strncmp(env, "rows", 4)) {
-        if (sscanf(env, "rows,%u%c", &rbc, &rtail) != 1 || rbc < 1 || rbc > 16)
+        int nf = sscanf(env, "rows,%u,%u%c", &rbc, &rrl, &rtail);
+        if ((nf != 1 && nf != 2) || rbc < 1 || rbc > 16 || rrl < 1 || rrl > 4)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
-                                   "SSMAX_VK_TILES: '%s' must be rows,BC with BC in [1, 16]", env);
+                                   "SSMAX_VK_TILES: '%s' must be rows,BC[,RL] with BC in [1, 16] "
+                                   "and RL in [1, 4]", env);
         if (!rows_ok(d, D))
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_UNSUPPORTED,
                                    "SSMAX_VK_TILES: the rows kernel needs subgroup shuffles in "
                                    "compute shaders and head_dim %u a multiple of the subgroup "
-                                   "size %u", D, d->ph->subgroup_size);
-        *t = (struct vk_tiles){ d->ph->subgroup_size, rbc, 4, 1 };
+                                   "size %u", D, sg);
+        *t = (struct vk_tiles){ sg * rrl, rbc, 4, 1 };
     } else if (env && *env) {
         unsigned br, bc, tpr;
         char tail;
@@ -869,20 +883,26 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, struct vk_t
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8, "
-                                   "or rows,BC", env);
+                                   "or rows,BC[,RL]", env);
         *t = (struct vk_tiles){ br, bc, tpr, 0 };
-    } else if (ssmax_tune_get(&d->base, D, tuned) && (tuned[0] != 1 || rows_ok(d, D))) {
-        // ssmax bench --tune; br 1 stands for the rows kernel
-        *t = tuned[0] == 1 ? (struct vk_tiles){ d->ph->subgroup_size, tuned[1], 4, 1 }
+    } else if (ssmax_tune_get(&d->base, D, tuned) && (tuned[2] ? 1 : fused && rows_ok(d, D))) {
+        // ssmax bench --tune; tpr 0 stands for the rows kernel with br rows per lane
+        *t = tuned[2] == 0 ? (struct vk_tiles){ sg * tuned[0], tuned[1], 4, 1 }
                            : (struct vk_tiles){ tuned[0], tuned[1], tuned[2], 0 };
-    } else if (d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && rows_ok(d, D)) {
-        // CPU drivers: one query row per SIMD lane, everything in registers (flash_rows.comp).
+    } else if (fused && d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && rows_ok(d, D)) {
+        // CPU drivers: RL query rows per SIMD lane, everything in registers (flash_rows.comp).
         // On lavapipe every shared- or storage-memory read inside a loop is a per-lane loop with
-        // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms:
-        //   D64:  tiles 32,48 273; rows BC 1: 92, BC 2: 77, BC 4: 81
-        //   D128: tiles 16,32 683; rows BC 1: 178, BC 2: 157, BC 4: 309
-        //   D256: tiles 8,16 2384; rows BC 1: 437, BC 2: 569
-        *t = (struct vk_tiles){ d->ph->subgroup_size, D <= 128 ? 2 : 1, 4, 1 };
+        // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms, and
+        // the first pipeline's compile time (uncached):
+        //   D64:  tiles 32,48 273; rows BC,RL 2,1: 77; 2,2: 47; 1,4: 37; 2,4: 32 (2.7 s)
+        //   D128: tiles 16,32 683; rows 2,1: 157; 1,2: 106; 1,3: 82 (5.0 s)
+        //   D256: tiles 8,16 2384; rows 1,1: 460 (6.1 s); 1,2: 448 (12.7 s); 1,4: 260 (42 s)
+        *t = D <= 64 ? (struct vk_tiles){ sg * 4, 2, 4, 1 }
+             : D <= 128 ? (struct vk_tiles){ sg * 3, 1, 4, 1 }
+                        : (struct vk_tiles){ sg, 1, 4, 1 };
+        // Decode: no more rows per lane than there are rows.
+        while (t->br > sg && (t->br - sg) >= rows)
+            t->br -= sg;
     } else {
         // Fused: BR rows x BC keys over 16 invocations, each holding (BR/2) x (BC/8) scores and
         // (BR/2) x (D/8) outputs in registers. Sized so shared memory stays under 32 KiB.
@@ -1029,7 +1049,8 @@ static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
                                "kernels' range; the cpu device takes any)",
                                p->head_dim, SSMAX_MAX_HEAD_DIM);
     struct vk_tiles t;
-    int r = choose_tiles(d, p->head_dim, (uint64_t)pl->group * p->q_len, &t);
+    int r = choose_tiles(d, p->head_dim, (uint64_t)pl->group * p->q_len,
+                         pl->path != SSMAX_PATH_UNFUSED, &t);
     if (r < 0)
         return r;
     uint64_t maxr = lim->maxStorageBufferRange, pad = lim->minStorageBufferOffsetAlignment;
@@ -1203,7 +1224,7 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     const uint32_t maxx = d->ph->props.limits.maxComputeWorkGroupCount[0];
     const uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
     struct vk_tiles t;
-    int r = choose_tiles(d, D, (uint64_t)pl->group * p->q_len, &t);
+    int r = choose_tiles(d, D, (uint64_t)pl->group * p->q_len, pl->path != SSMAX_PATH_UNFUSED, &t);
     if (r == 0)
         r = resolve_path(d, pl, &t, &pl->path, &pl->splits);
     if (r < 0)
@@ -1287,7 +1308,7 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
         enum vk_shader_id fid = t.rows ? (f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32)
                                        : (f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32);
-        r = get_pipeline(d, fid, t.rows ? t.br : 16, t.br, t.bc, D, 1,
+        r = get_pipeline(d, fid, t.rows ? d->ph->subgroup_size : 16, t.br, t.bc, D, 1,
                          pl->path == SSMAX_PATH_SPLIT_KV, &pf);
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
             r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
