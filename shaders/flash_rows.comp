@@ -23,9 +23,22 @@ layout(constant_id = SPEC_BR) const uint BR = 8; // rows per workgroup: RL per l
 layout(constant_id = SPEC_BC) const uint BC = 4; // keys per step
 layout(constant_id = SPEC_D) const uint D = 64;
 layout(constant_id = SPEC_SPLIT) const uint SPLIT = 0;
+layout(constant_id = SPEC_TPR) const uint WIDE = 0; // 1: K/V read 4 words at a time (see below)
 const uint RL = BR / WG; // rows per lane: lane t owns rows t, t + WG, ... of the block
 const uint DS = D / WG;  // words of a K or V row each lane reads
 const uint DH = D / 2u;
+
+// K and V seen 4 elements at a time; used when WIDE = 1, which the host sets only when both
+// offsets and DS are multiples of 4, so every read below is aligned.
+#ifdef IO_F16
+layout(binding = BIND_K, std430) readonly buffer BufK4 { uvec2 k_wide[]; };
+layout(binding = BIND_V, std430) readonly buffer BufV4 { uvec2 v_wide[]; };
+vec4 load4(uvec2 w) { return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+#else
+layout(binding = BIND_K, std430) readonly buffer BufK4 { vec4 k_wide[]; };
+layout(binding = BIND_V, std430) readonly buffer BufV4 { vec4 v_wide[]; };
+vec4 load4(vec4 w) { return w; }
+#endif
 
 layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
 layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
@@ -40,8 +53,17 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
     float kr[BC * DS];
     [[unroll]] for (uint c = 0u; c < BC; c++) {
         const uint j = masked ? min(kt + c, ke_wg - 1u) : kt + c;
-        [[unroll]] for (uint u = 0u; u < DS; u++)
-            kr[c * DS + u] = LOAD(k_data, pc.k_off, kvbase + j * D + t * DS + u);
+        const uint e = kvbase + j * D + t * DS;
+        if (WIDE != 0u) {
+            [[unroll]] for (uint u = 0u; u < DS; u += 4u) {
+                const vec4 x = load4(k_wide[(pc.k_off + e + u) / 4u]);
+                [[unroll]] for (uint w = 0u; w < 4u; w++)
+                    kr[c * DS + u + w] = x[w];
+            }
+        } else {
+            [[unroll]] for (uint u = 0u; u < DS; u++)
+                kr[c * DS + u] = LOAD(k_data, pc.k_off, e + u);
+        }
     }
     float s[RL * BC];
     [[unroll]] for (uint k = 0u; k < RL * BC; k++)
@@ -74,8 +96,17 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
     float vr[BC * DS];
     [[unroll]] for (uint c = 0u; c < BC; c++) {
         const uint j = masked ? min(kt + c, ke_wg - 1u) : kt + c;
-        [[unroll]] for (uint u = 0u; u < DS; u++)
-            vr[c * DS + u] = LOAD(v_data, pc.v_off, kvbase + j * D + t * DS + u);
+        const uint e = kvbase + j * D + t * DS;
+        if (WIDE != 0u) {
+            [[unroll]] for (uint u = 0u; u < DS; u += 4u) {
+                const vec4 x = load4(v_wide[(pc.v_off + e + u) / 4u]);
+                [[unroll]] for (uint w = 0u; w < 4u; w++)
+                    vr[c * DS + u + w] = x[w];
+            }
+        } else {
+            [[unroll]] for (uint u = 0u; u < DS; u++)
+                vr[c * DS + u] = LOAD(v_data, pc.v_off, e + u);
+        }
     }
     [[unroll]] for (uint d = 0u; d < D; d++) {
         float acc[RL];

@@ -140,6 +140,24 @@ static void test_numeric_edges(void **state)
     }
 }
 
+/* Inputs one element past an aligned offset: kernels that read K and V several words at a time
+ * (the Vulkan rows kernel) must fall back to single words. */
+static void test_unaligned_inputs(void **state)
+{
+    (void)state;
+    for (int path = 1; path <= 3; path++)
+        for (int f16 = 0; f16 < 2; f16++) {
+            struct hcase c = base_case(4, 2, 37, 70, 64);
+            c.p.path = (enum ssmax_path)path;
+            c.p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+            c.p.causal = 1;
+            c.in_off = 4; // one f32 or two f16 elements
+            run_case(&c);
+            c.in_off = 64; // aligned again
+            run_case(&c);
+        }
+}
+
 /* n at the largest length the device takes: K and V as large as one binding allows (lavapipe:
  * 128 MiB, about 4M keys at D = 8; capped at 4M keys elsewhere), one causal query row at the end. */
 static void test_longest(void **state)
@@ -491,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
+        cmocka_unit_test(test_unaligned_inputs),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

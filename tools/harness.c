@@ -152,16 +152,17 @@ static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const s
     size_t no = h->nq * h->esz, nl = (size_t)p->batch * p->q_heads * p->q_len * 4;
     size_t np = nl * p->kv_len;
     int r;
-    if ((r = ssmax_buffer_create(ctx, h->nq * h->esz, &b->q)) < 0 ||
-        (r = ssmax_buffer_create(ctx, h->nkv * h->esz, &b->k)) < 0 ||
-        (r = ssmax_buffer_create(ctx, h->nkv * h->esz, &b->v)) < 0 ||
+    const size_t io = c->in_off;
+    if ((r = ssmax_buffer_create(ctx, io + h->nq * h->esz, &b->q)) < 0 ||
+        (r = ssmax_buffer_create(ctx, io + h->nkv * h->esz, &b->k)) < 0 ||
+        (r = ssmax_buffer_create(ctx, io + h->nkv * h->esz, &b->v)) < 0 ||
         (r = ssmax_buffer_create(ctx, no + 2 * GUARD, &b->o)) < 0 ||
         (c->want_lse && (r = ssmax_buffer_create(ctx, nl + 2 * GUARD, &b->lse)) < 0) ||
         (c->want_probs && (r = ssmax_buffer_create(ctx, np + 2 * GUARD, &b->probs)) < 0))
         return r;
-    if ((r = ssmax_buffer_write(ctx, b->q, 0, h->q, h->nq * h->esz)) < 0 ||
-        (r = ssmax_buffer_write(ctx, b->k, 0, h->k, h->nkv * h->esz)) < 0 ||
-        (r = ssmax_buffer_write(ctx, b->v, 0, h->v, h->nkv * h->esz)) < 0)
+    if ((r = ssmax_buffer_write(ctx, b->q, io, h->q, h->nq * h->esz)) < 0 ||
+        (r = ssmax_buffer_write(ctx, b->k, io, h->k, h->nkv * h->esz)) < 0 ||
+        (r = ssmax_buffer_write(ctx, b->v, io, h->v, h->nkv * h->esz)) < 0)
         return r;
     // Outputs start as a NaN-payload sentinel, with guard bands on both sides.
     ssmax_buffer *outs[3] = { b->o, b->lse, b->probs };
@@ -181,6 +182,7 @@ static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const s
     }
     ab->q = b->q, ab->k = b->k, ab->v = b->v, ab->o = b->o, ab->lse = b->lse, ab->probs = b->probs;
     ab->o_off = ab->lse_off = ab->probs_off = GUARD;
+    ab->q_off = ab->k_off = ab->v_off = io;
     return SSMAX_OK;
 }
 

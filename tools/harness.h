@@ -20,6 +20,7 @@ struct hcase {
     int nan_q_row;              // > 0: plant NaN in Q[0, 0, nan_q_row - 1, 0] (that row only)
     int nan_k_key;              // > 0: plant NaN in K[0, 0, nan_k_key - 1, 0]
     int nan_v_key;              // > 0: plant NaN in V[0, 0, nan_v_key - 1, 0]
+    uint32_t in_off;            // Q, K and V start this many bytes into their buffers
     uint32_t sample_rows;       // > 0: check only this many query rows (evenly spaced) per head
 };
 

@@ -892,12 +892,12 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
     } else if (fused && d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && rows_ok(d, D)) {
         // CPU drivers: RL query rows per SIMD lane, everything in registers (flash_rows.comp).
         // On lavapipe every shared- or storage-memory read inside a loop is a per-lane loop with
-        // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms, and
-        // the first pipeline's compile time (uncached):
-        //   D64:  tiles 32,48 273; rows BC,RL 2,1: 77; 2,2: 47; 1,4: 37; 2,4: 32 (2.7 s)
-        //   D128: tiles 16,32 683; rows 2,1: 157; 1,2: 106; 1,3: 82 (5.0 s)
-        //   D256: tiles 8,16 2384; rows 1,1: 460 (6.1 s); 1,2: 448 (12.7 s); 1,4: 260 (42 s)
-        *t = D <= 64 ? (struct vk_tiles){ sg * 4, 2, 4, 1 }
+        // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms, with
+        // K/V read 4 words at a time, and the first pipeline's compile time (uncached):
+        //   D64:  tiles 32,48 273; rows BC,RL 4,2: 36; 2,3: 29 (1.5 s); 2,4: 30 (2.4 s)
+        //   D128: tiles 16,32 683; rows 1,2: 81; 2,2: 90; 1,3: 66 (4.3 s); 1,4: 85 (8.2 s)
+        //   D256: tiles 8,16 2384; rows 1,1: 259 (4.3 s); 1,2: 381 (10 s)
+        *t = D <= 64 ? (struct vk_tiles){ sg * 3, 2, 4, 1 }
              : D <= 128 ? (struct vk_tiles){ sg * 3, 1, 4, 1 }
                         : (struct vk_tiles){ sg, 1, 4, 1 };
         // Decode: no more rows per lane than there are rows.
@@ -1308,7 +1308,10 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
         enum vk_shader_id fid = t.rows ? (f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32)
                                        : (f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32);
-        r = get_pipeline(d, fid, t.rows ? d->ph->subgroup_size : 16, t.br, t.bc, D, 1,
+        // rows kernel: K and V 4 words a read (WIDE) when every such read is aligned
+        const uint32_t wide = t.rows && (D / d->ph->subgroup_size) % 4 == 0 &&
+                              bk.elem_off % 4 == 0 && bv.elem_off % 4 == 0;
+        r = get_pipeline(d, fid, t.rows ? d->ph->subgroup_size : 16, t.br, t.bc, D, wide,
                          pl->path == SSMAX_PATH_SPLIT_KV, &pf);
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
             r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
