@@ -127,6 +127,7 @@ with tempfile.TemporaryDirectory() as d:
     expect('unwritable out', base[:9] + ['/nonexistent/o.npy'], 2, '/nonexistent/o.npy')
     expect('bench bad suite', ['bench', '--suite', 'huge'], 2, '--suite')
     expect('bench bad shape', ['bench', '--shape', '1,2,3'], 2, '--shape')
+    expect('bench bad splits', ['bench', '--splits', '300'], 2, '--splits')
     expect('verify cpu', ['verify', '--device', 'cpu'], 0, '0 failed')
     # --tune stores tiles that later contexts load (on the first GPU-API device, if any)
     gpu = [x['spec'] for x in devs if x['backend'] != 'cpu']

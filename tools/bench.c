@@ -36,6 +36,7 @@ struct shape {
 
 struct record {
     char device[300], backend[16], path[16];
+    uint32_t splits;
     struct shape s;
     double ms_median, ms_min, ms_max, wall_ms, gflops, gbps, nmse;
     int verified;
@@ -336,7 +337,7 @@ int cmd_bench(int argc, char **argv)
                 continue;
             }
             enum ssmax_path path;
-            ssmax_last_path(ctx, &path, NULL);
+            ssmax_last_path(ctx, &path, &rc->splits);
             snprintf(rc->path, sizeof(rc->path), "%s", h_path_name(path));
             double flops = 4.0 * s->b * s->hq * s->d * visible_pairs(s);
             double esz = c.p.dtype == SSMAX_F16 ? 2 : 4;
@@ -364,13 +365,13 @@ int cmd_bench(int argc, char **argv)
             for (int i = 0; i < nrec; i++) {
                 struct record *r = &recs[i];
                 fprintf(f, "  {\"device\": \"%s\", \"backend\": \"%s\", \"path\": \"%s\", "
-                        "\"dtype\": \"%s\", \"mode\": \"%s\", \"B\": %u, \"Hq\": %u, \"Hkv\": %u, "
+                        "\"kv_splits\": %u, \"dtype\": \"%s\", \"mode\": \"%s\", \"B\": %u, \"Hq\": %u, \"Hkv\": %u, "
                         "\"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, \"ms_median\": %.6f, "
                         "\"ms_min\": %.6f, \"ms_max\": %.6f, \"wall_ms_median\": %.6f, "
                         "\"gflops\": %.4f, \"gbytes_per_s\": %.4f, \"nmse\": %.3e, "
                         "\"verified\": %s}%s\n",
-                        r->device, r->backend, r->path, base.dtype == SSMAX_F16 ? "f16" : "f32",
-                        h_mode_name(base.mode), r->s.b, r->s.hq, r->s.hkv, r->s.lq, r->s.lk,
+                        r->device, r->backend, r->path, r->splits,
+                        base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode), r->s.b, r->s.hq, r->s.hkv, r->s.lq, r->s.lk,
                         r->s.d, r->s.causal ? "true" : "false", r->ms_median, r->ms_min,
                         r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
                         r->verified ? "true" : "false", i + 1 < nrec ? "," : "");
@@ -385,12 +386,12 @@ int cmd_bench(int argc, char **argv)
             fprintf(stderr, "ssmax bench: %s: cannot write\n", csv);
             code = EXIT_BAD_INPUT;
         } else {
-            fprintf(f, "device,backend,path,dtype,mode,B,Hq,Hkv,Lq,Lk,D,causal,ms_median,ms_min,"
+            fprintf(f, "device,backend,path,kv_splits,dtype,mode,B,Hq,Hkv,Lq,Lk,D,causal,ms_median,ms_min,"
                        "ms_max,wall_ms_median,gflops,gbytes_per_s,nmse,verified\n");
             for (int i = 0; i < nrec; i++) {
                 struct record *r = &recs[i];
-                fprintf(f, "\"%s\",%s,%s,%s,%s,%u,%u,%u,%u,%u,%u,%d,%.6f,%.6f,%.6f,%.6f,%.4f,"
-                        "%.4f,%.3e,%d\n", r->device, r->backend, r->path,
+                fprintf(f, "\"%s\",%s,%s,%u,%s,%s,%u,%u,%u,%u,%u,%u,%d,%.6f,%.6f,%.6f,%.6f,%.4f,"
+                        "%.4f,%.3e,%d\n", r->device, r->backend, r->path, r->splits,
                         base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode), r->s.b,
                         r->s.hq, r->s.hkv, r->s.lq, r->s.lk, r->s.d, r->s.causal, r->ms_median,
                         r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
