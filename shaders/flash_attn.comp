@@ -13,13 +13,20 @@
 //   1. K is staged transposed, KV[d][c];
 //   2. S = Q K^T as register blocks: invocation (sr, sc) of a 2 x 8 grid owns rows sr + 2i and keys
 //      sc + 8j, so each staged word read feeds several multiply-adds;
-//   3. one invocation per row: the new running max m (from -FLT_MAX/2) and the rescale factor;
+//   3. the new running max m per row (from -FLT_MAX/2) and the rescale factor: built with SGRED
+//      (used where the device has subgroup shuffles and subgroups of 8 or more lanes) the 8 invocations that share a row
+//      combine their register maxima with a 3-step shuffle butterfly and keep m in registers;
+//      otherwise one invocation per row scans the scores in shared memory;
 //   4. P = exp(S - m) for the keys the row sees, exactly 0 for the others; V staged as KV[c][d];
 //   5. O += P V as register blocks: invocation (pr, pc) owns rows pr + 2i and columns pc + 8j; in a
 //      tile where some row cannot see some key the term is selected away (never multiplied by 0),
 //      so NaN in masked V cannot reach O.
 // Tiles past the block's last visible key are skipped. O is normalised once at the end:
 // O = acc / l (l = 0 -> 0), LSE = m + ln(l) (l = 0 -> -inf).
+#ifdef SGRED // a separate SPIR-V variant, so the other one needs no subgroup capability
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 #include "attn_common.glsl"
 
 layout(constant_id = SPEC_BR) const uint BR = 16;
@@ -63,11 +70,13 @@ void main()
     const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
     for (uint r = t; r < BR; r += WG)
         Mrow[r] = M_INIT;
-    float acc[RS * CP], l[RS];
+    float acc[RS * CP], l[RS], mr[RS];
     [[unroll]] for (uint k = 0u; k < RS * CP; k++)
         acc[k] = 0.0;
-    [[unroll]] for (uint i = 0u; i < RS; i++)
+    [[unroll]] for (uint i = 0u; i < RS; i++) {
         l[i] = 0.0;
+        mr[i] = M_INIT;
+    }
     barrier();
 
     for (uint kt = ks; kt < ke_wg; kt += BC) {
@@ -93,35 +102,67 @@ void main()
                 [[unroll]] for (uint j = 0u; j < CS; j++)
                     s[i * CS + j] = fma(q[i], kk[j], s[i * CS + j]);
         }
-        [[unroll]] for (uint i = 0u; i < RS; i++)
-            [[unroll]] for (uint j = 0u; j < CS; j++)
-                Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
-        barrier();
-        // 3. row max and rescale factor
-        for (uint r = t; r < BR; r += WG) {
-            const uint R = first + r;
-            const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
-            const uint cmax = uint(clamp(int(ke) - int(kt), 0, int(BC)));
-            float mo = Mrow[r], mt = mo;
-            for (uint c0 = 0u; c0 < cmax; c0 += 4u)
-                [[unroll]] for (uint u = 0u; u < 4u; u++)
-                    if (c0 + u < cmax)
-                        mt = max(mt, Ps[r * BC + c0 + u]);
-            Mrow[r] = mt;
-            Arow[r] = exp(mo - mt);
-            Crow[r] = cmax;
-        }
-        barrier();
-        // 4. P for the block; V (K is no longer read)
-        [[unroll]] for (uint i = 0u; i < RS; i++) {
-            const uint r = gr + 2u * i;
-            const float m = Mrow[r];
-            const uint cm = Crow[r];
-            [[unroll]] for (uint j = 0u; j < CS; j++) {
-                const uint c = gc + 8u * j;
-                Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0;
+        float ar[RS], cmr[RS];
+#ifdef SGRED
+        {
+            // 3. (subgroups) max over the row's keys in registers, then across the 8 invocations
+            // that hold the row (lanes t ^ 1, 2, 4 of the same subgroup); 4. P for the block.
+            barrier(); // every invocation is done reading K before V overwrites it below
+            const uint lane = gl_SubgroupInvocationID;
+            [[unroll]] for (uint i = 0u; i < RS; i++) {
+                const uint R = first + gr + 2u * i;
+                const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
+                const uint cm = uint(clamp(int(ke) - int(kt), 0, int(BC)));
+                float mt = mr[i];
+                [[unroll]] for (uint j = 0u; j < CS; j++)
+                    mt = gc + 8u * j < cm ? max(mt, s[i * CS + j]) : mt;
+                mt = max(mt, subgroupShuffle(mt, lane ^ 1u));
+                mt = max(mt, subgroupShuffle(mt, lane ^ 2u));
+                mt = max(mt, subgroupShuffle(mt, lane ^ 4u));
+                ar[i] = exp(mr[i] - mt);
+                mr[i] = mt;
+                cmr[i] = float(cm);
+                [[unroll]] for (uint j = 0u; j < CS; j++) {
+                    const uint c = gc + 8u * j;
+                    Ps[(gr + 2u * i) * BC + c] = c < cm ? exp(s[i * CS + j] - mt) : 0.0;
+                }
             }
         }
+#else
+        {
+            [[unroll]] for (uint i = 0u; i < RS; i++)
+                [[unroll]] for (uint j = 0u; j < CS; j++)
+                    Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
+            barrier();
+            // 3. row max and rescale factor
+            for (uint r = t; r < BR; r += WG) {
+                const uint R = first + r;
+                const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
+                const uint cmax = uint(clamp(int(ke) - int(kt), 0, int(BC)));
+                float mo = Mrow[r], mt = mo;
+                for (uint c0 = 0u; c0 < cmax; c0 += 4u)
+                    [[unroll]] for (uint u = 0u; u < 4u; u++)
+                        if (c0 + u < cmax)
+                            mt = max(mt, Ps[r * BC + c0 + u]);
+                Mrow[r] = mt;
+                Arow[r] = exp(mo - mt);
+                Crow[r] = cmax;
+            }
+            barrier();
+            // 4. P for the block; V (K is no longer read)
+            [[unroll]] for (uint i = 0u; i < RS; i++) {
+                const uint r = gr + 2u * i;
+                const float m = Mrow[r];
+                const uint cm = Crow[r];
+                ar[i] = Arow[r];
+                cmr[i] = float(cm);
+                [[unroll]] for (uint j = 0u; j < CS; j++) {
+                    const uint c = gc + 8u * j;
+                    Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0;
+                }
+            }
+        }
+#endif
         for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
             const uint j = kt + e / D;
             vec4 x = j < ke_wg ? LOAD4(v_data, pc.v_off, kvbase + j * D + e % D) : vec4(0.0);
@@ -132,8 +173,8 @@ void main()
         // 5. O block: rows gr + 2i, columns gc + 8j
         float cm[RS];
         [[unroll]] for (uint i = 0u; i < RS; i++) {
-            const float a = Arow[gr + 2u * i];
-            cm[i] = float(Crow[gr + 2u * i]);
+            const float a = ar[i];
+            cm[i] = cmr[i];
             l[i] *= a;
             [[unroll]] for (uint j = 0u; j < CP; j++)
                 acc[i * CP + j] *= a;
@@ -175,8 +216,12 @@ void main()
         const float inv = SPLIT == 0u ? (l[i] == 0.0 ? 0.0 : 1.0 / l[i]) : 1.0;
         [[unroll]] for (uint j = 0u; j < CP; j++)
             Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
-        if (gc == 0u)
+        if (gc == 0u) {
             Lrow[gr + 2u * i] = l[i];
+#ifdef SGRED
+            Mrow[gr + 2u * i] = mr[i];
+#endif
+        }
     }
     barrier();
     for (uint e = t; e < BR * DH; e += WG) {

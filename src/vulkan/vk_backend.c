@@ -842,10 +842,16 @@ static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
 
 /* The one-row-per-lane kernel (flash_rows.comp) needs a subgroup shuffle in compute shaders, and
  * the head dim must split evenly over the subgroup's lanes. */
+static int no_subgroups(void)
+{
+    const char *e = getenv("SSMAX_VK_SUBGROUPS");
+    return e && !strcmp(e, "0");
+}
+
 static int rows_ok(const struct vk_dev *d, uint32_t D)
 {
     uint32_t sg = d->ph->subgroup_size;
-    return d->ph->shuffle && sg >= 4 && sg <= 64 && D % sg == 0;
+    return d->ph->shuffle && sg >= 4 && sg <= 64 && D % sg == 0 && !no_subgroups();
 }
 
 /* Tile table by device class and vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR" (the shared-
@@ -1306,8 +1312,12 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
     // Pipelines before recording (creation may fail; nothing is submitted then).
     VkPipeline pf = 0, pm = 0, pqk = 0, psm = 0, ppv = 0;
     if (pl->path == SSMAX_PATH_FUSED || pl->path == SSMAX_PATH_SPLIT_KV) {
-        enum vk_shader_id fid = t.rows ? (f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32)
-                                       : (f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32);
+        // tiles kernel: the row max by subgroup shuffles where subgroups hold whole 8-lane clusters
+        const uint32_t sg = d->ph->subgroup_size;
+        const int sgred = d->ph->shuffle && sg >= 8 && !(sg & (sg - 1)) && !no_subgroups();
+        enum vk_shader_id fid = t.rows  ? (f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32)
+                                : sgred ? (f16 ? VK_SH_FLASHS_F16 : VK_SH_FLASHS_F32)
+                                        : (f16 ? VK_SH_FLASH_F16 : VK_SH_FLASH_F32);
         // rows kernel: K and V 4 words a read (WIDE) when every such read is aligned
         const uint32_t wide = t.rows && (D / d->ph->subgroup_size) % 4 == 0 &&
                               bk.elem_off % 4 == 0 && bv.elem_off % 4 == 0;
