@@ -1,16 +1,18 @@
 #version 450
-// Fused SSMax flash attention with one query row per subgroup lane (the "rows" kernel), and its
+// Fused SSMax flash attention with query rows held per subgroup lane (the "rows" kernel), and its
 // split-KV variant (SPLIT = 1). Same bindings, grid and results as flash_attn.comp.
 //
 // Built for CPU Vulkan drivers. On llvmpipe (lavapipe) an invocation is one SIMD lane, and every
 // shared- or storage-memory read inside a loop becomes a per-lane loop with a branch per word,
 // while registers and subgroupShuffle with a constant lane (one vector permute) are cheap. So
 // this kernel keeps its working set in registers and moves data between lanes with shuffles:
-//   - a workgroup is one subgroup of BR lanes; lane t owns packed row R = blk * BR + t (packed as
-//     in flash_attn.comp: R = i * G + hh, so GQA heads share each K/V read);
-//   - the lane's scaled query row q[D] and its output accumulator o[D] live in registers;
+//   - a workgroup is one subgroup of WG lanes and a block of BR = RL * WG packed rows; lane t owns
+//     rows blk * BR + t + r * WG, r < RL (packed as in flash_attn.comp: R = i * G + hh, so GQA
+//     heads share each K/V read);
+//   - the lane's scaled query rows q[RL][D] and output accumulators o[RL][D] live in registers;
 //   - per step of BC keys, lane t reads words [t * DS, (t + 1) * DS) of each key's K and V row
-//     (DS = D / BR), and K[j][d] / V[j][d] reach every lane as subgroupShuffle(word, d / DS);
+//     (DS = D / WG), and K[j][d] / V[j][d] reach every lane as subgroupShuffle(word, d / DS),
+//     each feeding RL rows' multiply-adds;
 //   - scores, running max, rescale and P V are plain per-lane arithmetic: no barriers, no shared
 //     memory, no cross-lane reductions.
 // Keys every row of the subgroup sees are walked unmasked; the rest (causal edge, the key tail)
