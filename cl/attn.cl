@@ -15,6 +15,16 @@ inline float2 kv_pair(__local const float4 *T, uint c, uint p)
 #define RS (BR / 2)
 #define CS (BC / 8)
 #define CP (D / 8)
+// Which keys (scores) and output columns work-item column gc holds: interleaved (gc + 8j) spreads
+// neighbouring work-items over neighbouring local-memory words (GPUs); CHUNKED (gc * n + j) gives
+// each work-item a contiguous run, which CPU compilers turn into vector loads and FMAs.
+#ifdef CHUNKED
+#define KCOL(j) (gc * CS + (j))
+#define OCOL(j) (gc * CP + (j))
+#else
+#define KCOL(j) (gc + 8u * (j))
+#define OCOL(j) (gc + 8u * (j))
+#endif
 
 inline void flash_body(__constant uint *P, __global const float *coef, __global const io_t *q,
                        __global const io_t *k, __global const io_t *v, __global io_t *o,
@@ -67,14 +77,14 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
             for (uint i = 0u; i < RS; i++)
                 qv[i] = Qs[(gr + 2u * i) * D + d];
             for (uint j = 0u; j < CS; j++)
-                kv[j] = KV[d * BC + gc + 8u * j];
+                kv[j] = KV[d * BC + KCOL(j)];
             for (uint i = 0u; i < RS; i++)
                 for (uint j = 0u; j < CS; j++)
                     s[i * CS + j] = fma(qv[i], kv[j], s[i * CS + j]);
         }
         for (uint i = 0u; i < RS; i++)
             for (uint j = 0u; j < CS; j++)
-                Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
+                Ps[(gr + 2u * i) * BC + KCOL(j)] = s[i * CS + j];
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint r = t; r < BR; r += FWG) {
             const uint R = first + r;
@@ -93,7 +103,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
             const float m = Mrow[r];
             const uint cm = Crow[r];
             for (uint j = 0u; j < CS; j++) {
-                const uint c = gc + 8u * j;
+                const uint c = KCOL(j);
                 Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0f;
             }
         }
@@ -116,7 +126,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
             for (uint i = 0u; i < RS; i++)
                 pv_[i] = Ps[(gr + 2u * i) * BC + c];
             for (uint j = 0u; j < CP; j++)
-                vv[j] = KV[c * D + gc + 8u * j];
+                vv[j] = KV[c * D + OCOL(j)];
             for (uint i = 0u; i < RS; i++) {
                 l[i] += pv_[i];
                 if (full || c < cm[i]) // a key the row cannot see is skipped, never multiplied
@@ -129,7 +139,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
     for (uint i = 0u; i < RS; i++) {
         const float inv = split ? 1.0f : (l[i] == 0.0f ? 0.0f : 1.0f / l[i]);
         for (uint j = 0u; j < CP; j++)
-            Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
+            Qs[(gr + 2u * i) * D + OCOL(j)] = acc[i * CP + j] * inv;
         if (gc == 0u)
             Lrow[gr + 2u * i] = l[i];
     }
