@@ -10,10 +10,10 @@ shapes="1,8,8,512,512,64 1,8,8,1024,1024,64 1,8,8,2048,2048,64 1,8,8,4096,4096,6
 args=""
 for s in $shapes; do args="$args --shape $s"; done
 # shellcheck disable=SC2086
-./build/ssmax bench --device all $args --iters 3 --warmup 1 --json "$out/ssmax.json"
+./build/ssmax bench --device all $args --iters 7 --warmup 2 --json "$out/ssmax.json"
 # shellcheck disable=SC2086
 env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SKYLAKEX /usr/bin/python3 bench/torch_baseline.py \
-  --threads 2 --iters 3 --warmup 1 $args --json "$out/torch.json"
+  --threads 2 --iters 7 --warmup 2 $args --json "$out/torch.json"
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 d = sys.argv[1]
