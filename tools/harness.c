@@ -71,6 +71,14 @@ struct hhost {
     size_t nq, nkv, esz;
 };
 
+/* Element i of a host tensor of type dt becomes a quiet NaN. */
+static void set_nan(void *a, enum ssmax_dtype dt, size_t i)
+{
+    if (dt == SSMAX_F16)
+        ((uint16_t *)a)[i] = 0x7e00;
+    else
+        ((float *)a)[i] = NAN;
+}
 static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct hhost *h)
 {
     memset(h, 0, sizeof(*h));
@@ -98,39 +106,19 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
         p->s = h->s;
         p->b = h->b;
     }
-    if (c->nan_q_row > 0 && (uint32_t)c->nan_q_row <= p->q_len) {
-        size_t i = (size_t)(c->nan_q_row - 1) * p->head_dim;
-        if (p->dtype == SSMAX_F16)
-            ((uint16_t *)h->q)[i] = 0x7e00;
-        else
-            ((float *)h->q)[i] = NAN;
-    }
-    if (c->nan_k_key > 0 && (uint32_t)c->nan_k_key <= p->kv_len) {
-        size_t i = (size_t)(c->nan_k_key - 1) * p->head_dim;
-        if (p->dtype == SSMAX_F16)
-            ((uint16_t *)h->k)[i] = 0x7e00;
-        else
-            ((float *)h->k)[i] = NAN;
-    }
-    if (c->nan_v_key > 0 && (uint32_t)c->nan_v_key <= p->kv_len) {
-        size_t i = (size_t)(c->nan_v_key - 1) * p->head_dim;
-        if (p->dtype == SSMAX_F16)
-            ((uint16_t *)h->v)[i] = 0x7e00;
-        else
-            ((float *)h->v)[i] = NAN;
-    }
+    if (c->nan_q_row > 0 && (uint32_t)c->nan_q_row <= p->q_len)
+        set_nan(h->q, p->dtype, (size_t)(c->nan_q_row - 1) * p->head_dim);
+    if (c->nan_k_key > 0 && (uint32_t)c->nan_k_key <= p->kv_len)
+        set_nan(h->k, p->dtype, (size_t)(c->nan_k_key - 1) * p->head_dim);
+    if (c->nan_v_key > 0 && (uint32_t)c->nan_v_key <= p->kv_len)
+        set_nan(h->v, p->dtype, (size_t)(c->nan_v_key - 1) * p->head_dim);
     if (c->nan_v_hidden && p->causal) {
         int64_t qp = p->q_pos >= 0 ? p->q_pos : (int64_t)p->kv_len - p->q_len;
         uint32_t first = (uint32_t)(qp + p->q_len); // keys no row sees
         for (uint32_t bh = 0; bh < p->batch * p->kv_heads; bh++)
             for (uint32_t j = first; j < p->kv_len; j++)
-                for (uint32_t d = 0; d < p->head_dim; d++) {
-                    size_t i = ((size_t)bh * p->kv_len + j) * p->head_dim + d;
-                    if (p->dtype == SSMAX_F16)
-                        ((uint16_t *)h->v)[i] = 0x7e00;
-                    else
-                        ((float *)h->v)[i] = NAN;
-                }
+                for (uint32_t d = 0; d < p->head_dim; d++)
+                    set_nan(h->v, p->dtype, ((size_t)bh * p->kv_len + j) * p->head_dim + d);
     }
     return 0;
 }
