@@ -830,7 +830,7 @@ static int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, s
 
 struct vk_tiles {
     uint32_t br, bc, tpr;
-    uint32_t rows; // 1: flash_rows.comp (one row per subgroup lane, BR = subgroup size)
+    uint32_t rows; // 1: flash_rows.comp, BR / subgroup size query rows per lane, BC keys a step
 };
 
 static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
@@ -840,14 +840,15 @@ static uint32_t shared_bytes(const struct vk_tiles *t, uint32_t D)
     return 4 * (t->br * D + t->bc * D + t->br * t->bc) + 16 * t->br;
 }
 
-/* The one-row-per-lane kernel (flash_rows.comp) needs a subgroup shuffle in compute shaders, and
- * the head dim must split evenly over the subgroup's lanes. */
+/* SSMAX_VK_SUBGROUPS=0: no kernel that uses subgroup operations. */
 static int no_subgroups(void)
 {
     const char *e = getenv("SSMAX_VK_SUBGROUPS");
     return e && !strcmp(e, "0");
 }
 
+/* The rows kernel (flash_rows.comp) needs a subgroup shuffle in compute shaders, and the head dim
+ * must split evenly over the subgroup's lanes. */
 static int rows_ok(const struct vk_dev *d, uint32_t D)
 {
     uint32_t sg = d->ph->subgroup_size;
@@ -906,9 +907,6 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
         *t = D <= 64 ? (struct vk_tiles){ sg * 3, 2, 4, 1 }
              : D <= 128 ? (struct vk_tiles){ sg * 3, 1, 4, 1 }
                         : (struct vk_tiles){ sg, 1, 4, 1 };
-        // Decode: no more rows per lane than there are rows.
-        while (t->br > sg && (t->br - sg) >= rows)
-            t->br -= sg;
     } else {
         // Fused: BR rows x BC keys over 16 invocations, each holding (BR/2) x (BC/8) scores and
         // (BR/2) x (D/8) outputs in registers. Sized so shared memory stays under 32 KiB.
@@ -954,6 +952,10 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
         while (shared_bytes(t, D) > lim->maxComputeSharedMemorySize && t->br > 1)
             t->br /= 2;
     }
+    // Decode on the rows kernel (table or tuned): no more rows per lane than there are rows.
+    if (t->rows && !(env && *env))
+        while (t->br > sg && (t->br - sg) >= rows)
+            t->br -= sg;
     if (shared_bytes(t, D) > lim->maxComputeSharedMemorySize ||
         t->br * t->tpr > lim->maxComputeWorkGroupInvocations ||
         t->br * t->tpr > lim->maxComputeWorkGroupSize[0])
