@@ -48,25 +48,29 @@ layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 float qv[RL * D], ov[RL * D]; // this lane's query rows (times their factor), output accumulators
 float m_run[RL], l_run[RL];
 
+// This lane's DS words of each of the step's BC K or V rows, 4 at a time when WIDE. Keys past
+// ke_wg (masked steps only) read the last key instead, so nothing outside the tensor is touched.
+#define READ_WORDS(dst, wide, data, off)                                                           \
+    [[unroll]] for (uint c = 0u; c < BC; c++) {                                                    \
+        const uint e = kvbase + (masked ? min(kt + c, ke_wg - 1u) : kt + c) * D + t * DS;          \
+        if (WIDE != 0u) {                                                                          \
+            [[unroll]] for (uint u = 0u; u < DS; u += 4u) {                                        \
+                const vec4 x = load4(wide[((off) + e + u) / 4u]);                                  \
+                [[unroll]] for (uint w = 0u; w < 4u; w++)                                          \
+                    dst[c * DS + u + w] = x[w];                                                    \
+            }                                                                                      \
+        } else {                                                                                   \
+            [[unroll]] for (uint u = 0u; u < DS; u++)                                              \
+                dst[c * DS + u] = LOAD(data, (off), e + u);                                        \
+        }                                                                                          \
+    }
+
 // One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this lane, and
 // keys at or past ke_wg (no lane sees them) are not read.
 void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg)
 {
     float kr[BC * DS];
-    [[unroll]] for (uint c = 0u; c < BC; c++) {
-        const uint j = masked ? min(kt + c, ke_wg - 1u) : kt + c;
-        const uint e = kvbase + j * D + t * DS;
-        if (WIDE != 0u) {
-            [[unroll]] for (uint u = 0u; u < DS; u += 4u) {
-                const vec4 x = load4(k_wide[(pc.k_off + e + u) / 4u]);
-                [[unroll]] for (uint w = 0u; w < 4u; w++)
-                    kr[c * DS + u + w] = x[w];
-            }
-        } else {
-            [[unroll]] for (uint u = 0u; u < DS; u++)
-                kr[c * DS + u] = LOAD(k_data, pc.k_off, e + u);
-        }
-    }
+    READ_WORDS(kr, k_wide, k_data, pc.k_off);
     float s[RL * BC];
     [[unroll]] for (uint k = 0u; k < RL * BC; k++)
         s[k] = 0.0;
@@ -96,20 +100,7 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
     }
 
     float vr[BC * DS];
-    [[unroll]] for (uint c = 0u; c < BC; c++) {
-        const uint j = masked ? min(kt + c, ke_wg - 1u) : kt + c;
-        const uint e = kvbase + j * D + t * DS;
-        if (WIDE != 0u) {
-            [[unroll]] for (uint u = 0u; u < DS; u += 4u) {
-                const vec4 x = load4(v_wide[(pc.v_off + e + u) / 4u]);
-                [[unroll]] for (uint w = 0u; w < 4u; w++)
-                    vr[c * DS + u + w] = x[w];
-            }
-        } else {
-            [[unroll]] for (uint u = 0u; u < DS; u++)
-                vr[c * DS + u] = LOAD(v_data, pc.v_off, e + u);
-        }
-    }
+    READ_WORDS(vr, v_wide, v_data, pc.v_off);
     [[unroll]] for (uint d = 0u; d < D; d++) {
         float acc[RL];
         [[unroll]] for (uint r = 0u; r < RL; r++)
