@@ -88,18 +88,27 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
     }
     if (p->causal != 0 && p->causal != 1)
         return FAIL("causal: %d must be 0 or 1", p->causal);
-    if (p->causal) {
-        int64_t qp = p->q_pos < 0 ? (int64_t)p->kv_len - p->q_len : p->q_pos;
-        if (p->q_pos < 0 && p->q_len > p->kv_len)
-            return FAIL("q_len: %u exceeds kv_len %u in causal attention (set q_pos, or pass "
-                        "more keys)", p->q_len, p->kv_len);
-        if (qp + (int64_t)p->q_len > (int64_t)p->kv_len)
-            return FAIL("q_pos: %lld + q_len %u exceeds kv_len %u (a causal query cannot sit "
-                        "past the last key)", (long long)qp, p->q_len, p->kv_len);
-    } else if (p->q_pos >= 0 && p->q_pos + (int64_t)p->q_len + p->pos_offset > (int64_t)UINT32_MAX) {
-        return FAIL("q_pos: %lld + q_len %u + pos_offset %u exceeds 2^32 - 1", (long long)p->q_pos,
-                    p->q_len, p->pos_offset);
-    }
+    // Positions. The kernels hold a row's absolute position p = q_pos + i, and for FLOOR_LOG
+    // p + pos_offset + 1, in 32 bits; every sum below is formed in 64 bits from values already
+    // bounded, so none can overflow (q_pos is an int64_t the caller may set to anything).
+    if (p->q_pos > (int64_t)UINT32_MAX)
+        return FAIL("q_pos: %lld exceeds 2^32 - 1 (positions are 32-bit)", (long long)p->q_pos);
+    if (p->causal && p->q_pos < 0 && p->q_len > p->kv_len)
+        return FAIL("q_len: %u exceeds kv_len %u in causal attention (set q_pos, or pass "
+                    "more keys)", p->q_len, p->kv_len);
+    const uint64_t qp = p->q_pos >= 0   ? (uint64_t)p->q_pos
+                        : p->kv_len >= p->q_len ? (uint64_t)p->kv_len - p->q_len
+                                                : 0;
+    if (p->causal && qp + p->q_len > p->kv_len)
+        return FAIL("q_pos: %llu + q_len %u exceeds kv_len %u (a causal query cannot sit past "
+                    "the last key)", (unsigned long long)qp, p->q_len, p->kv_len);
+    if (qp + p->q_len > UINT32_MAX)
+        return FAIL("q_pos: %llu + q_len %u exceeds 2^32 - 1 (positions are 32-bit)",
+                    (unsigned long long)qp, p->q_len);
+    if (p->mode == SSMAX_MODE_FLOOR_LOG && qp + p->q_len + p->pos_offset > UINT32_MAX)
+        return FAIL("pos_offset: q_pos %llu + q_len %u + pos_offset %u exceeds 2^32 - 1 (floor-log "
+                    "positions p + pos_offset + 1 are 32-bit)",
+                    (unsigned long long)qp, p->q_len, p->pos_offset);
     if ((unsigned)p->path > SSMAX_PATH_UNFUSED)
         return FAIL("path: %d is not a valid enum ssmax_path (0..3)", (int)p->path);
     if (p->kv_splits > 256)
@@ -127,6 +136,7 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
 
 int ssmax_attn_validate(const struct ssmax_attn_params *p, char *errbuf, size_t errlen)
 {
+    ssmax_error_clear(NULL);
     char msg[512];
     int r = ssmax_validate_params(p, msg, sizeof(msg));
     if (r < 0) {
@@ -181,6 +191,44 @@ static int check_buf(ssmax_context *ctx, const ssmax_buffer *b, size_t off, uint
     return SSMAX_OK;
 }
 
+/* Outputs are written while inputs are still being read (and, on the CPU device, row by row), so
+ * an output that shares bytes with an input or with another output gives wrong results: rejected.
+ * Inputs may share bytes with each other (K and V in one tensor, say). */
+static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
+                         const struct attn_plan *pl)
+{
+    const struct {
+        const char *name;
+        const ssmax_buffer *buf;
+        uint64_t off, bytes;
+        int out;
+    } t[] = {
+        { "o", b->o, b->o_off, pl->o_bytes, 1 },
+        { "lse", b->lse, b->lse_off, pl->lse_bytes, 1 },
+        { "probs", b->probs, b->probs_off, pl->probs_bytes, 1 },
+        { "q", b->q, b->q_off, pl->q_bytes, 0 },
+        { "k", b->k, b->k_off, pl->kv_bytes, 0 },
+        { "v", b->v, b->v_off, pl->kv_bytes, 0 },
+    };
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(t); i++) {
+        if (!t[i].out || !t[i].buf)
+            continue;
+        for (size_t j = 0; j < SSMAX_ARRAY_LEN(t); j++) {
+            if (j == i || (t[j].out && j < i) || t[j].buf != t[i].buf)
+                continue;
+            uint64_t a0 = t[i].off, a1 = a0 + t[i].bytes, b0 = t[j].off, b1 = b0 + t[j].bytes;
+            if (a0 < b1 && b0 < a1)
+                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                       "bufs->%s: bytes [%llu, %llu) overlap bufs->%s's [%llu, "
+                                       "%llu) in the same buffer (an output may not alias an "
+                                       "input or another output)",
+                                       t[i].name, (unsigned long long)a0, (unsigned long long)a1,
+                                       t[j].name, (unsigned long long)b0, (unsigned long long)b1);
+        }
+    }
+    return SSMAX_OK;
+}
+
 int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
                     const struct ssmax_attn_buffers *b, struct attn_plan *pl)
 {
@@ -223,6 +271,10 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
         for (size_t i = 0; i < sizeof(b->reserved); i++)
             if (b->reserved[i])
                 return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
+        if ((r = check_overlap(ctx, b, pl)) < 0)
+            return r;
+        pl->q_off = b->q_off, pl->k_off = b->k_off, pl->v_off = b->v_off;
+        pl->o_off = b->o_off, pl->lse_off = b->lse_off, pl->probs_off = b->probs_off;
     }
 
     // Path and split count.
@@ -347,6 +399,8 @@ int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
 
 int ssmax_last_device_time(ssmax_context *ctx, uint64_t *device_ns)
 {
+    if (ctx)
+        ssmax_error_clear(ctx);
     if (!ctx || !device_ns)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
                                ctx ? "device_ns" : "ctx");
@@ -356,6 +410,8 @@ int ssmax_last_device_time(ssmax_context *ctx, uint64_t *device_ns)
 
 int ssmax_last_path(ssmax_context *ctx, enum ssmax_path *path, uint32_t *kv_splits)
 {
+    if (ctx)
+        ssmax_error_clear(ctx);
     if (!ctx)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
     if (path)
@@ -367,6 +423,7 @@ int ssmax_last_path(ssmax_context *ctx, enum ssmax_path *path, uint32_t *kv_spli
 
 int ssmax_attn_ref(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io)
 {
+    ssmax_error_clear(NULL);
     char msg[512];
     int r = ssmax_validate_params(p, msg, sizeof(msg));
     if (r < 0)

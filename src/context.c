@@ -70,6 +70,14 @@ int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
     return code;
 }
 
+void ssmax_error_clear(struct ssmax_context *ctx)
+{
+    if (ctx)
+        ctx->err[0] = 0;
+    else
+        tl_err[0] = 0;
+}
+
 int ssmax_fault_alloc(struct ssmax_context *ctx)
 {
     return ctx && ctx->fault_alloc_at > 0 && ++ctx->fault_alloc_n == ctx->fault_alloc_at;
@@ -84,6 +92,7 @@ int ssmax_need_device(ssmax_context *ctx)
 {
     if (!ctx)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    ssmax_error_clear(ctx);
     if (ctx->failed)
         return ssmax_set_error(ctx, SSMAX_ERR_CONTEXT_FAILED,
                                "ctx: the device was lost earlier; destroy and recreate the context");
@@ -181,6 +190,7 @@ static int all_zero(const uint8_t *b, size_t n)
 
 int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **out)
 {
+    ssmax_error_clear(NULL);
     if (!out)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "out: must not be NULL");
     *out = NULL;
@@ -290,6 +300,7 @@ int ssmax_device_count(ssmax_context *ctx)
 {
     if (!ctx)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    ssmax_error_clear(ctx);
     return ctx->ndevs;
 }
 
@@ -298,6 +309,7 @@ int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_inf
     if (!ctx || !out)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
                                !ctx ? "ctx" : "out");
+    ssmax_error_clear(ctx);
     if (index < 0 || index >= ctx->ndevs)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "index: %d is not in [0, %d)", index,
                                ctx->ndevs);
@@ -328,6 +340,7 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
 {
     if (!ctx)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    ssmax_error_clear(ctx);
     if (!spec || !*spec)
         spec = getenv("SSMAX_DEVICE");
     if (!spec || !*spec)
@@ -399,6 +412,7 @@ int ssmax_device_open(ssmax_context *ctx, int index)
 {
     if (!ctx)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    ssmax_error_clear(ctx);
     if (index < 0) {
         index = ssmax_device_find(ctx, "auto");
         if (index < 0)
@@ -430,6 +444,7 @@ int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info *out)
     if (!ctx || !out)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
                                !ctx ? "ctx" : "out");
+    ssmax_error_clear(ctx);
     if (!ctx->dev)
         return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: none is open");
     *out = ctx->dev->info;

@@ -72,6 +72,9 @@ struct attn_plan {
     uint32_t splits;           // >= 1; > 1 only for SSMAX_PATH_SPLIT_KV
     int want_lse, want_probs;
     uint64_t q_bytes, kv_bytes, o_bytes, lse_bytes, probs_bytes; // per tensor
+    /* Byte offsets of the tensors in their buffers (0 when planned without buffers, as by
+     * ssmax_attn_supported), so backends check the exact ranges their bindings will cover. */
+    uint64_t q_off, k_off, v_off, o_off, lse_off, probs_off;
     uint32_t elem_size;
 };
 
@@ -92,6 +95,9 @@ static inline uint32_t plan_visible(const struct attn_plan *pl, uint32_t i)
 /* errors and logging (context.c); ctx may be NULL */
 int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Empties ssmax_last_error(ctx) (ctx NULL: this thread's slot): every public call starts so, and
+ * a call that succeeds leaves it empty. */
+void ssmax_error_clear(struct ssmax_context *ctx);
 void ssmax_log(struct ssmax_context *ctx, enum ssmax_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void *ssmax_malloc(struct ssmax_context *ctx, size_t size);

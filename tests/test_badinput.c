@@ -55,6 +55,12 @@ BAD(m_splits, "kv_splits", p->kv_splits = 1000)
 BAD(m_splits_len, "kv_splits", p->kv_splits = 17)
 BAD(m_splits_path, "kv_splits", (p->kv_splits = 2, p->path = SSMAX_PATH_FUSED))
 BAD(m_reserved, "reserved", p->reserved[3] = 1)
+BAD(m_qpos_max, "q_pos", (p->causal = 1, p->q_pos = INT64_MAX))
+BAD(m_qpos_max_nc, "q_pos", p->q_pos = INT64_MAX)
+BAD(m_qpos_2_32, "q_pos", p->q_pos = 4294967291ll)
+BAD(m_posoff, "pos_offset", (p->mode = SSMAX_MODE_FLOOR_LOG, p->pos_offset = 4294967295u))
+BAD(m_posoff_causal, "pos_offset",
+    (p->mode = SSMAX_MODE_FLOOR_LOG, p->causal = 1, p->pos_offset = 4294967295u - 15))
 BAD(m_overflow, "batch*q_heads", (p->batch = 0xffffffffu, p->q_heads = 0xffffffffu,
                                   p->kv_heads = 0xffffffffu, p->q_len = 0xffffffffu))
 
@@ -69,6 +75,8 @@ static const struct bad_case bad_cases[] = {
     { "causal", m_causal },       { "q_pos", m_qpos },          { "q_len", m_qlen_kv },
     { "path", m_path },           { "kv_splits", m_splits },    { "kv_splits", m_splits_len },
     { "kv_splits", m_splits_path }, { "reserved", m_reserved }, { "batch*q_heads", m_overflow },
+    { "q_pos", m_qpos_max },      { "q_pos", m_qpos_max_nc },   { "q_pos", m_qpos_2_32 },
+    { "pos_offset", m_posoff },   { "pos_offset", m_posoff_causal },
 };
 
 static void base_params(struct ssmax_attn_params *p)

@@ -188,7 +188,9 @@ struct ssmax_attn_params {
     uint32_t pos_offset;        ///< FLOOR_LOG o (default 1; Mistral uses 0)
     int causal;                 ///< 1: row i sees keys 0..q_pos+i (default 0)
     int64_t q_pos;              ///< absolute position of row 0; < 0 = default kv_len - q_len
-                                ///< (non-causal: 0 when q_len > kv_len). Causal: q_pos+q_len <= kv_len
+                                ///< (non-causal: 0 when q_len > kv_len). Causal: q_pos+q_len <= kv_len.
+                                ///< Positions are 32-bit: q_pos + q_len <= 2^32-1, and for FLOOR_LOG
+                                ///< q_pos + q_len + pos_offset <= 2^32-1
     enum ssmax_path path;       ///< default SSMAX_PATH_AUTO
     uint32_t kv_splits;         ///< split-KV pieces; 0 = planner's choice (default)
     uint8_t reserved[32];       ///< must be zero
@@ -236,9 +238,11 @@ SSMAX_API const char *ssmax_version(void);
 SSMAX_API unsigned ssmax_version_api(void);
 /** Static string for a result code ("invalid argument", ...); never NULL. */
 SSMAX_API const char *ssmax_strerror(int err);
-/** Message of the last failed call on ctx, naming the argument and the limit; "" if none.
- *  ctx NULL: the last failure of a context-free call (ssmax_attn_ref, ...) on this thread.
- *  The string stays valid until the next call on the same context or thread. */
+/** Message of the most recent call on ctx when it failed, naming the argument and the limit; ""
+ *  when that call succeeded (every call that returns a status clears it first).
+ *  ctx NULL: the same for the context-free calls (ssmax_attn_ref, ssmax_attn_validate,
+ *  ssmax_context_create, ...) on this thread, which also holds the message of a failed call that
+ *  had a context. The string stays valid until the next call on the same context or thread. */
 SSMAX_API const char *ssmax_last_error(const ssmax_context *ctx);
 
 /* ---- context and devices ---- */
@@ -302,9 +306,12 @@ SSMAX_API int ssmax_attn_validate(const struct ssmax_attn_params *p, char *errbu
  *  Returns SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_UNSUPPORTED or SSMAX_ERR_LIMIT_EXCEEDED. */
 SSMAX_API int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p);
 /** Computes attention on the open device and waits for it. Buffers must be large enough for the
- *  shapes at their offsets. On failure nothing is written to o, lse or probs.
+ *  shapes at their offsets. On failure nothing is written to o, lse or probs. An output may not
+ *  share a byte with an input or another output (SSMAX_ERR_INVALID_ARG naming both); inputs may.
  *  NaN in a row's Q, or in a key or value the row sees, makes that row's O and LSE NaN and no other
  *  row's; keys a row cannot see (causal mask) never reach it, whatever they hold.
+ *  Logits are fp32 on every device, the reference included: a logit above FLT_MAX makes its row NaN;
+ *  one below -FLT_MAX/2 gives its key weight 0 (a row with no weight left: O = 0, LSE = -inf).
  *  @return SSMAX_OK or a negative error; SSMAX_ERR_DEVICE_LOST fails the context for good. */
 SSMAX_API int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
                          const struct ssmax_attn_buffers *bufs);

@@ -2,6 +2,7 @@
  * The float64 reference: SPEC.md computed as written, one row at a time. Short on purpose: it is the
  * judge of every other backend.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,15 +62,20 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                     double dot = 0;
                     for (uint32_t d = 0; d < D; d++)
                         dot += load(io->q, p->dtype, qo + d) * load(io->k, p->dtype, kvb + j * D + d);
+                    // Logits are fp32 on every device (README, "Range"): above FLT_MAX the row
+                    // is NaN, as the kernels' overflowed dot products make it; below -FLT_MAX/2,
+                    // under the running max's floor, a key gets weight exactly 0.
                     s[j] = f * c * dot;
-                    if (isnan(s[j]))
+                    if (isnan(s[j]) || s[j] > FLT_MAX)
                         nan_row = 1;
+                    else if (s[j] < -FLT_MAX / 2)
+                        s[j] = -INFINITY;
                     else if (s[j] > m)
                         m = s[j];
                 }
                 for (uint32_t d = 0; d < D; d++)
                     acc[d] = 0;
-                if (!nan_row && n)
+                if (!nan_row && m > -INFINITY) // else no key has weight: the row is empty
                     for (uint64_t j = 0; j < n; j++) {
                         double w = exp(s[j] - m);
                         sum += w;
@@ -77,9 +83,9 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                         for (uint32_t d = 0; d < D; d++)
                             acc[d] += w * load(io->v, p->dtype, kvb + j * D + d);
                     }
-                double lse = nan_row ? NAN : (n ? m + log(sum) : -INFINITY);
+                double lse = nan_row ? NAN : (sum > 0 ? m + log(sum) : -INFINITY);
                 for (uint32_t d = 0; d < D; d++) {
-                    double o = nan_row ? NAN : (n ? acc[d] / sum : 0.0);
+                    double o = nan_row ? NAN : (sum > 0 ? acc[d] / sum : 0.0);
                     if (io->o_f64)
                         io->o_f64[qo + d] = o;
                     if (io->o)
@@ -92,7 +98,7 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                 if (io->probs)
                     for (uint32_t j = 0; j < Lk; j++)
                         io->probs[row * Lk + j] =
-                            nan_row ? NAN : (j < n ? (float)(s[j] / sum) : 0.0f);
+                            nan_row ? NAN : (j < n && sum > 0 ? (float)(s[j] / sum) : 0.0f);
             }
         }
     free(s);

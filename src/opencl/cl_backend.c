@@ -599,20 +599,46 @@ static int cl_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
     if (r < 0)
         return r;
     uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len, lim = base->info.max_alloc_size;
-    if (pl->path == SSMAX_PATH_SPLIT_KV && (uint64_t)pl->splits * rows * p->head_dim * 4 > lim)
+    // Each tensor is one cl_mem, so it must fit the device's largest allocation; the kernels index
+    // elements from the start of their buffer in 32 bits (probs is only copied, by byte offsets).
+    const uint32_t esz = pl->elem_size;
+    const struct {
+        const char *name;
+        uint64_t bytes, off;
+        uint32_t esz; // 0: not indexed by a kernel
+    } ts[] = {
+        { "q", pl->q_bytes, pl->q_off, esz },
+        { "k", pl->kv_bytes, pl->k_off, esz },
+        { "v", pl->kv_bytes, pl->v_off, esz },
+        { "o", pl->o_bytes, pl->o_off, esz },
+        { "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 },
+        { "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 },
+    };
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(ts); i++) {
+        if (ts[i].bytes > lim)
+            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu bytes exceed the device's largest allocation %llu "
+                                   "(CL_DEVICE_MAX_MEM_ALLOC_SIZE); split the batch or the heads",
+                                   ts[i].name, (unsigned long long)ts[i].bytes,
+                                   (unsigned long long)lim);
+        if (ts[i].esz && (ts[i].off + ts[i].bytes) / ts[i].esz > UINT32_MAX)
+            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu elements from the start of its buffer exceed 2^32 - 1 "
+                                   "(the OpenCL kernels index in 32 bits)",
+                                   ts[i].name,
+                                   (unsigned long long)((ts[i].off + ts[i].bytes) / ts[i].esz));
+    }
+    const uint64_t scratch = (uint64_t)pl->splits * rows * p->head_dim; // split-kv partial O
+    if (pl->path == SSMAX_PATH_SPLIT_KV && (scratch * 4 > lim || scratch > UINT32_MAX))
         return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                "kv_splits: %u splits of %llu rows need %llu bytes of scratch, over "
-                               "the device's largest allocation %llu", pl->splits,
-                               (unsigned long long)rows,
-                               (unsigned long long)pl->splits * rows * p->head_dim * 4,
-                               (unsigned long long)lim);
+                               "the device's largest allocation %llu or 2^32 - 1 elements",
+                               pl->splits, (unsigned long long)rows,
+                               (unsigned long long)scratch * 4, (unsigned long long)lim);
     if (pl->path == SSMAX_PATH_UNFUSED && (uint64_t)p->kv_len * 4 * 16 > lim)
         return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                "kv_len: %u keys are too many for the unfused path's scores",
                                p->kv_len);
-    if ((uint64_t)pl->q_bytes > UINT32_MAX * 2ull || (uint64_t)pl->kv_bytes > UINT32_MAX * 2ull)
-        return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                               "q/k: more than 2^32 elements per tensor (32-bit kernel indices)");
     return SSMAX_OK;
 }
 

@@ -1061,19 +1061,36 @@ static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
                          pl->path != SSMAX_PATH_UNFUSED, &t);
     if (r < 0)
         return r;
-    uint64_t maxr = lim->maxStorageBufferRange, pad = lim->minStorageBufferOffsetAlignment;
+    // A binding starts at the offset rounded down to minStorageBufferOffsetAlignment (see bind_of)
+    // and must cover the tensor: at most maxStorageBufferRange bytes in all. Planned without
+    // buffers, offsets are 0 and the tensor alone is compared.
+    uint64_t maxr = lim->maxStorageBufferRange, align = lim->minStorageBufferOffsetAlignment;
+    if (!align)
+        align = 1;
     const struct {
         const char *name;
-        uint64_t bytes;
-    } ts[] = { { "q", pl->q_bytes }, { "k", pl->kv_bytes }, { "o", pl->o_bytes },
-               { "lse", pl->want_lse ? pl->lse_bytes : 0 } };
-    for (size_t i = 0; i < 4; i++)
-        if (ts[i].bytes + pad > maxr)
+        uint64_t bytes, off;
+    } ts[] = { { "q", pl->q_bytes, pl->q_off },   { "k", pl->kv_bytes, pl->k_off },
+               { "v", pl->kv_bytes, pl->v_off },  { "o", pl->o_bytes, pl->o_off },
+               { "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off } };
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(ts); i++) {
+        if (ts[i].bytes > maxr)
             return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                    "%s: %llu bytes exceed the device's storage buffer range %llu "
                                    "(maxStorageBufferRange); split the batch or the heads",
                                    ts[i].name, (unsigned long long)ts[i].bytes,
                                    (unsigned long long)maxr);
+        if (ts[i].bytes + ts[i].off % align > maxr)
+            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s_off: %llu is %llu bytes past a multiple of "
+                                   "minStorageBufferOffsetAlignment %llu, so the binding needs "
+                                   "%llu bytes, over maxStorageBufferRange %llu; align the offset",
+                                   ts[i].name, (unsigned long long)ts[i].off,
+                                   (unsigned long long)(ts[i].off % align),
+                                   (unsigned long long)align,
+                                   (unsigned long long)(ts[i].bytes + ts[i].off % align),
+                                   (unsigned long long)maxr);
+    }
     uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len;
     enum ssmax_path path;
     uint32_t splits;
