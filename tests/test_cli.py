@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """The ssmax CLI contract without numpy: help texts, devices, run on the CPU device, and every kind of
-bad input exits 2 with a message naming the problem. usage: test_cli.py path/to/ssmax"""
+bad input exits 2 with a message naming the problem; outputs are written all or nothing and never
+over an input. usage: test_cli.py path/to/ssmax"""
 import json
 import os
+import resource
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
 
-SSMAX = sys.argv[1]
+SSMAX = os.path.abspath(sys.argv[1])
 failures = []
 passed = [0]
 
 
-def npy(path, shape, values=None, descr='<f4', fortran=False, raw_tail=b'', truncate=0):
-    dict_ = "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (
+def npy(path, shape, values=None, descr='<f4', fortran=False, raw_tail=b'', truncate=0, dict_=None):
+    dict_ = dict_ or "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (
         descr, 'True' if fortran else 'False',
         ''.join('%d, ' % d for d in shape).rstrip(' ') if len(shape) != 1 else '%d,' % shape[0])
     pad = (64 - (10 + len(dict_) + 1) % 64) % 64
@@ -32,14 +35,44 @@ def npy(path, shape, values=None, descr='<f4', fortran=False, raw_tail=b'', trun
         f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(header)) + header.encode() + data)
 
 
-def run(*args):
-    p = subprocess.run([SSMAX] + list(args), capture_output=True, text=True, timeout=300)
+def run(*args, **kw):
+    p = subprocess.run([SSMAX] + list(args), capture_output=True, text=True, timeout=300, **kw)
     return p.returncode, p.stdout, p.stderr
 
 
-def expect(name, args, code, needle=None):
-    rc, out, err = run(*args)
-    ok = rc == code and (needle is None or needle in out + err)
+def check(name, ok, detail=''):
+    print('%s %s%s' % ('ok  ' if ok else 'FAIL', name, '' if ok else ': ' + detail))
+    if ok:
+        passed[0] += 1
+    else:
+        failures.append(name)
+
+
+def snapshot(folder):
+    """{name: bytes} of every file in folder."""
+    out = {}
+    for n in sorted(os.listdir(folder)):
+        p = os.path.join(folder, n)
+        if os.path.isfile(p) and not os.path.islink(p):
+            with open(p, 'rb') as f:
+                out[n] = f.read()
+        else:
+            out[n] = None
+    return out
+
+
+def limit_file_size(nbytes):
+    """preexec_fn: files this process writes may not grow past nbytes (a full disk, anywhere)."""
+    def f():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return f
+
+
+def expect(name, args, code, needle=None, **kw):
+    """needle: a string, or a list of strings that must all appear in stdout + stderr."""
+    rc, out, err = run(*args, **kw)
+    needles = [] if needle is None else [needle] if isinstance(needle, str) else needle
+    ok = rc == code and all(n in out + err for n in needles)
     print('%s %s: exit %d%s' % ('ok  ' if ok else 'FAIL', name, rc, '' if ok else
                                  ' (wanted %d with %r)\n  stdout: %s\n  stderr: %s' %
                                  (code, needle, out.strip(), err.strip())))
@@ -124,11 +157,193 @@ with tempfile.TemporaryDirectory() as d:
     expect('unknown option', base + ['--frob', '1'], 2, '--frob')
     expect('option without value', base + ['--mode'], 2, 'needs a value')
     expect('splits too many', base + ['--path', 'split-kv', '--splits', '100'], 2, 'kv_splits')
-    expect('unwritable out', base[:9] + ['/nonexistent/o.npy'], 2, '/nonexistent/o.npy')
+    expect('unwritable out', base[:10] + ['/nonexistent/o.npy'], 2, '/nonexistent/o.npy')
     expect('bench bad suite', ['bench', '--suite', 'huge'], 2, '--suite')
     expect('bench bad shape', ['bench', '--shape', '1,2,3'], 2, '--shape')
     expect('bench bad splits', ['bench', '--splits', '300'], 2, '--splits')
     expect('verify cpu', ['verify', '--device', 'cpu'], 0, '0 failed')
+
+    # ---- exit codes as the README states them ----
+    expect('device index not here', base[:1] + ['--device', 'vulkan:7'] + base[3:], 2, 'vulkan:7')
+    expect('device index not here (opencl)', base[:1] + ['--device', 'opencl:99'] + base[3:], 2,
+           'opencl:99')
+    expect('bench device index not here', ['bench', '--device', 'cpu:3'], 2, 'cpu:3')
+    expect('verify device index not here', ['verify', '--device', 'vulkan:7'], 2, 'vulkan:7')
+    expect('verify bad seed', ['verify', '--seed', '-1'], 2, '--seed')
+    os.mkdir(P('folder'))
+    expect('q is a folder', base[:4] + [P('folder')] + base[5:], 2, ['--q', 'is a directory'])
+    expect('v is a folder', base[:8] + [P('folder')] + base[9:], 2, ['--v', 'is a directory'])
+    expect('s is a folder', base + ['--s', P('folder')], 2, ['--s', 'is a directory'])
+    expect('out is a folder', base[:10] + [P('folder')], 2, ['--out', 'is a directory'])
+    expect('q is /dev/null', base[:4] + ['/dev/null'] + base[5:], 2, ['--q', 'not a .npy file'])
+    with open(P('q.npy'), 'rb') as f:
+        expect('q from a pipe', base[:4] + ['/dev/stdin'] + base[5:] + ['--check'], 0, 'PASS',
+               stdin=f)
+    with open('/dev/full', 'w') as full:
+        p = subprocess.run([SSMAX, 'devices'], stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+    check('devices to a full disk', p.returncode == 2 and 'standard output' in p.stderr,
+          'exit %d: %s' % (p.returncode, p.stderr))
+
+    # ---- numbers: decimal digits in range, nothing read as 4294967295 ----
+    for opt, good in [('--train-len', '8'), ('--floor', '3'), ('--pos-offset', '1'), ('--q-pos', '0'),
+                      ('--splits', '1')]:
+        for bad in ['-1', '+1', ' 1', '1 ', '0x10', '1e3', '', 'ten', '4294967296',
+                    '99999999999999999999999']:
+            expect('run %s %r' % (opt, bad), base + [opt, bad], 2, opt)
+        expect('run %s %s' % (opt, good), base + [opt, good, '--quiet'], 0)
+    for opt in ['--iters', '--warmup', '--splits']:
+        for bad in ['-1', '+1', ' 1', '0x10', '', '4294967295', '99999999999999999999999']:
+            expect('bench %s %r' % (opt, bad), ['bench', '--device', 'cpu', opt, bad], 2, opt)
+    expect('bench --iters 0', ['bench', '--device', 'cpu', '--iters', '0'], 2, '--iters')
+    for bad in ['1,1,1,-1,1,8', '1,1,1,0,1,8', '-1,1,1,1,1,8', '1,1,1,1,1,x', '1,1,1,1,1,8,9',
+                '1,1,1,1,1,8,', ',1,1,1,1,8', '1,1,1,1,1', '', '1,1,1,4294967296,1,8',
+                '1,1,1,1,1,+8', '1,1,1,1,1, 8',
+                '2147483648,2147483648,1,1,1,1',       # Q's element count times 4 wraps to 0
+                '65536,65536,65536,65536,65536,64',    # products past 2^64
+                '4294967295,4294967295,4294967295,4294967295,4294967295,1024',
+                '1,3,2,4,4,8',                          # not a GQA ratio
+                '1,1,1,1,1,4096']:                      # head_dim past the reference's limit
+        expect('bench --shape %r' % bad, ['bench', '--device', 'cpu', '--shape', bad], 2, '--shape')
+
+    # ---- .npy headers NumPy rejects ----
+    npy(P('extrakey.npy'), (1, 4, 5, 8), dict_="{'descr': '<f4', 'fortran_order': False, "
+        "'shape': (1, 4, 5, 8), 'x': \"'shape': (1, 4, 5, 9)\", }")
+    npy(P('falsehood.npy'), (1, 4, 5, 8), dict_="{'descr': '<f4', 'fortran_order': Falsehood, "
+        "'shape': (1, 4, 5, 8), }")
+    npy(P('keytwice.npy'), (1, 4, 5, 8), dict_="{'descr': '<f4', 'fortran_order': False, "
+        "'shape': (1, 4, 5, 8), 'shape': (1, 4, 5, 8), }")
+    expect('npy extra key', base[:4] + [P('extrakey.npy')] + base[5:], 2, ["the key 'x'", 'extrakey.npy'])
+    expect('npy Falsehood', base[:4] + [P('falsehood.npy')] + base[5:], 2,
+           ['neither True nor False', 'falsehood.npy'])
+    expect('npy key twice', base[:4] + [P('keytwice.npy')] + base[5:], 2, 'twice')
+
+    # ---- no output may be an input or another output ----
+    inputs = snapshot(d)
+    expect('out is q', base[:10] + [P('q.npy')], 2, ['--out', '--q'])
+    expect('out is k', base[:10] + [P('k.npy')], 2, ['--out', '--k'])
+    expect('out is ./q (relative)', ['run', '--device', 'cpu', '--q', 'q.npy', '--k', 'k.npy', '--v',
+                                     'v.npy', '--out', './q.npy'], 2, ['--out', '--q'], cwd=d)
+    os.link(P('q.npy'), P('hardq.npy'))
+    os.symlink('v.npy', P('symv.npy'))
+    expect('out is a hard link to q', base[:10] + [P('hardq.npy')], 2, ['--out', '--q'])
+    expect('lse is a symlink to v', base + ['--lse', P('symv.npy')], 2, ['--lse', '--v'])
+    expect('probs is --s', base + ['--s', P('s4.npy'), '--probs', P('s4.npy')], 2, ['--probs', '--s'])
+    expect('lse is out', base + ['--lse', P('o.npy')], 2, ['--lse', '--out'])
+    expect('lse is out (new file, ./)', ['run', '--device', 'cpu', '--q', 'q.npy', '--k', 'k.npy',
+                                         '--v', 'v.npy', '--out', 'new.npy', '--lse', './new.npy'], 2,
+           ['--lse', '--out'], cwd=d)
+    os.mkdir(P('sub'))
+    expect('probs is lse (via ..)', base + ['--lse', P('l.npy'), '--probs', P('sub/../l.npy')], 2,
+           ['--probs', '--lse'])
+    after = snapshot(d)
+    for n in inputs:
+        if n != 'o.npy' and inputs[n] is not None:
+            check('input %s untouched' % n, after.get(n) == inputs[n])
+    check('no output file made by a refused run', 'new.npy' not in after and 'l.npy' not in after,
+          str(sorted(after)))
+    expect('bench json is csv', ['bench', '--device', 'cpu', '--shape', '1,1,1,1,1,8', '--json',
+                                 P('r.json'), '--csv', P('sub/../r.json')], 2, ['--csv', '--json'])
+
+    # ---- outputs are written all or nothing ----
+    od = P('outs')
+    os.mkdir(od)
+    O = lambda n: os.path.join(od, n)
+    for n in ['o.npy', 'l.npy', 'p.npy']:
+        with open(O(n), 'wb') as f:
+            f.write(b'previous ' + n.encode())
+    before = snapshot(od)
+    outs = base[:10] + [O('o.npy'), '--lse', O('l.npy'), '--probs', O('p.npy')]
+
+    def unchanged(name):
+        now = snapshot(od)
+        check(name + ': previous files kept, no temporary file left', now == before,
+              'folder now holds %s' % {k: (v[:20] if v else v) for k, v in now.items()})
+
+    expect('lse on a full device', base[:10] + [O('o.npy'), '--lse', '/dev/full'], 2,
+           ['--lse', '/dev/full'])
+    unchanged('lse on a full device')
+    expect('probs on a full device', outs[:-1] + ['/dev/full'], 2, ['--probs', '/dev/full'])
+    unchanged('probs on a full device')
+    expect('probs in a missing folder', outs[:-1] + [O('nope/p.npy')], 2, ['--probs', 'nope'])
+    unchanged('probs in a missing folder')
+    expect('new out, lse in a missing folder', base[:10] + [O('new.npy'), '--lse', O('nope/l.npy')], 2,
+           ['--lse', 'nope'])
+    unchanged('new out, lse in a missing folder')
+    # a file size limit is a full disk for regular files: O (768 bytes) and LSE (208) fit under
+    # 800 bytes, the weights (848) do not
+    expect('probs past a file size limit', outs, 2, ['--probs', 'p.npy'],
+           preexec_fn=limit_file_size(800))
+    unchanged('probs past a file size limit')
+    expect('every output past a file size limit', outs, 2, '--out', preexec_fn=limit_file_size(100))
+    unchanged('every output past a file size limit')
+    old_umask = os.umask(0o022)
+    expect('all outputs written', outs + ['--quiet'], 0)
+    os.umask(old_umask)
+    now = snapshot(od)
+    check('all outputs replaced, nothing else', sorted(now) == ['l.npy', 'o.npy', 'p.npy'] and
+          all(now[n].startswith(b'\x93NUMPY') for n in now), str(sorted(now)))
+    check('outputs keep the previous files\' mode', stat.S_IMODE(os.stat(O('o.npy')).st_mode) == 0o644)
+    os.chmod(O('o.npy'), 0o600)
+    expect('rewrite', outs + ['--quiet'], 0)
+    check('a rewritten output keeps its mode', stat.S_IMODE(os.stat(O('o.npy')).st_mode) == 0o600)
+    # special files are written in place: /dev/null, and /dev/stdout (messages then go to stderr)
+    expect('out to /dev/null', base[:10] + ['/dev/null', '--lse', '/dev/null'], 0)
+    p = subprocess.run([SSMAX] + base[:10] + ['/dev/stdout'], capture_output=True, timeout=300)
+    with open(O('o.npy'), 'rb') as f:
+        want = f.read()
+    check('out to /dev/stdout', p.returncode == 0 and p.stdout == want and b'attention' in p.stderr,
+          'exit %d, %d bytes' % (p.returncode, len(p.stdout)))
+    # bench's records
+    bench = ['bench', '--device', 'cpu', '--shape', '1,2,1,3,5,8', '--iters', '1', '--warmup', '0']
+    with open(O('r.json'), 'w') as f:
+        f.write('previous json')
+    before = snapshot(od)
+    expect('bench json on a full device', bench + ['--json', '/dev/full'], 2, ['--json', '/dev/full'])
+    expect('bench csv on a full device', bench + ['--json', O('r.json'), '--csv', '/dev/full'], 2,
+           ['--csv', '/dev/full'])
+    unchanged('bench csv on a full device')
+    expect('bench json in a missing folder', bench + ['--json', O('nope/r.json')], 2, 'nope')
+    expect('bench json past a file size limit', bench + ['--json', O('r.json')], 2, '--json',
+           preexec_fn=limit_file_size(64))
+    unchanged('bench json past a file size limit')
+    p = subprocess.run([SSMAX] + bench + ['--json', '/dev/stdout'], capture_output=True, text=True,
+                       timeout=300)
+    try:
+        ok = p.returncode == 0 and len(json.loads(p.stdout)) == 1 and 'GFLOP/s' in p.stderr
+    except ValueError:
+        ok = False
+    check('bench json to /dev/stdout (the table to stderr)', ok, p.stdout[:200])
+    expect('bench json and csv', bench + ['--json', O('r.json'), '--csv', O('r.csv')], 0)
+    try:
+        with open(O('r.json')) as f:
+            recs = json.load(f)
+        with open(O('r.csv')) as f:
+            lines = f.read().splitlines()
+        check('bench records', len(recs) == 1 and recs[0]['Lk'] == 5 and len(lines) == 2)
+    except Exception as e:  # noqa: BLE001
+        check('bench records', False, str(e))
+    # a real full disk: a 64 KiB tmpfs, where the machine lets us mount one (CI runs as root)
+    mnt = P('tmpfs')
+    os.mkdir(mnt)
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt], capture_output=True).returncode == 0
+    if not mounted:
+        print('skip full tmpfs (cannot mount one here)')
+    else:
+        try:
+            npy(P('qbig.npy'), (1, 4, 512, 8))  # O is 64 KiB + 128 bytes: more than the tmpfs holds
+            with open(os.path.join(mnt, 'o.npy'), 'wb') as f:
+                f.write(b'previous o.npy')
+            tb = snapshot(mnt)
+            expect('full tmpfs', ['run', '--device', 'cpu', '--q', P('qbig.npy'), '--k', P('k.npy'),
+                                  '--v', P('v.npy'), '--out', os.path.join(mnt, 'o.npy')], 2,
+                   ['--out', 'No space left'])
+            check('full tmpfs: previous file kept, no temporary file left', snapshot(mnt) == tb,
+                  str(sorted(snapshot(mnt))))
+        finally:
+            subprocess.run(['umount', mnt])
+
     # --tune stores tiles that later contexts load (on the first GPU-API device, if any)
     gpu = [x['spec'] for x in devs if x['backend'] != 'cpu']
     if gpu:

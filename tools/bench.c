@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "npy.h"
 #include "harness.h"
 #include "suites.txt.inc"
 
@@ -42,14 +43,115 @@ struct record {
     int verified;
 };
 
-static int parse_shape(const char *s, struct shape *out)
+/* "B,Hq,Hkv,Lq,Lk,D": six integers in [1, 2^32), whose tensors' sizes fit in memory addresses and
+ * in this machine's memory, and a problem the library accepts with the other options; -1 after a
+ * message naming what is wrong. */
+static int parse_shape(const char *s, const struct ssmax_attn_params *base, int causal,
+                       struct shape *out)
 {
-    unsigned v[6];
-    char tail;
-    if (sscanf(s, "%u,%u,%u,%u,%u,%u%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+    static const char *names[6] = { "B", "Hq", "Hkv", "Lq", "Lk", "D" };
+    uint32_t v[6];
+    const char *p = s;
+    for (int i = 0; i < 6; i++) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char tok[32];
+        if ((i < 5 && !e) || (i == 5 && e)) {
+            fprintf(stderr, "ssmax bench: --shape '%s': expected six comma-separated numbers "
+                    "B,Hq,Hkv,Lq,Lk,D\n", s);
+            return -1;
+        }
+        snprintf(tok, sizeof(tok), "%.*s", (int)(n < 31 ? n : 31), p);
+        if (n > 31 || cli_parse_u32(tok, &v[i]) < 0 || v[i] == 0) {
+            fprintf(stderr, "ssmax bench: --shape '%s': %s is '%.*s'; it must be an integer in "
+                    "[1, 2^32)\n", s, names[i], (int)(n < 40 ? n : 40), p);
+            return -1;
+        }
+        p += n + 1;
+    }
+    *out = (struct shape){ v[0], v[1], v[2], v[3], v[4], v[5], causal };
+    // The harness holds Q, K, V and O, and the reference holds O in float64: every element count
+    // times 8 bytes must be representable.
+    uint64_t nq, nkv;
+    if (__builtin_mul_overflow((uint64_t)v[0] * v[1], (uint64_t)v[3] * v[5], &nq) ||
+        __builtin_mul_overflow((uint64_t)v[0] * v[2], (uint64_t)v[4] * v[5], &nkv) ||
+        nq > SIZE_MAX / 8 || nkv > SIZE_MAX / 8) {
+        fprintf(stderr, "ssmax bench: --shape '%s': too large: Q or K holds more than 2^61 "
+                "elements\n", s);
         return -1;
-    *out = (struct shape){ v[0], v[1], v[2], v[3], v[4], v[5], 0 };
+    }
+    // The harness's own host arrays (Q, K, V, O and O's float64 reference) exceed this machine's
+    // memory: it cannot run here.
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    double esz = base->dtype == SSMAX_F16 ? 2 : 4;
+    double need = (double)nq * (2 * esz + 8) + 2.0 * (double)nkv * esz;
+    if (pages > 0 && psz > 0 && need > (double)pages * (double)psz) {
+        fprintf(stderr, "ssmax bench: --shape '%s': too large: its host arrays need %.3g GiB, more "
+                "than this machine's %.3g GiB of memory\n", s, need / (1 << 30),
+                (double)pages * (double)psz / (1 << 30));
+        return -1;
+    }
+    struct ssmax_attn_params p2 = *base;
+    p2.batch = v[0], p2.q_heads = v[1], p2.kv_heads = v[2];
+    p2.q_len = v[3], p2.kv_len = v[4], p2.head_dim = v[5], p2.causal = causal;
+    char why[512];
+    if (ssmax_attn_validate(&p2, why, sizeof(why)) < 0) {
+        fprintf(stderr, "ssmax bench: --shape '%s': %s\n", s, why);
+        return -1;
+    }
     return 0;
+}
+
+/* Writes --json: the records as a JSON array. */
+struct records {
+    const struct record *r;
+    int n;
+    const char *dtype, *mode;
+};
+
+static int write_json(FILE *f, void *arg)
+{
+    const struct records *rs = arg;
+    fprintf(f, "[\n");
+    for (int i = 0; i < rs->n; i++) {
+        const struct record *r = &rs->r[i];
+        fprintf(f, "  {\"device\": ");
+        cli_json_str(f, r->device);
+        fprintf(f, ", \"backend\": \"%s\", \"path\": \"%s\", "
+                "\"kv_splits\": %u, \"dtype\": \"%s\", \"mode\": \"%s\", \"B\": %u, \"Hq\": %u, "
+                "\"Hkv\": %u, \"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, "
+                "\"ms_median\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, "
+                "\"wall_ms_median\": %.6f, \"gflops\": %.4f, \"gbytes_per_s\": %.4f, "
+                "\"nmse\": %.3e, \"verified\": %s}%s\n",
+                r->backend, r->path, r->splits, rs->dtype, rs->mode, r->s.b, r->s.hq, r->s.hkv,
+                r->s.lq, r->s.lk, r->s.d, r->s.causal ? "true" : "false", r->ms_median,
+                r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
+                r->verified ? "true" : "false", i + 1 < rs->n ? "," : "");
+    }
+    fprintf(f, "]\n");
+    return ferror(f) ? -1 : 0;
+}
+
+/* Writes --csv: a header line, then one line per record (the device name quoted, RFC 4180). */
+static int write_csv(FILE *f, void *arg)
+{
+    const struct records *rs = arg;
+    fprintf(f, "device,backend,path,kv_splits,dtype,mode,B,Hq,Hkv,Lq,Lk,D,causal,ms_median,ms_min,"
+               "ms_max,wall_ms_median,gflops,gbytes_per_s,nmse,verified\n");
+    for (int i = 0; i < rs->n; i++) {
+        const struct record *r = &rs->r[i];
+        fputc('"', f);
+        for (const char *c = r->device; *c; c++) {
+            if (*c == '"')
+                fputc('"', f);
+            fputc(*c, f);
+        }
+        fprintf(f, "\",%s,%s,%u,%s,%s,%u,%u,%u,%u,%u,%u,%d,%.6f,%.6f,%.6f,%.6f,%.4f,"
+                "%.4f,%.3e,%d\n", r->backend, r->path, r->splits, rs->dtype, rs->mode, r->s.b,
+                r->s.hq, r->s.hkv, r->s.lq, r->s.lk, r->s.d, r->s.causal, r->ms_median,
+                r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse, r->verified);
+    }
+    return ferror(f) ? -1 : 0;
 }
 
 static int load_suite(const char *suite, struct shape **out, int *n)
@@ -180,6 +282,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *dev = NULL, *suite = "quick", *json = NULL, *csv = NULL;
     struct shape shapes[64];
+    const char *shape_args[64];
     int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0;
     struct ssmax_attn_params base;
     ssmax_attn_params_default(&base);
@@ -207,24 +310,31 @@ int cmd_bench(int argc, char **argv)
         }
         const char *v = argv[++i];
         int bad = 0;
-        uint32_t u;
+        uint32_t u = 0;
         if (!strcmp(a, "--device")) dev = v;
         else if (!strcmp(a, "--suite")) {
             suite = v;
             bad = strcmp(v, "quick") && strcmp(v, "prefill") && strcmp(v, "decode") &&
                   strcmp(v, "full");
         } else if (!strcmp(a, "--shape")) {
-            bad = nshapes == 64 || parse_shape(v, &shapes[nshapes]) < 0;
-            if (!bad)
-                nshapes++;
+            if (nshapes == 64) {
+                fprintf(stderr, "ssmax bench: --shape: at most 64 shapes\n");
+                return EXIT_BAD_INPUT;
+            }
+            shape_args[nshapes++] = v; // parsed once every option is known
         } else if (!strcmp(a, "--dtype")) {
             bad = strcmp(v, "f32") && strcmp(v, "f16");
             base.dtype = !strcmp(v, "f16") ? SSMAX_F16 : SSMAX_F32;
         } else if (!strcmp(a, "--mode")) bad = (int)(base.mode = (enum ssmax_mode)cli_parse_mode(v)) < 0;
         else if (!strcmp(a, "--path")) bad = (int)(base.path = (enum ssmax_path)cli_parse_path(v)) < 0;
         else if (!strcmp(a, "--splits")) bad = cli_parse_u32(v, &base.kv_splits) || base.kv_splits > 256;
-        else if (!strcmp(a, "--warmup")) bad = cli_parse_u32(v, &u) || u > 1000, warmup = (int)u;
-        else if (!strcmp(a, "--iters")) bad = cli_parse_u32(v, &u) || !u || u > 100000, iters = (int)u;
+        else if (!strcmp(a, "--warmup")) {
+            bad = cli_parse_u32(v, &u) || u > 1000;
+            warmup = (int)u;
+        } else if (!strcmp(a, "--iters")) {
+            bad = cli_parse_u32(v, &u) || !u || u > 100000;
+            iters = (int)u;
+        }
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--csv")) csv = v;
         else {
@@ -232,15 +342,36 @@ int cmd_bench(int argc, char **argv)
             return EXIT_BAD_INPUT;
         }
         if (bad) {
-            fprintf(stderr, "ssmax bench: %s: invalid value '%s'\n", a, v);
+            fprintf(stderr, "ssmax bench: %s: invalid value '%s'%s\n", a, v,
+                    !strcmp(a, "--splits")   ? " (an integer in [0, 256])"
+                    : !strcmp(a, "--warmup") ? " (an integer in [0, 1000])"
+                    : !strcmp(a, "--iters")  ? " (an integer in [1, 100000])"
+                                             : "");
             return EXIT_BAD_INPUT;
         }
+    }
+    for (int i = 0; i < nshapes; i++)
+        if (parse_shape(shape_args[i], &base, causal, &shapes[i]) < 0)
+            return EXIT_BAD_INPUT;
+    // The record files are checked before anything runs, and written all or nothing at the end.
+    struct records rs = { NULL, 0, base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode) };
+    struct out_file outs[2];
+    int nout = 0;
+    char err[600];
+    memset(outs, 0, sizeof(outs));
+    if (json)
+        outs[nout++] = (struct out_file){ .opt = "--json", .path = json, .write = write_json,
+                                          .arg = &rs };
+    if (csv)
+        outs[nout++] = (struct out_file){ .opt = "--csv", .path = csv, .write = write_csv,
+                                          .arg = &rs };
+    if (out_files_check(outs, nout, NULL, 0, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ssmax bench: %s\n", err);
+        return EXIT_BAD_INPUT;
     }
     struct shape *list = shapes;
     int nlist = nshapes;
     struct shape *suite_list = NULL;
-    for (int i = 0; i < nshapes; i++)
-        shapes[i].causal = causal;
     if (!nshapes && load_suite(suite, &suite_list, &nlist) < 0) {
         fprintf(stderr, "ssmax bench: suite '%s' has no shapes\n", suite);
         free(suite_list);
@@ -264,10 +395,9 @@ int cmd_bench(int argc, char **argv)
                 devs[nd++] = i;
         }
     } else {
-        int i = ssmax_device_find(ctx, dev);
+        int i = cli_find_device(ctx, "ssmax bench", dev);
         if (i < 0) {
-            fprintf(stderr, "ssmax bench: %s\n", ssmax_last_error(ctx));
-            code = i == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+            code = EXIT_BAD_INPUT;
             goto out;
         }
         devs[nd++] = i;
@@ -277,8 +407,15 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     struct record *recs = calloc((size_t)(nd * nlist) + 1, sizeof(*recs));
+    if (!recs) {
+        fprintf(stderr, "ssmax bench: out of host memory\n");
+        code = EXIT_DEVICE;
+        goto out;
+    }
+    // With --json or --csv on standard output, the table goes to stderr.
+    FILE *msg = out_files_have_stdout(outs, nout) ? stderr : stdout;
     int nrec = 0;
-    printf("%-26s %-6s %-8s %-24s %10s %10s %10s %9s %8s %9s\n", "device", "dtype", "path",
+    fprintf(msg, "%-26s %-6s %-8s %-24s %10s %10s %10s %9s %8s %9s\n", "device", "dtype", "path",
            "shape B,Hq,Hkv,Lq,Lk,D", "ms median", "ms min", "wall ms", "GFLOP/s", "GB/s", "nmse");
     for (int di = 0; di < nd; di++) {
         struct ssmax_device_info d;
@@ -314,11 +451,11 @@ int cmd_bench(int argc, char **argv)
                 struct hresult hr;
                 int st = h_run(ctx, &c, &hr);
                 if (st != 0) {
-                    printf("%-26.26s %-6s %-8s %-24s  %s\n", d.name,
+                    fprintf(msg, "%-26.26s %-6s %-8s %-24s  %s\n", d.name,
                            c.p.dtype == SSMAX_F16 ? "f16" : "f32", h_path_name(c.p.path), shp,
                            st < 0 ? hr.why : "WRONG RESULT (not timed)");
                     if (st > 0) {
-                        printf("    %s\n", hr.why);
+                        fprintf(msg, "    %s\n", hr.why);
                         code = EXIT_MISMATCH;
                     } else if (code == 0) {
                         code = cli_exit_code(st);
@@ -332,7 +469,7 @@ int cmd_bench(int argc, char **argv)
             char why[512];
             int st = h_time(ctx, &c, warmup, iters, &t, why, sizeof(why));
             if (st < 0) {
-                printf("%-26.26s %s: %s\n", d.name, shp, why);
+                fprintf(msg, "%-26.26s %s: %s\n", d.name, shp, why);
                 code = cli_exit_code(st);
                 continue;
             }
@@ -346,59 +483,21 @@ int cmd_bench(int argc, char **argv)
             rc->wall_ms = t.wall_ms_median;
             rc->gflops = flops / (t.ms_median * 1e6);
             rc->gbps = bytes / (t.ms_median * 1e6);
-            printf("%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e\n", d.name,
+            fprintf(msg, "%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e\n", d.name,
                    c.p.dtype == SSMAX_F16 ? "f16" : "f32", rc->path, shp, t.ms_median, t.ms_min,
                    t.wall_ms_median, rc->gflops, rc->gbps, rc->nmse);
-            fflush(stdout);
+            fflush(msg);
             nrec++;
         }
     }
     if (isatty(2))
         fprintf(stderr, "%60s\r", "");
-    if (json) {
-        FILE *f = fopen(json, "w");
-        if (!f) {
-            fprintf(stderr, "ssmax bench: %s: cannot write\n", json);
+    rs.r = recs;
+    rs.n = nrec;
+    if (nout && out_files_write(outs, nout, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ssmax bench: %s\n", err);
+        if (code == 0)
             code = EXIT_BAD_INPUT;
-        } else {
-            fprintf(f, "[\n");
-            for (int i = 0; i < nrec; i++) {
-                struct record *r = &recs[i];
-                fprintf(f, "  {\"device\": \"%s\", \"backend\": \"%s\", \"path\": \"%s\", "
-                        "\"kv_splits\": %u, \"dtype\": \"%s\", \"mode\": \"%s\", \"B\": %u, \"Hq\": %u, \"Hkv\": %u, "
-                        "\"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, \"ms_median\": %.6f, "
-                        "\"ms_min\": %.6f, \"ms_max\": %.6f, \"wall_ms_median\": %.6f, "
-                        "\"gflops\": %.4f, \"gbytes_per_s\": %.4f, \"nmse\": %.3e, "
-                        "\"verified\": %s}%s\n",
-                        r->device, r->backend, r->path, r->splits,
-                        base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode), r->s.b, r->s.hq, r->s.hkv, r->s.lq, r->s.lk,
-                        r->s.d, r->s.causal ? "true" : "false", r->ms_median, r->ms_min,
-                        r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
-                        r->verified ? "true" : "false", i + 1 < nrec ? "," : "");
-            }
-            fprintf(f, "]\n");
-            fclose(f);
-        }
-    }
-    if (csv) {
-        FILE *f = fopen(csv, "w");
-        if (!f) {
-            fprintf(stderr, "ssmax bench: %s: cannot write\n", csv);
-            code = EXIT_BAD_INPUT;
-        } else {
-            fprintf(f, "device,backend,path,kv_splits,dtype,mode,B,Hq,Hkv,Lq,Lk,D,causal,ms_median,ms_min,"
-                       "ms_max,wall_ms_median,gflops,gbytes_per_s,nmse,verified\n");
-            for (int i = 0; i < nrec; i++) {
-                struct record *r = &recs[i];
-                fprintf(f, "\"%s\",%s,%s,%u,%s,%s,%u,%u,%u,%u,%u,%u,%d,%.6f,%.6f,%.6f,%.6f,%.4f,"
-                        "%.4f,%.3e,%d\n", r->device, r->backend, r->path, r->splits,
-                        base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode), r->s.b,
-                        r->s.hq, r->s.hkv, r->s.lq, r->s.lk, r->s.d, r->s.causal, r->ms_median,
-                        r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
-                        r->verified);
-            }
-            fclose(f);
-        }
     }
     free(recs);
 out:

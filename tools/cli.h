@@ -14,10 +14,17 @@ int cli_exit_code(int err);
 int cli_parse_mode(const char *s);
 /* Parses "auto|fused|split-kv|unfused"; -1 if unknown. */
 int cli_parse_path(const char *s);
-/* Strict unsigned/float parsing; 0 on success. */
+/* Strict unsigned/float parsing; 0 on success. Integers are decimal digits only (no sign, space
+ * or prefix), within range. */
+int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_u32(const char *s, uint32_t *out);
 int cli_parse_float(const char *s, float *out);
 ssmax_context *cli_context(int *code);
+/* The index of the device spec names (NULL: $SSMAX_DEVICE or auto), or -1 after printing
+ * "CMD: message": a spec that names no device on this machine is bad input (exit 2). */
+int cli_find_device(ssmax_context *ctx, const char *cmd, const char *spec);
+/* s as a JSON string, escaped. */
+void cli_json_str(FILE *f, const char *s);
 
 /* `ssmax run` options, parsed without touching any file or device (fuzzed on its own). */
 struct run_opts {

@@ -1,4 +1,5 @@
 /* Argument parsing for the ssmax CLI, free of I/O so it can be fuzzed. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +24,25 @@ int cli_parse_path(const char *s)
     return -1;
 }
 
+/* Decimal digits only: no sign, no space, no "0x". */
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 int cli_parse_u32(const char *s, uint32_t *out)
 {
-    char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno || v > UINT32_MAX)
+    uint64_t v;
+    if (cli_parse_u64(s, &v) < 0 || v > UINT32_MAX)
         return -1;
     *out = (uint32_t)v;
     return 0;
@@ -39,7 +51,7 @@ int cli_parse_u32(const char *s, uint32_t *out)
 int cli_parse_float(const char *s, float *out)
 {
     char *end;
-    if (!s || !*s)
+    if (!s || !*s || isspace((unsigned char)*s))
         return -1;
     errno = 0;
     double v = strtod(s, &end);
@@ -110,7 +122,12 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
             return ERR("ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
         }
         if (bad)
-            return ERR("ssmax run: %s: invalid value '%s'\n", a, v);
+            return ERR("ssmax run: %s: invalid value '%s' (%s)\n", a, v,
+                       !strcmp(a, "--mode")   ? "softmax, ssmax, ssmax-bias, logn or floor-log"
+                       : !strcmp(a, "--path") ? "auto, fused, split-kv or unfused"
+                       : !strcmp(a, "--beta") || !strcmp(a, "--scale")
+                           ? "a number"
+                           : "an integer in [0, 2^32)");
     }
     if (!o->q || !o->k || !o->v || !o->out)
         return ERR("ssmax run: --q, --k, --v and --out are required (see ssmax run --help)\n");

@@ -79,20 +79,36 @@ static void set_nan(void *a, enum ssmax_dtype dt, size_t i)
     else
         ((float *)a)[i] = NAN;
 }
+/* a * b * c * d, or 0 when it does not fit in size_t with room for 8-byte elements (every host
+ * array the harness makes, float64 references included, is then addressable). */
+static size_t count4(uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+    uint64_t r;
+    if (__builtin_mul_overflow(a, b, &r) || __builtin_mul_overflow(r, c, &r) ||
+        __builtin_mul_overflow(r, d, &r) || r > SIZE_MAX / 8)
+        return 0;
+    return (size_t)r;
+}
+
+/* The host arrays of a case: 0, SSMAX_ERR_LIMIT_EXCEEDED when its sizes overflow, or
+ * SSMAX_ERR_OUT_OF_HOST_MEMORY. */
 static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct hhost *h)
 {
     memset(h, 0, sizeof(*h));
     *p = c->p;
     h->esz = p->dtype == SSMAX_F16 ? 2 : 4;
-    h->nq = (size_t)p->batch * p->q_heads * p->q_len * p->head_dim;
-    h->nkv = (size_t)p->batch * p->kv_heads * p->kv_len * p->head_dim;
+    h->nq = count4(p->batch, p->q_heads, p->q_len, p->head_dim);
+    h->nkv = count4(p->batch, p->kv_heads, p->kv_len, p->head_dim);
+    // the attention weights [B, Hq, Lq, Lk] too, when they are asked for
+    if (!h->nq || !h->nkv || (c->want_probs && !count4(p->batch, p->q_heads, p->q_len, p->kv_len)))
+        return SSMAX_ERR_LIMIT_EXCEEDED;
     h->q = malloc(h->nq * h->esz);
     h->k = malloc(h->nkv * h->esz);
     h->v = malloc(h->nkv * h->esz);
     h->s = malloc(sizeof(float) * p->q_heads);
     h->b = malloc(sizeof(float) * p->q_heads);
     if (!h->q || !h->k || !h->v || !h->s || !h->b)
-        return -1;
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     uint64_t seed = c->seed;
     double amp = c->amp > 0 ? c->amp : 1.0;
     h_fill(h->q, p->dtype, h->nq, amp, &seed);
@@ -243,9 +259,10 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
     double *oref = NULL, *lref = NULL, *pref = NULL;
     float *ogot = NULL, *lgot = NULL, *pgot = NULL, *pref32 = NULL;
     int ret = 0;
-    if (make_host(c, &p, &h) < 0) {
-        snprintf(r->why, sizeof(r->why), "host: out of memory");
-        ret = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    if ((ret = make_host(c, &p, &h)) < 0) {
+        snprintf(r->why, sizeof(r->why), ret == SSMAX_ERR_LIMIT_EXCEEDED
+                 ? "host: the tensors' sizes overflow the address space" : "host: out of memory");
+        r->status = ret;
         goto done;
     }
     int st = upload(ctx, &p, &h, c, &b, &ab, pat);
@@ -377,8 +394,11 @@ int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, str
     double *dev = malloc(sizeof(double) * (size_t)(iters > 0 ? iters : 1));
     double *wall = malloc(sizeof(double) * (size_t)(iters > 0 ? iters : 1));
     int st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
-    if (!dev || !wall || make_host(c, &p, &h) < 0) {
-        snprintf(why, whylen, "host: out of memory");
+    if (!dev || !wall || (st = make_host(c, &p, &h)) < 0) {
+        if (st >= 0)
+            st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        snprintf(why, whylen, st == SSMAX_ERR_LIMIT_EXCEEDED
+                 ? "host: the tensors' sizes overflow the address space" : "host: out of memory");
         goto done;
     }
     st = upload(ctx, &p, &h, c, &b, &ab, pat);

@@ -58,7 +58,11 @@ static const char *usage_run =
     "                                exit 3 on mismatch (SPEC.md section 6 tolerances)\n"
     "  --quiet                       print nothing on success\n"
     "\n"
-    "Exit codes: 0 ok, 2 bad input, 3 check mismatch, 4 device failure.\n";
+    "  The outputs are written all or nothing: temporary files beside the targets, renamed into\n"
+    "  place once every output is written; none may be an input or another output.\n"
+    "\n"
+    "Exit codes: 0 ok, 2 bad input (options, input files, a device spec naming no device, an\n"
+    "output that cannot be written), 3 check mismatch, 4 device failure.\n";
 
 static const char *usage_devices = "usage: ssmax devices [--json]\n"
                                    "List every Vulkan, OpenCL and CPU device with its limits.\n";
@@ -66,8 +70,8 @@ static const char *usage_devices = "usage: ssmax devices [--json]\n"
 static const char *usage_verify =
     "usage: ssmax verify [--device all|SPEC] [--seed N]\n"
     "Runs a seeded set of attention problems (all modes, f32/f16, causal, GQA, odd sizes, every\n"
-    "path) on each device and compares with the float64 reference. Exit 0 if all pass, 3 if any\n"
-    "mismatches, 4 if a device fails.\n";
+    "path) on each device and compares with the float64 reference. Exit 0 if all pass, 2 for a bad\n"
+    "option or a device spec naming no device, 3 if any mismatches, 4 if a device fails.\n";
 
 int cli_exit_code(int err)
 {
@@ -117,7 +121,15 @@ static const char *backend_name(enum ssmax_backend b)
     return b == SSMAX_BACKEND_VULKAN ? "vulkan" : b == SSMAX_BACKEND_OPENCL ? "opencl" : "cpu";
 }
 
-static void json_str(FILE *f, const char *s)
+int cli_find_device(ssmax_context *ctx, const char *cmd, const char *spec)
+{
+    int idx = ssmax_device_find(ctx, spec);
+    if (idx < 0)
+        fprintf(stderr, "%s: %s\n", cmd, ssmax_last_error(ctx));
+    return idx < 0 ? -1 : idx;
+}
+
+void cli_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
@@ -160,16 +172,16 @@ static int cmd_devices(int argc, char **argv)
                  backend_name(d.backend), d.index);
         if (json) {
             printf("  {\"spec\": ");
-            json_str(stdout, spec);
+            cli_json_str(stdout, spec);
             printf(", \"backend\": \"%s\", \"index\": %d, \"name\": ", backend_name(d.backend),
                    d.index);
-            json_str(stdout, d.name);
+            cli_json_str(stdout, d.name);
             printf(", \"vendor\": ");
-            json_str(stdout, d.vendor);
+            cli_json_str(stdout, d.vendor);
             printf(", \"type\": \"%s\", \"api_version\": ", type_name(d.type));
-            json_str(stdout, d.api_version);
+            cli_json_str(stdout, d.api_version);
             printf(", \"driver_version\": ");
-            json_str(stdout, d.driver_version);
+            cli_json_str(stdout, d.driver_version);
             printf(", \"vendor_id\": %u, \"device_id\": %u, \"compute_units\": %u, "
                    "\"subgroup_size\": %u, \"max_workgroup_size\": %u, \"shared_memory\": %llu, "
                    "\"max_buffer_size\": %llu, \"max_alloc_size\": %llu, \"global_memory\": %llu, "
@@ -211,8 +223,8 @@ static int load_per_head(const char *opt, const char *arg, uint32_t hq, float *s
     struct npy_array a;
     char err[512];
     if (npy_read(arg, &a, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ssmax run: %s: '%s' is neither a number nor a readable .npy: %s\n", opt,
-                arg, err);
+        fprintf(stderr, "ssmax run: %s: '%s' is neither a number nor a readable .npy file: %s\n",
+                opt, arg, err);
         return -1;
     }
     if (a.esize != 4) {
@@ -250,18 +262,18 @@ static int check_dims(const char *name, const struct npy_array *a)
     return 0;
 }
 
-static int report_cmp(const char *what, const struct ssmax_compare *c, double nmse_lim,
-                      double abs_lim, int quiet)
+static int report_cmp(FILE *msg, const char *what, const struct ssmax_compare *c,
+                      double nmse_lim, double abs_lim, int quiet)
 {
     int ok = c->nmse <= nmse_lim && c->max_abs <= abs_lim && !c->nonfinite_mismatch;
     if (!quiet || !ok)
-        printf("check %s: nmse %.3e (limit %.0e), max_abs %.3e (limit %.3e), non-finite "
+        fprintf(msg, "check %s: nmse %.3e (limit %.0e), max_abs %.3e (limit %.3e), non-finite "
                "mismatches %zu: %s\n",
                what, c->nmse, nmse_lim, c->max_abs, abs_lim, c->nonfinite_mismatch,
                ok ? "PASS" : "MISMATCH");
     for (int i = 0; !ok && i < c->n_first_bad; i++)
-        printf("  [%zu] expected %.9g got %.9g\n", c->first_bad[i], c->first_ref[i],
-               c->first_got[i]);
+        fprintf(msg, "  [%zu] expected %.9g got %.9g\n", c->first_bad[i], c->first_ref[i],
+                c->first_got[i]);
     return ok;
 }
 
@@ -289,10 +301,37 @@ static int cmd_run(int argc, char **argv)
     double *oref = NULL, *lref = NULL;
     float *pref = NULL;
     char err[600];
-    if (npy_read(fq, &q, err, sizeof(err)) < 0 || npy_read(fk, &k, err, sizeof(err)) < 0 ||
-        npy_read(fv, &v, err, sizeof(err)) < 0) {
+    float num;
+    // Outputs are resolved first: none may be an input or another output (README "Output files").
+    struct in_file ins[5] = { { "--q", fq }, { "--k", fk }, { "--v", fv } };
+    int nin = 3;
+    if (sarg && cli_parse_float(sarg, &num) < 0)
+        ins[nin++] = (struct in_file){ "--s", sarg };
+    if (barg && cli_parse_float(barg, &num) < 0)
+        ins[nin++] = (struct in_file){ "--b", barg };
+    struct npy_out ao = { 0 }, alse = { 0 }, aprobs = { 0 };
+    struct out_file outs[3];
+    int nout = 0;
+    memset(outs, 0, sizeof(outs));
+    outs[nout++] = (struct out_file){ .opt = "--out", .path = fo, .write = out_npy_writer, .arg = &ao };
+    if (flse)
+        outs[nout++] = (struct out_file){ .opt = "--lse", .path = flse, .write = out_npy_writer,
+                                          .arg = &alse };
+    if (fprobs)
+        outs[nout++] = (struct out_file){ .opt = "--probs", .path = fprobs,
+                                          .write = out_npy_writer, .arg = &aprobs };
+    if (out_files_check(outs, nout, ins, nin, err, sizeof(err)) < 0) {
         fprintf(stderr, "ssmax run: %s\n", err);
         goto out;
+    }
+    // With an output on standard output (--out /dev/stdout), messages go to stderr.
+    FILE *msg = out_files_have_stdout(outs, nout) ? stderr : stdout;
+    for (int i = 0; i < 3; i++) {
+        struct npy_array *a = i == 0 ? &q : i == 1 ? &k : &v;
+        if (npy_read(ins[i].path, a, err, sizeof(err)) < 0) {
+            fprintf(stderr, "ssmax run: %s: %s\n", ins[i].opt, err);
+            goto out;
+        }
     }
     if (check_dims(fq, &q) || check_dims(fk, &k) || check_dims(fv, &v))
         goto out;
@@ -339,10 +378,14 @@ static int cmd_run(int argc, char **argv)
     }
     if (!(ctx = cli_context(&code)))
         goto out;
-    int idx = ssmax_device_find(ctx, dev);
-    if (idx < 0 || (idx = ssmax_device_open(ctx, idx)) < 0) {
+    int idx = cli_find_device(ctx, "ssmax run", dev);
+    if (idx < 0) {
+        code = EXIT_BAD_INPUT;
+        goto out;
+    }
+    if ((idx = ssmax_device_open(ctx, idx)) < 0) {
         fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
-        code = idx == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+        code = cli_exit_code(idx);
         goto out;
     }
     struct ssmax_device_info di;
@@ -390,19 +433,15 @@ static int cmd_run(int argc, char **argv)
         code = cli_exit_code(r);
         goto out;
     }
-    if (npy_write(fo, q.esize, 4, q.shape, o, err, sizeof(err)) < 0 ||
-        (flse && npy_write(flse, 4, 3, q.shape, lse, err, sizeof(err)) < 0)) {
+    // All outputs or none: temporary files renamed into place once every one is written.
+    uint64_t ps[4] = { q.shape[0], q.shape[1], q.shape[2], k.shape[2] };
+    ao = (struct npy_out){ q.esize, 4, q.shape, o };
+    alse = (struct npy_out){ 4, 3, q.shape, lse };
+    aprobs = (struct npy_out){ 4, 4, ps, probs };
+    if (out_files_write(outs, nout, err, sizeof(err)) < 0) {
         fprintf(stderr, "ssmax run: %s\n", err);
         code = EXIT_BAD_INPUT;
         goto out;
-    }
-    if (fprobs) {
-        uint64_t ps[4] = { q.shape[0], q.shape[1], q.shape[2], k.shape[2] };
-        if (npy_write(fprobs, 4, 4, ps, probs, err, sizeof(err)) < 0) {
-            fprintf(stderr, "ssmax run: %s\n", err);
-            code = EXIT_BAD_INPUT;
-            goto out;
-        }
     }
     enum ssmax_path path;
     uint32_t splits;
@@ -410,13 +449,13 @@ static int cmd_run(int argc, char **argv)
     ssmax_last_path(ctx, &path, &splits);
     ssmax_last_device_time(ctx, &ns);
     if (!quiet) {
-        printf("device %s:%d %s\n", backend_name(di.backend), di.index, di.name);
-        printf("attention B%u Hq%u Hkv%u Lq%u Lk%u D%u %s %s%s, path %s", p.batch, p.q_heads,
+        fprintf(msg, "device %s:%d %s\n", backend_name(di.backend), di.index, di.name);
+        fprintf(msg, "attention B%u Hq%u Hkv%u Lq%u Lk%u D%u %s %s%s, path %s", p.batch, p.q_heads,
                p.kv_heads, p.q_len, p.kv_len, p.head_dim, p.dtype == SSMAX_F16 ? "f16" : "f32",
                h_mode_name(p.mode), p.causal ? " causal" : "", h_path_name(path));
         if (path == SSMAX_PATH_SPLIT_KV)
-            printf(" (%u splits)", splits);
-        printf(", %.3f ms on the device\n", ns / 1e6);
+            fprintf(msg, " (%u splits)", splits);
+        fprintf(msg, ", %.3f ms on the device\n", ns / 1e6);
     }
     code = EXIT_OK;
     if (check) {
@@ -445,14 +484,14 @@ static int cmd_run(int argc, char **argv)
             ssmax_compare_f16(oref, o, q.count, al, &c);
         else
             ssmax_compare_f32(oref, o, q.count, al, &c);
-        int ok = report_cmp("O", &c, nl, al, quiet);
+        int ok = report_cmp(msg, "O", &c, nl, al, quiet);
         if (bl || check) {
             if (!bl) { // LSE was not asked for: nothing to compare
             } else {
                 ssmax_compare_f32(lref, lse, nrow, 0, &c);
                 double lt = 1e-4 + 1e-5 * c.max_ref; // fp32 rounding of logits in the thousands
                 ssmax_compare_f32(lref, lse, nrow, lt, &c);
-                ok &= report_cmp("LSE", &c, 1e-8, lt, quiet);
+                ok &= report_cmp(msg, "LSE", &c, 1e-8, lt, quiet);
             }
         }
         if (fprobs) {
@@ -465,7 +504,7 @@ static int cmd_run(int argc, char **argv)
                 pd[i] = pref[i];
             ssmax_compare_f32(pd, probs, np, 1e-4, &c);
             free(pd);
-            ok &= report_cmp("probs", &c, 1e-8, 1e-4, quiet);
+            ok &= report_cmp(msg, "probs", &c, 1e-8, 1e-4, quiet);
         }
         code = ok ? EXIT_OK : EXIT_MISMATCH;
     }
@@ -554,7 +593,11 @@ static int cmd_verify(int argc, char **argv)
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             dev = argv[++i];
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 10);
+            if (cli_parse_u64(argv[++i], &seed) < 0) {
+                fprintf(stderr, "ssmax verify: --seed: invalid value '%s' (an integer in "
+                        "[0, 2^64))\n", argv[i]);
+                return EXIT_BAD_INPUT;
+            }
         } else {
             fprintf(stderr, "ssmax verify: unknown option '%s'\n%s", argv[i], usage_verify);
             return EXIT_BAD_INPUT;
@@ -567,11 +610,10 @@ static int cmd_verify(int argc, char **argv)
     int n = ssmax_device_count(ctx), fails = 0, devfail = 0;
     int only = -1;
     if (strcmp(dev, "all")) {
-        only = ssmax_device_find(ctx, dev);
+        only = cli_find_device(ctx, "ssmax verify", dev);
         if (only < 0) {
-            fprintf(stderr, "ssmax verify: %s\n", ssmax_last_error(ctx));
             ssmax_context_destroy(&ctx);
-            return only == SSMAX_ERR_INVALID_ARG ? EXIT_BAD_INPUT : EXIT_DEVICE;
+            return EXIT_BAD_INPUT;
         }
     }
     for (int i = 0; i < n; i++) {
@@ -594,7 +636,7 @@ static int cmd_verify(int argc, char **argv)
     return devfail ? EXIT_DEVICE : fails ? EXIT_MISMATCH : 0;
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(usage_main, stderr);
@@ -619,4 +661,19 @@ int main(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     fprintf(stderr, "ssmax: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_BAD_INPUT;
+}
+
+/* Whatever a command printed must have reached standard output: a full disk or a closed descriptor
+ * there is an error too (exit 2 unless the command failed already). */
+int main(int argc, char **argv)
+{
+    int code = run_command(argc, argv);
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "ssmax: standard output: write error: %s\n",
+                errno ? strerror(errno) : "an I/O error");
+        if (code == EXIT_OK)
+            code = EXIT_BAD_INPUT;
+    }
+    return code;
 }
