@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,40 +175,56 @@ static void fill_info(struct cl_inst *ci, int idx)
              pv);
 }
 
-static void cl_uninit(struct ssmax_context *ctx, void *bpriv)
+/* ---- the process-wide driver ----
+ * The ICD loader, its function pointers and the platform and device lists are loaded once per
+ * process, under a mutex, and shared by every context; a context has only its own cl_context and
+ * queue (cl_open). Two reasons. PoCL initialises its platform lazily and without a lock: contexts
+ * created on several threads at once called clGetPlatformIDs / clGetDeviceInfo concurrently and
+ * crashed inside PoCL or saw no device. And the state is kept until the process exits rather than
+ * released with the last context, because releasing it is what hurts: unloading the loader (and
+ * with it PoCL, whose worker threads and kernel-library cache outlive our objects) aborted in a
+ * PoCL worker (pocl_release_dlhandle_cache), and a load / unload per context left about 300 bytes
+ * of heap behind each time (test_drivers rss: flat once kept). Kept, the driver stays loaded
+ * exactly as in an application linked against libOpenCL. */
+
+static pthread_mutex_t cl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cl_inst *cl_shared; // valid once cl_loaded is set; never freed
+static int cl_loaded;
+static char cl_why[256]; // why there are no OpenCL devices, told to each new context
+
+static void cl_inst_free(struct cl_inst *ci)
 {
-    struct cl_inst *ci = bpriv;
-    if (!ci)
-        return;
-    ssmax_free(ctx, ci->infos);
-    ssmax_free(ctx, ci->recs);
+    free(ci->infos);
+    free(ci->recs);
     if (ci->lib)
         dlclose(ci->lib);
-    ssmax_free(ctx, ci);
+    free(ci);
 }
 
-static int cl_init(struct ssmax_context *ctx, void **bpriv)
+/* Loads the driver into *out (NULL, with cl_why set, when there is none). Returns an error only
+ * for out of memory, which is not remembered: a later context tries again. */
+static int cl_load(struct cl_inst **out)
 {
-    *bpriv = NULL;
+    *out = NULL;
     const char *name = getenv("SSMAX_OPENCL_LOADER");
     void *lib = dlopen(name ? name : "libOpenCL.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "opencl: ICD loader not found (%s): no OpenCL devices",
-                  dlerror());
+        snprintf(cl_why, sizeof(cl_why), "opencl: ICD loader not found (%s): no OpenCL devices",
+                 dlerror());
         return SSMAX_OK;
     }
-    struct cl_inst *ci = ssmax_calloc(ctx, 1, sizeof(*ci));
+    struct cl_inst *ci = calloc(1, sizeof(*ci));
     if (!ci) {
         dlclose(lib);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     }
     ci->lib = lib;
 #define LOAD(fn)                                                                                   \
     {                                                                                              \
         void *s = dlsym(lib, #fn);                                                                 \
         if (!s) {                                                                                  \
-            ssmax_log(ctx, SSMAX_LOG_WARN, "opencl: the loader lacks %s", #fn);                    \
-            cl_uninit(ctx, ci);                                                                    \
+            snprintf(cl_why, sizeof(cl_why), "opencl: the loader lacks %s", #fn);                  \
+            cl_inst_free(ci);                                                                      \
             return SSMAX_OK;                                                                       \
         }                                                                                          \
         memcpy(&ci->f.fn, &s, sizeof(s));                                                          \
@@ -216,8 +233,9 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
     cl_uint np = 0;
     cl_int e = ci->f.clGetPlatformIDs(0, NULL, &np);
     if (e != CL_SUCCESS || !np) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "opencl: no platform (error %d): no OpenCL devices", (int)e);
-        *bpriv = ci;
+        snprintf(cl_why, sizeof(cl_why), "opencl: no platform (error %d): no OpenCL devices",
+                 (int)e);
+        *out = ci;
         return SSMAX_OK;
     }
     cl_platform_id plats[16];
@@ -235,11 +253,13 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
             nd[p] = 16;
         total += (int)nd[p];
     }
-    ci->infos = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ci->infos));
-    ci->recs = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ci->recs));
+    ci->infos = calloc(total ? (size_t)total : 1, sizeof(*ci->infos));
+    ci->recs = calloc(total ? (size_t)total : 1, sizeof(*ci->recs));
     if (!ci->infos || !ci->recs) {
-        cl_uninit(ctx, ci);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+        // The driver stays loaded (see above); only our lists are given back.
+        ci->lib = NULL;
+        cl_inst_free(ci);
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     }
     for (cl_uint p = 0; p < np; p++)
         for (cl_uint k = 0; k < nd[p]; k++) {
@@ -247,6 +267,30 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
             fill_info(ci, ci->ndev);
             ci->ndev++;
         }
+    *out = ci;
+    return SSMAX_OK;
+}
+
+static void cl_uninit(struct ssmax_context *ctx, void *bpriv)
+{
+    (void)ctx, (void)bpriv; // the driver is shared and kept until exit (see above)
+}
+
+static int cl_init(struct ssmax_context *ctx, void **bpriv)
+{
+    *bpriv = NULL;
+    pthread_mutex_lock(&cl_lock);
+    int r = SSMAX_OK;
+    if (!cl_loaded) {
+        r = cl_load(&cl_shared);
+        cl_loaded = r == SSMAX_OK;
+    }
+    struct cl_inst *ci = cl_shared;
+    pthread_mutex_unlock(&cl_lock);
+    if (r < 0)
+        return ssmax_set_error(ctx, r, "opencl: out of host memory");
+    if ((!ci || !ci->ndev) && cl_why[0])
+        ssmax_log(ctx, SSMAX_LOG_INFO, "%s", cl_why);
     *bpriv = ci;
     return SSMAX_OK;
 }
