@@ -6,7 +6,11 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +95,8 @@ struct cl_dev {
     cl_mem params, coef, scr0, scr1, dummy;
     size_t coef_size, scr0_size, scr1_size;
     char cache_dir[512];
+    uint64_t mac_key[2]; // the cache directory's secret (see the cache section)
+    int mac_state;       // 0: not read yet, 1: mac_key valid, -1: no secret (no caching)
 };
 
 static int cl_err(struct ssmax_context *ctx, cl_int e, const char *what)
@@ -174,40 +180,56 @@ static void fill_info(struct cl_inst *ci, int idx)
              pv);
 }
 
-static void cl_uninit(struct ssmax_context *ctx, void *bpriv)
+/* ---- the process-wide driver ----
+ * The ICD loader, its function pointers and the platform and device lists are loaded once per
+ * process, under a mutex, and shared by every context; a context has only its own cl_context and
+ * queue (cl_open). Two reasons. PoCL initialises its platform lazily and without a lock: contexts
+ * created on several threads at once called clGetPlatformIDs / clGetDeviceInfo concurrently and
+ * crashed inside PoCL or saw no device. And the state is kept until the process exits rather than
+ * released with the last context, because releasing it is what hurts: unloading the loader (and
+ * with it PoCL, whose worker threads and kernel-library cache outlive our objects) aborted in a
+ * PoCL worker (pocl_release_dlhandle_cache), and a load / unload per context left about 300 bytes
+ * of heap behind each time (test_drivers rss: flat once kept). Kept, the driver stays loaded
+ * exactly as in an application linked against libOpenCL. */
+
+static pthread_mutex_t cl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cl_inst *cl_shared; // valid once cl_loaded is set; never freed
+static int cl_loaded;
+static char cl_why[256]; // why there are no OpenCL devices, told to each new context
+
+static void cl_inst_free(struct cl_inst *ci)
 {
-    struct cl_inst *ci = bpriv;
-    if (!ci)
-        return;
-    ssmax_free(ctx, ci->infos);
-    ssmax_free(ctx, ci->recs);
+    free(ci->infos);
+    free(ci->recs);
     if (ci->lib)
         dlclose(ci->lib);
-    ssmax_free(ctx, ci);
+    free(ci);
 }
 
-static int cl_init(struct ssmax_context *ctx, void **bpriv)
+/* Loads the driver into *out (NULL, with cl_why set, when there is none). Returns an error only
+ * for out of memory, which is not remembered: a later context tries again. */
+static int cl_load(struct cl_inst **out)
 {
-    *bpriv = NULL;
+    *out = NULL;
     const char *name = getenv("SSMAX_OPENCL_LOADER");
     void *lib = dlopen(name ? name : "libOpenCL.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "opencl: ICD loader not found (%s): no OpenCL devices",
-                  dlerror());
+        snprintf(cl_why, sizeof(cl_why), "opencl: ICD loader not found (%s): no OpenCL devices",
+                 dlerror());
         return SSMAX_OK;
     }
-    struct cl_inst *ci = ssmax_calloc(ctx, 1, sizeof(*ci));
+    struct cl_inst *ci = calloc(1, sizeof(*ci));
     if (!ci) {
         dlclose(lib);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     }
     ci->lib = lib;
 #define LOAD(fn)                                                                                   \
     {                                                                                              \
         void *s = dlsym(lib, #fn);                                                                 \
         if (!s) {                                                                                  \
-            ssmax_log(ctx, SSMAX_LOG_WARN, "opencl: the loader lacks %s", #fn);                    \
-            cl_uninit(ctx, ci);                                                                    \
+            snprintf(cl_why, sizeof(cl_why), "opencl: the loader lacks %s", #fn);                  \
+            cl_inst_free(ci);                                                                      \
             return SSMAX_OK;                                                                       \
         }                                                                                          \
         memcpy(&ci->f.fn, &s, sizeof(s));                                                          \
@@ -216,8 +238,9 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
     cl_uint np = 0;
     cl_int e = ci->f.clGetPlatformIDs(0, NULL, &np);
     if (e != CL_SUCCESS || !np) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "opencl: no platform (error %d): no OpenCL devices", (int)e);
-        *bpriv = ci;
+        snprintf(cl_why, sizeof(cl_why), "opencl: no platform (error %d): no OpenCL devices",
+                 (int)e);
+        *out = ci;
         return SSMAX_OK;
     }
     cl_platform_id plats[16];
@@ -235,11 +258,13 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
             nd[p] = 16;
         total += (int)nd[p];
     }
-    ci->infos = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ci->infos));
-    ci->recs = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ci->recs));
+    ci->infos = calloc(total ? (size_t)total : 1, sizeof(*ci->infos));
+    ci->recs = calloc(total ? (size_t)total : 1, sizeof(*ci->recs));
     if (!ci->infos || !ci->recs) {
-        cl_uninit(ctx, ci);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+        // The driver stays loaded (see above); only our lists are given back.
+        ci->lib = NULL;
+        cl_inst_free(ci);
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     }
     for (cl_uint p = 0; p < np; p++)
         for (cl_uint k = 0; k < nd[p]; k++) {
@@ -247,6 +272,30 @@ static int cl_init(struct ssmax_context *ctx, void **bpriv)
             fill_info(ci, ci->ndev);
             ci->ndev++;
         }
+    *out = ci;
+    return SSMAX_OK;
+}
+
+static void cl_uninit(struct ssmax_context *ctx, void *bpriv)
+{
+    (void)ctx, (void)bpriv; // the driver is shared and kept until exit (see above)
+}
+
+static int cl_init(struct ssmax_context *ctx, void **bpriv)
+{
+    *bpriv = NULL;
+    pthread_mutex_lock(&cl_lock);
+    int r = SSMAX_OK;
+    if (!cl_loaded) {
+        r = cl_load(&cl_shared);
+        cl_loaded = r == SSMAX_OK;
+    }
+    struct cl_inst *ci = cl_shared;
+    pthread_mutex_unlock(&cl_lock);
+    if (r < 0)
+        return ssmax_set_error(ctx, r, "opencl: out of host memory");
+    if ((!ci || !ci->ndev) && cl_why[0])
+        ssmax_log(ctx, SSMAX_LOG_INFO, "%s", cl_why);
     *bpriv = ci;
     return SSMAX_OK;
 }
@@ -352,11 +401,24 @@ static int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, s
 
 /* ---- program binary cache ----
  * One file per (device, driver, platform, source, options): <dir>/<fnv64 of the key>.clbin with
- *   "SSMAXCL1" | u32 key length | key | u64 binary size | u64 fnv64 of the binary | binary.
- * A file whose magic, key, size or checksum does not match, or whose binary the driver rejects, is
- * ignored and rewritten. Writes go to a unique temporary file renamed into place, so concurrent
+ *   "SSMAXCL2" | u32 key length | key | u64 binary size | u64 fnv64 of the binary |
+ *   u64 keyed hash of the binary | binary.
+ * The driver trusts a binary it is handed (PoCL asserts or crashes on a damaged one, in every
+ * process that loads it), so nothing reaches it unchecked. The fnv64 catches a torn file; it is
+ * no proof, as anyone can recompute it for a damaged binary. The keyed hash is SipHash-2-4 under a
+ * key drawn from the cache directory's secret (<dir>/cache.key, 16 random bytes made by the first
+ * writer) and the entry's key: only our writer, for this very key, makes a file that passes. A
+ * file whose magic, key, size or either hash does not match, or whose binary the driver rejects,
+ * is ignored and rewritten. Writes go to a unique temporary file renamed into place, so concurrent
  * processes never see a partial file. The binary is saved again after a kernel is first launched,
- * because drivers such as PoCL add the code they specialise at launch to the program binary. */
+ * because drivers such as PoCL add the code they specialise at launch to the program binary.
+ *
+ * Defence in depth, for a binary that passes every check and still kills the driver: before a
+ * cached binary is handed over, a marker <entry>.loading.<pid>.<n> (holding the process's start
+ * time) is created, and it is removed once the program is built and its kernels made. A marker
+ * whose process is gone (or whose pid now belongs to a process started at another time) means a
+ * process died loading that entry: the entry is discarded and built from source, so one bad file
+ * costs one crash, not every later run. */
 
 static uint64_t fnv64(const void *p, size_t n, uint64_t h)
 {
@@ -364,6 +426,108 @@ static uint64_t fnv64(const void *p, size_t n, uint64_t h)
     for (size_t i = 0; i < n; i++)
         h = (h ^ s[i]) * 0x100000001b3ull;
     return h;
+}
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1, v1 = ROTL64(v1, 13), v1 ^= v0, v0 = ROTL64(v0, 32);                              \
+        v2 += v3, v3 = ROTL64(v3, 16), v3 ^= v2;                                                   \
+        v0 += v3, v3 = ROTL64(v3, 21), v3 ^= v0;                                                   \
+        v2 += v1, v1 = ROTL64(v1, 17), v1 ^= v2, v2 = ROTL64(v2, 32);                              \
+    } while (0)
+
+/* SipHash-2-4 (Aumasson and Bernstein), little-endian words. */
+static uint64_t siphash24(const uint64_t k[2], const void *data, size_t n)
+{
+    const unsigned char *in = data;
+    uint64_t v0 = 0x736f6d6570736575ull ^ k[0], v1 = 0x646f72616e646f6dull ^ k[1];
+    uint64_t v2 = 0x6c7967656e657261ull ^ k[0], v3 = 0x7465646279746573ull ^ k[1];
+    uint64_t last = (uint64_t)n << 56;
+    size_t whole = n - n % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = 0;
+        for (int j = 7; j >= 0; j--)
+            m = m << 8 | in[i + (size_t)j];
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t j = 0; j < n % 8; j++)
+        last |= (uint64_t)in[whole + j] << (8 * j);
+    v3 ^= last;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    for (int r = 0; r < 4; r++)
+        SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The keyed hash of an entry: SipHash of the binary under a key derived from the directory's
+ * secret and the entry's key string, so a binary moved under another key fails too. */
+static uint64_t entry_mac(const struct cl_dev *d, const char *key, const void *bin, size_t n)
+{
+    uint64_t k2[2] = { 0, 0 }, k1[2] = { d->mac_key[0], d->mac_key[1] ^ 0x5353415843414331ull };
+    k2[0] = siphash24(d->mac_key, key, strlen(key));
+    k2[1] = siphash24(k1, key, strlen(key));
+    return siphash24(k2, bin, n);
+}
+
+static int read_secret(const char *path, uint64_t k[2])
+{
+    unsigned char b[17];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t n = fread(b, 1, sizeof(b), f);
+    fclose(f);
+    if (n != 16)
+        return -1;
+    memcpy(k, b, 16);
+    return 0;
+}
+
+/* Reads the cache directory's secret, making it when it is missing or damaged. Without one (no
+ * randomness, a read-only directory without a secret) the cache is off for this device. */
+static int cache_secret(struct cl_dev *d)
+{
+    if (d->mac_state)
+        return d->mac_state > 0;
+    d->mac_state = -1;
+    char path[600], tmp[640];
+    snprintf(path, sizeof(path), "%s/cache.key", d->cache_dir);
+    if (read_secret(path, d->mac_key) == 0)
+        return d->mac_state = 1;
+    unsigned char rnd[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, rnd, sizeof(rnd)) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (got != (ssize_t)sizeof(rnd)) {
+        ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: no randomness for the cache secret: "
+                                               "binary cache off");
+        return 0;
+    }
+    ssmax_mkdirs(d->cache_dir);
+    static _Atomic unsigned seq;
+    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1));
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        int ok = write(fd, rnd, sizeof(rnd)) == (ssize_t)sizeof(rnd);
+        ok = close(fd) == 0 && ok;
+        // link() keeps a secret another process made first (entries written under it stay
+        // good); only a damaged one is replaced, or any where the file system has no links.
+        if (ok && link(tmp, path) != 0 && (errno != EEXIST || read_secret(path, d->mac_key) != 0))
+            rename(tmp, path);
+        unlink(tmp);
+    }
+    if (read_secret(path, d->mac_key) == 0)
+        return d->mac_state = 1;
+    ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: cannot write %s: binary cache off", path);
+    return 0;
 }
 
 static void cache_key(struct cl_dev *d, const char *opts, char *key, size_t n, char *path,
@@ -377,31 +541,123 @@ static void cache_key(struct cl_dev *d, const char *opts, char *key, size_t n, c
 
 static unsigned char *cache_load(struct cl_dev *d, const char *key, const char *path, size_t *size)
 {
+    if (!cache_secret(d))
+        return NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
     unsigned char *bin = NULL;
     char magic[8];
     uint32_t klen;
-    uint64_t bsize, sum;
+    uint64_t bsize, sum, mac;
     char kbuf[1024];
-    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, "SSMAXCL1", 8) || fread(&klen, 4, 1, f) != 1 ||
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, "SSMAXCL2", 8) || fread(&klen, 4, 1, f) != 1 ||
         klen != strlen(key) || klen >= sizeof(kbuf) || fread(kbuf, 1, klen, f) != klen ||
         memcmp(kbuf, key, klen) || fread(&bsize, 8, 1, f) != 1 || fread(&sum, 8, 1, f) != 1 ||
-        bsize == 0 || bsize > (1ull << 30))
+        fread(&mac, 8, 1, f) != 1 || bsize == 0 || bsize > (1ull << 30))
         goto bad;
     bin = malloc(bsize);
     if (!bin || fread(bin, 1, bsize, f) != bsize || fgetc(f) != EOF ||
-        fnv64(bin, bsize, 0xcbf29ce484222325ull) != sum)
+        fnv64(bin, bsize, 0xcbf29ce484222325ull) != sum || entry_mac(d, key, bin, bsize) != mac)
         goto bad;
     fclose(f);
     *size = bsize;
     return bin;
 bad:
-    ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: ignoring stale or corrupt cache file %s", path);
+    ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: ignoring stale or damaged cache file %s", path);
     free(bin);
     fclose(f);
     return NULL;
+}
+
+/* The start time of process pid (clock ticks after boot, /proc/<pid>/stat field 22), 0 if
+ * unknown. */
+static unsigned long long proc_start(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); // the command name may hold spaces and parentheses
+    unsigned long long t = 0;
+    for (int field = 2; p && *p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (p)
+        t = strtoull(p + 1, NULL, 10);
+    return t;
+}
+
+/* 1 when a marker left beside the entry at path says a process died loading it (the stale markers
+ * are removed); 0 otherwise. */
+static int cache_marker_dead(const char *dir, const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char prefix[720];
+    snprintf(prefix, sizeof(prefix), "%s.loading.", base);
+    size_t plen = strlen(prefix);
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return 0;
+    int dead = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        if (strncmp(e->d_name, prefix, plen))
+            continue;
+        char *end;
+        long pid = strtol(e->d_name + plen, &end, 10);
+        char mpath[800];
+        snprintf(mpath, sizeof(mpath), "%s/%s", dir, e->d_name);
+        unsigned long long t = 0;
+        FILE *f = fopen(mpath, "r");
+        if (f) {
+            if (fscanf(f, "%llu", &t) != 1)
+                t = 0;
+            fclose(f);
+        }
+        int alive = pid > 0 && *end == '.' && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+        if (alive && t) {
+            unsigned long long now = proc_start(pid);
+            alive = !now || now == t; // a different start time: the pid was reused
+        }
+        if (!alive) {
+            unlink(mpath);
+            dead = 1;
+        }
+    }
+    closedir(dp);
+    return dead;
+}
+
+/* Creates the marker for path in mpath; "" when it could not be made (loading goes on: the marker
+ * only guards later runs). */
+static void cache_marker_make(const char *path, char *mpath, size_t n)
+{
+    static _Atomic unsigned seq;
+    snprintf(mpath, n, "%s.loading.%ld.%u", path, (long)getpid(), atomic_fetch_add(&seq, 1));
+    int fd = open(mpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        mpath[0] = 0;
+        return;
+    }
+    char t[32];
+    int len = snprintf(t, sizeof(t), "%llu\n", proc_start((long)getpid()));
+    int ok = write(fd, t, (size_t)len) == len;
+    ok = close(fd) == 0 && ok;
+    if (!ok) {
+        unlink(mpath);
+        mpath[0] = 0;
+    }
+}
+
+static void cache_marker_drop(const char *mpath)
+{
+    if (mpath[0])
+        unlink(mpath);
 }
 
 static void cache_save(struct cl_dev *d, struct cl_prog *pg)
@@ -424,14 +680,21 @@ static void cache_save(struct cl_dev *d, struct cl_prog *pg)
     char key[1024], path[700], tmp[760];
     cache_key(d, pg->opts, key, sizeof(key), path, sizeof(path));
     ssmax_mkdirs(d->cache_dir);
-    snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+    if (!cache_secret(d)) {
+        free(bin);
+        return;
+    }
+    static _Atomic unsigned seq; // contexts on several threads may save the same entry at once
+    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1));
     FILE *fp = fopen(tmp, "wb");
     if (fp) {
         uint32_t klen = (uint32_t)strlen(key);
         uint64_t bs = bsize, sum = fnv64(bin, bsize, 0xcbf29ce484222325ull);
-        int ok = fwrite("SSMAXCL1", 1, 8, fp) == 8 && fwrite(&klen, 4, 1, fp) == 1 &&
+        uint64_t mac = entry_mac(d, key, bin, bsize);
+        int ok = fwrite("SSMAXCL2", 1, 8, fp) == 8 && fwrite(&klen, 4, 1, fp) == 1 &&
                  fwrite(key, 1, klen, fp) == klen && fwrite(&bs, 8, 1, fp) == 1 &&
-                 fwrite(&sum, 8, 1, fp) == 1 && fwrite(bin, 1, bsize, fp) == bsize;
+                 fwrite(&sum, 8, 1, fp) == 1 && fwrite(&mac, 8, 1, fp) == 1 &&
+                 fwrite(bin, 1, bsize, fp) == bsize;
         ok = fclose(fp) == 0 && ok;
         if (ok && rename(tmp, path) == 0)
             pg->saved = pg->used;
@@ -488,9 +751,16 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
     char key[1024], path[700];
     cache_key(d, opts, key, sizeof(key), path, sizeof(path));
     size_t bsize = 0;
+    if (d->cache_dir[0] && cache_marker_dead(d->cache_dir, path)) {
+        ssmax_log(ctx, SSMAX_LOG_WARN, "opencl: a process died loading the cached binary %s; "
+                                       "discarding it and building from source", path);
+        unlink(path);
+    }
     unsigned char *bin = d->cache_dir[0] ? cache_load(d, key, path, &bsize) : NULL;
     cl_int e = CL_SUCCESS, st = CL_SUCCESS;
+    char mpath[800] = ""; // the marker while a cached binary is in the driver's hands
     if (bin) {
+        cache_marker_make(path, mpath, sizeof(mpath));
         const unsigned char *bp = bin;
         pg->prog = f->clCreateProgramWithBinary(d->cx, 1, &d->rec->dev, &bsize, &bp, &st, &e);
         free(bin);
@@ -506,6 +776,8 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
     }
     if (!pg->prog) {
         const char *src = attn_cl_source;
+        cache_marker_drop(mpath); // the cached binary is out of the driver's hands
+        mpath[0] = 0;
         pg->prog = f->clCreateProgramWithSource(d->cx, 1, &src, NULL, &e);
         if (e != CL_SUCCESS)
             return cl_err(ctx, e, "clCreateProgramWithSource");
@@ -521,11 +793,13 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
             for (int j = 0; j < k; j++)
                 f->clReleaseKernel(pg->k[j]);
             f->clReleaseProgram(pg->prog);
+            cache_marker_drop(mpath);
             return ssmax_set_error(ctx, SSMAX_ERR_KERNEL_BUILD,
                                    "opencl: kernel %s missing from the program (error %d)",
                                    kernel_names[k], (int)e);
         }
     }
+    cache_marker_drop(mpath);
     d->nprogs++;
     *out = pg;
     return SSMAX_OK;

@@ -9,6 +9,7 @@
  */
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +93,7 @@ struct vk_phys {
 };
 
 struct vk_inst {
-    struct ssmax_context *ctx;
-    void *lib;
+    int owned; // a debug context's own instance, destroyed with it; else the shared one
     PFN_vkGetInstanceProcAddr gipa;
     VkInstance inst;
     VkDebugUtilsMessengerEXT messenger;
@@ -307,38 +307,67 @@ static void fill_info(struct vk_inst *vi, int idx)
     ph->max_alloc = m3.maxMemoryAllocationSize;
 }
 
-static void vk_uninit(struct ssmax_context *ctx, void *bpriv);
+/* ---- the process-wide driver ----
+ * The loader is opened once per process, under a mutex, and kept until exit; so is the instance
+ * of the contexts without debug and its physical-device list, shared by all of them. A context
+ * owns only its VkDevice and what hangs from it (vk_open). Loading the loader, creating an
+ * instance and enumerating the drivers for every context made concurrent creation race inside
+ * the drivers, and each load / unload left loader and driver state behind (ICD manifests, driver
+ * globals that dlclose does not give back: with OpenCL's, about 300 bytes of heap a context, see
+ * test_drivers rss), so the state is not released with the last context either: the next
+ * context would load it all again.
+ *
+ * A context with debug set gets an instance of its own, with the validation layer and a debug
+ * messenger whose user data is that context: validation errors count per context, and a message
+ * about one context's device never lands in another's count. */
 
-static int vk_init(struct ssmax_context *ctx, void **bpriv)
+struct vk_loader {
+    void *lib;
+    PFN_vkGetInstanceProcAddr gipa;
+};
+
+static pthread_mutex_t vk_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vk_loader vk_ld; // lib NULL: no loader (vk_why says why)
+static int vk_ld_tried;
+static struct vk_inst *vk_shared; // the instance of contexts without debug, once vk_sh_tried
+static int vk_sh_tried;
+static char vk_why[256];
+
+static void inst_free(struct vk_inst *vi)
 {
-    *bpriv = NULL;
-    const char *libname = getenv("SSMAX_VULKAN_LOADER");
-    void *lib = dlopen(libname ? libname : "libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "vulkan: loader not found (%s): no Vulkan devices",
-                  dlerror());
-        return SSMAX_OK;
+    if (vi->messenger)
+        vi->destroy_messenger(vi->inst, vi->messenger, NULL);
+    if (vi->inst && vi->vkDestroyInstance)
+        vi->vkDestroyInstance(vi->inst, NULL);
+    else if (vi->inst) {
+        PFN_vkDestroyInstance d = (PFN_vkDestroyInstance)vi->gipa(vi->inst, "vkDestroyInstance");
+        if (d)
+            d(vi->inst, NULL);
     }
-    struct vk_inst *vi = ssmax_calloc(ctx, 1, sizeof(*vi));
-    if (!vi) {
-        dlclose(lib);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-    }
-    vi->ctx = ctx;
-    vi->lib = lib;
-    void *sym = dlsym(lib, "vkGetInstanceProcAddr");
-    memcpy(&vi->gipa, &sym, sizeof(sym)); // POSIX: object pointer to function pointer
-    PFN_vkCreateInstance create =
-        vi->gipa ? (PFN_vkCreateInstance)vi->gipa(NULL, "vkCreateInstance") : NULL;
+    free(vi->phys);
+    free(vi->infos);
+    free(vi);
+}
+
+/* Creates an instance and lists its devices. ctx is the debug context that owns it (layer and
+ * messenger), or NULL for the shared instance. *out is NULL, with why set, when Vulkan is not
+ * usable; the return is an error only for out of memory. */
+static int inst_create(struct ssmax_context *ctx, struct vk_inst **out, char *why, size_t wn)
+{
+    *out = NULL;
+    struct vk_inst *vi = calloc(1, sizeof(*vi));
+    if (!vi)
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    vi->gipa = vk_ld.gipa;
+    PFN_vkCreateInstance create = (PFN_vkCreateInstance)vi->gipa(NULL, "vkCreateInstance");
     if (!create) {
-        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: the loader has no vkCreateInstance");
-        vk_uninit(ctx, vi);
+        snprintf(why, wn, "vulkan: the loader has no vkCreateInstance");
+        inst_free(vi);
         return SSMAX_OK;
     }
     const char *layers[1], *exts[1];
     uint32_t nl = 0, ne = 0;
-    int debug = ctx->params.debug;
-    if (debug) {
+    if (ctx) {
         if (has_layer(vi->gipa, "VK_LAYER_KHRONOS_validation"))
             layers[nl++] = "VK_LAYER_KHRONOS_validation";
         else
@@ -371,15 +400,16 @@ static int vk_init(struct ssmax_context *ctx, void **bpriv)
                                  .ppEnabledExtensionNames = exts };
     VkResult r = create(&ici, NULL, &vi->inst);
     if (r != VK_SUCCESS) {
-        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: vkCreateInstance failed (VkResult %d): no Vulkan "
-                                       "devices", (int)r);
-        vk_uninit(ctx, vi);
+        snprintf(why, wn, "vulkan: vkCreateInstance failed (VkResult %d): no Vulkan devices",
+                 (int)r);
+        vi->inst = VK_NULL_HANDLE;
+        inst_free(vi);
         return SSMAX_OK;
     }
 #define LOAD_I(f)                                                                                  \
     if (!(vi->f = (PFN_##f)vi->gipa(vi->inst, #f))) {                                              \
-        ssmax_log(ctx, SSMAX_LOG_WARN, "vulkan: the loader lacks %s (Vulkan 1.1 needed)", #f);     \
-        vk_uninit(ctx, vi);                                                                        \
+        snprintf(why, wn, "vulkan: the loader lacks %s (Vulkan 1.1 needed)", #f);                  \
+        inst_free(vi);                                                                             \
         return SSMAX_OK;                                                                           \
     }
     INSTANCE_FNS(LOAD_I)
@@ -393,13 +423,13 @@ static int vk_init(struct ssmax_context *ctx, void **bpriv)
     }
     uint32_t n = 0;
     vi->vkEnumeratePhysicalDevices(vi->inst, &n, NULL);
-    VkPhysicalDevice *pds = ssmax_calloc(ctx, n ? n : 1, sizeof(*pds));
-    vi->phys = ssmax_calloc(ctx, n ? n : 1, sizeof(*vi->phys));
-    vi->infos = ssmax_calloc(ctx, n ? n : 1, sizeof(*vi->infos));
+    VkPhysicalDevice *pds = calloc(n ? n : 1, sizeof(*pds));
+    vi->phys = calloc(n ? n : 1, sizeof(*vi->phys));
+    vi->infos = calloc(n ? n : 1, sizeof(*vi->infos));
     if (!pds || !vi->phys || !vi->infos) {
-        ssmax_free(ctx, pds);
-        vk_uninit(ctx, vi);
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+        free(pds);
+        inst_free(vi);
+        return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     }
     if (n)
         vi->vkEnumeratePhysicalDevices(vi->inst, &n, pds);
@@ -416,30 +446,74 @@ static int vk_init(struct ssmax_context *ctx, void **bpriv)
         fill_info(vi, vi->ndev);
         vi->ndev++;
     }
-    ssmax_free(ctx, pds);
+    free(pds);
+    if (!vi->ndev)
+        snprintf(why, wn, "vulkan: no device supports Vulkan 1.1");
+    vi->owned = ctx != NULL;
+    *out = vi;
+    return SSMAX_OK;
+}
+
+/* Opens the loader once (under vk_lock). */
+static void loader_open(void)
+{
+    if (vk_ld_tried)
+        return;
+    vk_ld_tried = 1;
+    const char *libname = getenv("SSMAX_VULKAN_LOADER");
+    void *lib = dlopen(libname ? libname : "libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(vk_why, sizeof(vk_why), "vulkan: loader not found (%s): no Vulkan devices",
+                 dlerror());
+        return;
+    }
+    void *sym = dlsym(lib, "vkGetInstanceProcAddr");
+    if (!sym) {
+        snprintf(vk_why, sizeof(vk_why), "vulkan: the loader has no vkGetInstanceProcAddr");
+        dlclose(lib);
+        return;
+    }
+    vk_ld.lib = lib;
+    memcpy(&vk_ld.gipa, &sym, sizeof(sym)); // POSIX: object pointer to function pointer
+}
+
+static int vk_init(struct ssmax_context *ctx, void **bpriv)
+{
+    *bpriv = NULL;
+    struct vk_inst *vi = NULL;
+    char why[256] = "";
+    int r = SSMAX_OK;
+    // Instances are created under the lock too: the loader and the drivers are entered by one
+    // thread at a time while they set themselves up.
+    pthread_mutex_lock(&vk_lock);
+    loader_open();
+    if (!vk_ld.lib)
+        snprintf(why, sizeof(why), "%s", vk_why);
+    else if (ctx->params.debug)
+        r = inst_create(ctx, &vi, why, sizeof(why));
+    else {
+        if (!vk_sh_tried) {
+            r = inst_create(NULL, &vk_shared, vk_why, sizeof(vk_why));
+            vk_sh_tried = r == SSMAX_OK; // out of memory is not remembered
+        }
+        vi = vk_shared;
+        snprintf(why, sizeof(why), "%s", vk_why);
+    }
+    pthread_mutex_unlock(&vk_lock);
+    if (r < 0)
+        return ssmax_set_error(ctx, r, "vulkan: out of host memory");
+    if ((!vi || !vi->ndev) && why[0])
+        ssmax_log(ctx, vk_ld.lib && !vi ? SSMAX_LOG_WARN : SSMAX_LOG_INFO, "%s", why);
     *bpriv = vi;
     return SSMAX_OK;
 }
 
 static void vk_uninit(struct ssmax_context *ctx, void *bpriv)
 {
+    (void)ctx;
     struct vk_inst *vi = bpriv;
-    if (!vi)
-        return;
-    if (vi->messenger)
-        vi->destroy_messenger(vi->inst, vi->messenger, NULL);
-    if (vi->inst && vi->vkDestroyInstance)
-        vi->vkDestroyInstance(vi->inst, NULL);
-    else if (vi->inst) {
-        PFN_vkDestroyInstance d = (PFN_vkDestroyInstance)vi->gipa(vi->inst, "vkDestroyInstance");
-        if (d)
-            d(vi->inst, NULL);
-    }
-    ssmax_free(ctx, vi->phys);
-    ssmax_free(ctx, vi->infos);
-    if (vi->lib)
-        dlclose(vi->lib);
-    ssmax_free(ctx, vi);
+    if (vi && vi->owned) // the shared instance is kept until exit (see above)
+        inst_free(vi);
 }
 
 static int vk_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)

@@ -1,0 +1,392 @@
+/* The OpenCL program-binary cache against entries that would kill the driver. PoCL asserts or
+ * crashes on a damaged binary, so each run happens in a child process (this program again, as
+ * "test_clcache run DIR"): a bad entry may cost the run that meets it, never the ones after.
+ *   - a binary damaged and its plain checksum recomputed is caught before the driver sees it;
+ *   - a binary that passes every check (the keyed hash forged with the directory's secret) kills
+ *     the first run, and the marker that run leaves makes the next one rebuild from source;
+ *   - the same with a marker left by hand by a process that is gone.
+ * Each time the entry is rewritten as a good one. Exit 77 without an OpenCL device, unless
+ * SSMAX_REQUIRE_DEVICE=1. */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "ssmax/ssmax.h"
+
+static char self[4096];
+
+/* ---- the child: one attention on OpenCL with the cache in dir ---- */
+
+static void child_log(void *priv, enum ssmax_log_level lvl, const char *msg)
+{
+    (void)priv, (void)lvl;
+    fprintf(stderr, "  child: %s\n", msg);
+}
+
+static int child_run(const char *dir)
+{
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.backends = SSMAX_BACKEND_OPENCL_BIT;
+    cp.cache_dir = dir;
+    cp.log_cb = child_log;
+    cp.log_level = SSMAX_LOG_INFO;
+    ssmax_context *ctx = NULL;
+    if (ssmax_context_create(&cp, &ctx) < 0)
+        return 1;
+    int i = ssmax_device_find(ctx, "opencl");
+    if (i < 0) {
+        ssmax_context_destroy(&ctx);
+        return 77;
+    }
+    int st = ssmax_device_open(ctx, i) < 0;
+    struct hcase c = { 0 };
+    ssmax_attn_params_default(&c.p);
+    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 7, c.p.kv_len = 33, c.p.head_dim = 64;
+    c.p.causal = 1;
+    c.seed = 5;
+    struct hresult r;
+    if (!st && (h_run(ctx, &c, &r) != 0 || !r.pass)) {
+        fprintf(stderr, "  child: attention failed: %s %s\n", r.why, ssmax_last_error(ctx));
+        st = 1;
+    }
+    ssmax_context_destroy(&ctx);
+    return st;
+}
+
+/* Runs a child on dir: its exit status, or 128 + the signal that killed it. */
+static int run_child(const char *dir)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit no_core = { 0, 0 }; // the crashes below are expected: no core files
+        setrlimit(RLIMIT_CORE, &no_core);
+        execl(self, self, "run", dir, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    int ws = 0;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+}
+
+/* ---- the cache files ---- */
+
+static uint64_t fnv64(const unsigned char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1, v1 = ROTL64(v1, 13), v1 ^= v0, v0 = ROTL64(v0, 32);                              \
+        v2 += v3, v3 = ROTL64(v3, 16), v3 ^= v2;                                                   \
+        v0 += v3, v3 = ROTL64(v3, 21), v3 ^= v0;                                                   \
+        v2 += v1, v1 = ROTL64(v1, 17), v1 ^= v2, v2 = ROTL64(v2, 32);                              \
+    } while (0)
+
+/* SipHash-2-4, as the library's writer uses it (a forger with the secret can do the same). */
+static uint64_t siphash24(const uint64_t k[2], const void *data, size_t n)
+{
+    const unsigned char *in = data;
+    uint64_t v0 = 0x736f6d6570736575ull ^ k[0], v1 = 0x646f72616e646f6dull ^ k[1];
+    uint64_t v2 = 0x6c7967656e657261ull ^ k[0], v3 = 0x7465646279746573ull ^ k[1];
+    uint64_t last = (uint64_t)n << 56;
+    size_t whole = n - n % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = 0;
+        for (int j = 7; j >= 0; j--)
+            m = m << 8 | in[i + (size_t)j];
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t j = 0; j < n % 8; j++)
+        last |= (uint64_t)in[whole + j] << (8 * j);
+    v3 ^= last;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    for (int r = 0; r < 4; r++)
+        SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+struct entry {
+    char path[1200];
+    unsigned char *data;
+    size_t size;
+    size_t sum_off, mac_off, bin_off; // mac_off 0: the format has no keyed hash
+    char key[1024];
+};
+
+static int read_all(const char *path, unsigned char **data, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *data = malloc(n > 0 ? (size_t)n : 1);
+    *size = n > 0 && *data && fread(*data, 1, (size_t)n, f) == (size_t)n ? (size_t)n : 0;
+    fclose(f);
+    return *size ? 0 : -1;
+}
+
+/* Parses a cache file: "SSMAXCL?" | u32 klen | key | u64 size | u64 fnv64 | [u64 mac] | binary. */
+static int entry_read(const char *path, struct entry *e)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->path, sizeof(e->path), "%s", path);
+    if (read_all(path, &e->data, &e->size) < 0 || e->size < 28 || memcmp(e->data, "SSMAXCL", 7))
+        return -1;
+    uint32_t klen;
+    uint64_t bsize;
+    memcpy(&klen, e->data + 8, 4);
+    if (klen >= sizeof(e->key) || 12 + (size_t)klen + 16 > e->size)
+        return -1;
+    memcpy(e->key, e->data + 12, klen);
+    memcpy(&bsize, e->data + 12 + klen, 8);
+    e->sum_off = 12 + klen + 8;
+    e->mac_off = e->data[7] == '1' ? 0 : e->sum_off + 8;
+    e->bin_off = e->size - bsize;
+    if (bsize >= e->size || e->bin_off < (e->mac_off ? e->mac_off + 8 : e->sum_off + 8))
+        return -1;
+    uint64_t sum;
+    memcpy(&sum, e->data + e->sum_off, 8);
+    return sum == fnv64(e->data + e->bin_off, bsize) ? 0 : -1;
+}
+
+static void entry_write(const struct entry *e)
+{
+    FILE *f = fopen(e->path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(e->data, 1, e->size, f), e->size);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Damages the binary where PoCL reads its own header (it asserts there), then recomputes the
+ * plain checksum, and the keyed hash too when forge is set (with the directory's secret). */
+static void entry_damage(struct entry *e, const char *dir, int forge)
+{
+    unsigned char *bin = e->data + e->bin_off;
+    size_t n = e->size - e->bin_off;
+    assert_true(n > 80);
+    for (size_t i = 16; i < 80; i++)
+        bin[i] ^= 0xff;
+    uint64_t sum = fnv64(bin, n);
+    memcpy(e->data + e->sum_off, &sum, 8);
+    if (forge && e->mac_off) {
+        char kp[1200];
+        snprintf(kp, sizeof(kp), "%s/cache.key", dir);
+        unsigned char *sec = NULL;
+        size_t sn = 0;
+        assert_int_equal(read_all(kp, &sec, &sn), 0);
+        assert_int_equal(sn, 16);
+        uint64_t k[2], k1[2], k2[2];
+        memcpy(k, sec, 16);
+        free(sec);
+        k1[0] = k[0], k1[1] = k[1] ^ 0x5353415843414331ull;
+        k2[0] = siphash24(k, e->key, strlen(e->key));
+        k2[1] = siphash24(k1, e->key, strlen(e->key));
+        uint64_t mac = siphash24(k2, bin, n);
+        memcpy(e->data + e->mac_off, &mac, 8);
+    }
+    entry_write(e);
+}
+
+/* The cache files in dir (at most cap), and the count of other files left by loads (markers). */
+static int entries(const char *dir, struct entry *out, int cap, int *markers)
+{
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    int n = 0;
+    *markers = 0;
+    struct dirent *d;
+    while ((d = readdir(dp))) {
+        size_t len = strlen(d->d_name);
+        if (strstr(d->d_name, ".loading."))
+            (*markers)++;
+        if (len < 7 || strcmp(d->d_name + len - 6, ".clbin") || n >= cap)
+            continue;
+        char p[1200];
+        snprintf(p, sizeof(p), "%s/%s", dir, d->d_name);
+        if (entry_read(p, &out[n]) < 0)
+            fail_msg("%s: not a good cache file", p);
+        n++;
+    }
+    closedir(dp);
+    return n;
+}
+
+static void entries_free(struct entry *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(e[i].data);
+}
+
+/* ---- the tests ---- */
+
+static char dir[1024];
+
+static int require(void)
+{
+    const char *r = getenv("SSMAX_REQUIRE_DEVICE");
+    return r && *r == '1';
+}
+
+/* A fresh cache directory with good entries from a first run. */
+static int setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("SSMAX_CACHE_DIR");
+    snprintf(dir, sizeof(dir), "%s/clcache-XXXXXX", base && *base ? base : "/tmp");
+    mkdir(base && *base ? base : "/tmp", 0755);
+    if (!mkdtemp(dir))
+        return -1;
+    int st = run_child(dir);
+    if (st == 77 && !require())
+        return 0; // each test skips
+    return st == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+#define MAXE 16
+
+/* The entries, damaged by the caller, must be replaced by good ones (not the damaged bytes) and
+ * no marker may be left. */
+static void check_replaced(struct entry *bad, int nbad)
+{
+    struct entry now[MAXE];
+    int markers;
+    int n = entries(dir, now, MAXE, &markers);
+    assert_int_equal(markers, 0);
+    for (int i = 0; i < nbad; i++) {
+        int found = 0;
+        for (int k = 0; k < n; k++)
+            if (!strcmp(now[k].path, bad[i].path)) {
+                found = 1;
+                if (now[k].size == bad[i].size && !memcmp(now[k].data, bad[i].data, bad[i].size))
+                    fail_msg("%s: the damaged entry is still there", bad[i].path);
+            }
+        if (!found)
+            fail_msg("%s: not rewritten", bad[i].path);
+    }
+    entries_free(now, n);
+}
+
+static int prepare(struct entry *e)
+{
+    int markers;
+    int n = entries(dir, e, MAXE, &markers);
+    if (!n) {
+        if (require())
+            fail_msg("no OpenCL cache entry after a first run in %s", dir);
+        skip();
+    }
+    return n;
+}
+
+/* Damaged, plain checksum fixed up: caught by the keyed hash, rebuilt, rewritten. */
+static void test_damaged(void **state)
+{
+    (void)state;
+    struct entry e[MAXE];
+    int n = prepare(e);
+    for (int i = 0; i < n; i++)
+        entry_damage(&e[i], dir, 0);
+    int st = run_child(dir);
+    if (st)
+        fail_msg("the run after damaging %d cache entries failed (status %d)", n, st);
+    check_replaced(e, n);
+    assert_int_equal(run_child(dir), 0);
+    entries_free(e, n);
+}
+
+/* Passes every check and kills the driver: the run that meets it may die, the next must not. */
+static void test_crash_marker(void **state)
+{
+    (void)state;
+    struct entry e[MAXE];
+    int n = prepare(e);
+    for (int i = 0; i < n; i++)
+        entry_damage(&e[i], dir, 1);
+    int first = run_child(dir);
+    printf("# the run that met the forged entries: status %d\n", first);
+    int st = run_child(dir);
+    if (st)
+        fail_msg("the run after a crash on a forged entry failed too (status %d)", st);
+    check_replaced(e, n);
+    entries_free(e, n);
+}
+
+/* A marker left by a process that is gone, beside an entry that passes every check. */
+static void test_dead_marker(void **state)
+{
+    (void)state;
+    struct entry e[MAXE];
+    int n = prepare(e);
+    pid_t dead = fork(); // a pid that surely belongs to no process once reaped
+    if (dead == 0)
+        _exit(0);
+    assert_true(dead > 0);
+    waitpid(dead, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        entry_damage(&e[i], dir, 1);
+        char mp[1300];
+        snprintf(mp, sizeof(mp), "%.1200s.loading.%ld.0", e[i].path, (long)dead);
+        FILE *f = fopen(mp, "w");
+        assert_non_null(f);
+        fprintf(f, "12345\n");
+        fclose(f);
+    }
+    int st = run_child(dir);
+    if (st)
+        fail_msg("the run after a dead loader's marker failed (status %d)", st);
+    check_replaced(e, n);
+    entries_free(e, n);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "run"))
+        return child_run(argv[2]);
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0)
+        return 77;
+    self[len] = 0;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_marker, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
