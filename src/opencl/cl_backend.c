@@ -725,6 +725,24 @@ static int build(struct cl_dev *d, cl_program prog, const char *opts, int from_b
     return r;
 }
 
+/* Every kernel of the program, or none (CL_SUCCESS, or the error with *bad the kernel it hit). */
+static cl_int make_kernels(struct cl_dev *d, struct cl_prog *pg, int *bad)
+{
+    struct cl_fns *f = &d->ci->f;
+    cl_int e = CL_SUCCESS;
+    for (int k = 0; k < K_COUNT; k++) {
+        pg->k[k] = f->clCreateKernel(pg->prog, kernel_names[k], &e);
+        if (e != CL_SUCCESS) {
+            for (int j = 0; j < k; j++)
+                f->clReleaseKernel(pg->k[j]);
+            memset(pg->k, 0, sizeof(pg->k));
+            *bad = k;
+            return e;
+        }
+    }
+    return CL_SUCCESS;
+}
+
 static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
 {
     for (int i = 0; i < d->nprogs; i++)
@@ -764,7 +782,9 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
         const unsigned char *bp = bin;
         pg->prog = f->clCreateProgramWithBinary(d->cx, 1, &d->rec->dev, &bsize, &bp, &st, &e);
         free(bin);
-        if (e != CL_SUCCESS || st != CL_SUCCESS || build(d, pg->prog, opts, 1) < 0) {
+        int bad = 0; // a binary that builds but lacks a kernel is rebuilt from source too
+        if (e != CL_SUCCESS || st != CL_SUCCESS || build(d, pg->prog, opts, 1) < 0 ||
+            make_kernels(d, pg, &bad) != CL_SUCCESS) {
             ssmax_log(ctx, SSMAX_LOG_INFO, "opencl: cached binary %s rejected; rebuilding", path);
             if (pg->prog)
                 f->clReleaseProgram(pg->prog);
@@ -781,22 +801,16 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
         pg->prog = f->clCreateProgramWithSource(d->cx, 1, &src, NULL, &e);
         if (e != CL_SUCCESS)
             return cl_err(ctx, e, "clCreateProgramWithSource");
-        int r = build(d, pg->prog, opts, 0);
+        int r = build(d, pg->prog, opts, 0), bad = 0;
         if (r < 0) {
             f->clReleaseProgram(pg->prog);
             return r;
         }
-    }
-    for (int k = 0; k < K_COUNT; k++) {
-        pg->k[k] = f->clCreateKernel(pg->prog, kernel_names[k], &e);
-        if (e != CL_SUCCESS) {
-            for (int j = 0; j < k; j++)
-                f->clReleaseKernel(pg->k[j]);
+        if ((e = make_kernels(d, pg, &bad)) != CL_SUCCESS) {
             f->clReleaseProgram(pg->prog);
-            cache_marker_drop(mpath);
             return ssmax_set_error(ctx, SSMAX_ERR_KERNEL_BUILD,
                                    "opencl: kernel %s missing from the program (error %d)",
-                                   kernel_names[k], (int)e);
+                                   kernel_names[bad], (int)e);
         }
     }
     cache_marker_drop(mpath);
