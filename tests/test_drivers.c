@@ -177,7 +177,8 @@ static double growth(const long *s, int n, int window)
  * the first couple of hundred contexts, then stay flat; a leak per context grows without end. RSS
  * moves in pages and the allocator may give memory back to the system at any time, so the heap
  * is watched too (it is exact, so its bound is tighter), and each growth is taken between the
- * medians of the first and the last 25 samples, not between two readings. */
+ * medians of the first and the last 25 samples, not between two readings; a device fails when
+ * three rounds in a row grow past a bound. */
 static void test_rss(void **state)
 {
     (void)state;
@@ -198,16 +199,23 @@ static void test_rss(void **state)
         for (int i = 0; i < WARMUP; i++)
             if (cycle((uint64_t)i, require(), devs[d], why, sizeof(why)) < 0)
                 fail_msg("%s: warm-up cycle %d: %s", devs[d], i, why);
-        long rss[CYCLES], heap[CYCLES];
-        for (int i = 0; i < CYCLES; i++) {
-            if (cycle((uint64_t)i, require(), devs[d], why, sizeof(why)) < 0)
-                fail_msg("%s: cycle %d: %s", devs[d], i, why);
-            rss[i] = rss_bytes();
-            heap[i] = heap_bytes();
+        // A leak grows in every round; a driver that maps a few more pages once (a JIT arena, a
+        // thread stack) does not, so a round over a bound is measured again, up to 3 rounds.
+        double r = 0, h = 0;
+        for (int round = 0; round < 3; round++) {
+            long rss[CYCLES], heap[CYCLES];
+            for (int i = 0; i < CYCLES; i++) {
+                if (cycle((uint64_t)i, require(), devs[d], why, sizeof(why)) < 0)
+                    fail_msg("%s: cycle %d: %s", devs[d], i, why);
+                rss[i] = rss_bytes();
+                heap[i] = heap_bytes();
+            }
+            r = growth(rss, CYCLES, WINDOW), h = heap[0] < 0 ? 0 : growth(heap, CYCLES, WINDOW);
+            printf("# %s: %d cycles after %d: RSS %.0f, heap %.0f bytes a cycle\n", devs[d],
+                   CYCLES, WARMUP + round * CYCLES, r, h);
+            if (r <= 256 && h <= 128)
+                break;
         }
-        double r = growth(rss, CYCLES, WINDOW), h = heap[0] < 0 ? 0 : growth(heap, CYCLES, WINDOW);
-        printf("# %s: %d cycles after %d: RSS %.0f, heap %.0f bytes a cycle\n", devs[d], CYCLES,
-               WARMUP, r, h);
         if (r > 256 || h > 128) {
             fprintf(stderr, "%s: a context leaves %.0f bytes of RSS (limit 256), %.0f of heap "
                             "(limit 128)\n",
