@@ -4,7 +4,8 @@
  * the n = 1 edge, hidden NaN, large magnitudes, and the Vulkan validation layer as a gate.
  *
  * Exit 77 when the backend has no device, unless SSMAX_REQUIRE_DEVICE=1. SSMAX_TEST_SEED overrides
- * the seed (printed on every run); SSMAX_TEST_CASES the number of random cases.
+ * the seed (printed on every run); SSMAX_TEST_CASES the number of random cases; SSMAX_TEST_FILTER
+ * runs only the tests whose names match it (cmocka's pattern, '*' and '?').
  */
 #include <math.h>
 #include <setjmp.h>
@@ -504,6 +505,9 @@ int main(void)
         return req && *req == '1' ? 1 : 77;
     }
     printf("# seed %llu (set SSMAX_TEST_SEED to replay)\n", (unsigned long long)base_seed);
+    e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
+    if (e && *e)
+        cmocka_set_test_filter(e);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
