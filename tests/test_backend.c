@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 
 #include "harness.h"
@@ -471,6 +474,100 @@ static void test_long_rows_forced(void **state)
     }
 }
 
+static void tune_log_cb(void *priv, enum ssmax_log_level l, const char *msg)
+{
+    if (l == SSMAX_LOG_WARN && strstr(msg, "tuned tiles for head_dim 256 ignored"))
+        *(int *)priv = 1;
+    fprintf(stderr, "%s\n", msg);
+}
+
+/* Path of the tune file ssmax_tune_store wrote in dir (the only tune-*.txt there). */
+static void tune_file(const char *dir, char *out, size_t n)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    out[0] = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (!strncmp(e->d_name, "tune-", 5) && strstr(e->d_name, ".txt"))
+            snprintf(out, n, "%s/%s", dir, e->d_name);
+    closedir(d);
+    assert_true(out[0]);
+}
+
+static ssmax_context *tune_context(const char *dir, int *warned)
+{
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.cache_dir = dir;
+    cp.log_cb = tune_log_cb;
+    cp.log_priv = warned;
+    cp.log_level = SSMAX_LOG_WARN;
+    ssmax_context *c = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &c), SSMAX_OK);
+    int i = ssmax_device_find(c, TEST_BACKEND);
+    assert_true(i >= 0);
+    assert_int_equal(ssmax_device_open(c, i), SSMAX_OK);
+    return c;
+}
+
+/* ssmax_tune_store runs the tiles on the device before storing them: tiles it can run are stored;
+ * tiles over its shared memory are refused with the tiles and the limit named, and never reach the
+ * file (they made every later call of that head dim fail, in every process). A file entry the
+ * device refuses (an older version's, or a hand edit) is dropped with a warning. The largest valid
+ * tiles (256,256 at head_dim 256) need 790,528 bytes: lavapipe (32 KiB) refuses them; a device
+ * with more local memory (PoCL: sized from the machine's) has no tiles to refuse, and that part is
+ * skipped, said so in the output. */
+static void test_tune_store(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ssmax-tune-test-XXXXXX", path[600];
+    assert_non_null(mkdtemp(dir));
+    int warned = 0;
+    ssmax_context *c = tune_context(dir, &warned);
+    struct ssmax_device_info di;
+    ssmax_device_current(c, &di);
+    assert_int_equal(ssmax_tune_store(c, 64, 16, 32, 4), SSMAX_OK);
+    tune_file(dir, path, sizeof(path));
+    const uint64_t need = 4ull * (3 * 256 * 256) + 16 * 256;
+    if (need <= di.shared_memory) {
+        printf("# %s has %llu bytes of local memory: no valid tiles to refuse, skipped\n", di.name,
+               (unsigned long long)di.shared_memory);
+    } else {
+        int r = ssmax_tune_store(c, 256, 256, 256, 4);
+        printf("# refused: %s\n", ssmax_last_error(c));
+        assert_int_equal(r, SSMAX_ERR_LIMIT_EXCEEDED);
+        assert_non_null(strstr(ssmax_last_error(c), "256,256,4"));
+        assert_non_null(strstr(ssmax_last_error(c), "790528 bytes"));
+        // Not stored, in the file or in the context: head_dim 256 still runs here.
+        char line[128];
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f))
+            assert_false(!strncmp(line, "256 ", 4));
+        fclose(f);
+        struct hcase hc = base_case(2, 1, 5, 40, 256);
+        struct hresult hr;
+        if (h_run(c, &hc, &hr) != 0)
+            fail_msg("head_dim 256 after a refused store: %s", hr.why);
+        // An entry written by hand: the next context warns once and runs without it.
+        f = fopen(path, "a");
+        assert_non_null(f);
+        fprintf(f, "256 256 256 4\n");
+        fclose(f);
+        ssmax_context_destroy(&c);
+        c = tune_context(dir, &warned);
+        for (int k = 0; k < 2; k++) {
+            hc.p.path = (enum ssmax_path)(k + 1);
+            if (h_run(c, &hc, &hr) != 0)
+                fail_msg("head_dim 256 with a refused entry in the file: %s", hr.why);
+        }
+        assert_true(warned);
+    }
+    ssmax_context_destroy(&c);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void log_cb(void *priv, enum ssmax_log_level l, const char *msg)
 {
     (void)priv, (void)l;
@@ -536,7 +633,7 @@ int main(void)
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
         cmocka_unit_test(test_unaligned_inputs),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
-        cmocka_unit_test(test_long_rows_forced),
+        cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
