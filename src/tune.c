@@ -95,7 +95,7 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
     uint32_t sg = dev->info.subgroup_size ? dev->info.subgroup_size : 1;
     p.q_heads = 2; // two query heads share the KV head: the packed (GQA) rows
     p.q_len = (tpr ? br : br * sg) + 3;
-    p.kv_len = 2 * bc + 5 > 16 ? 2 * bc + 5 : 16;
+    p.kv_len = 2 * bc + 5 > p.q_len + 8 ? 2 * bc + 5 : p.q_len + 8; // causal: q_len <= kv_len
     p.head_dim = D;
     size_t nq = (size_t)p.q_heads * p.q_len * D, nk = (size_t)p.kv_len * D;
     float *hq = ssmax_malloc(ctx, (nq * 2 + nk * 2) * sizeof(float));
@@ -125,7 +125,9 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
         struct ssmax_attn_buffers b = { 0 };
         b.q = bufs[0], b.k = bufs[1], b.v = bufs[2], b.o = bufs[3];
         if ((r = ssmax_attn_ref(&p, &io)) < 0) {
-            r = ssmax_set_error(ctx, r, "tune: reference: %s", ssmax_last_error(NULL));
+            char msg[512]; // ssmax_set_error writes the buffer ssmax_last_error(NULL) returns
+            snprintf(msg, sizeof(msg), "%s", ssmax_last_error(NULL));
+            r = ssmax_set_error(ctx, r, "tune: reference: %s", msg);
             break;
         }
         if ((r = ssmax_attn(ctx, &p, &b)) < 0 ||
