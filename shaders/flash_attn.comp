@@ -70,11 +70,13 @@ void main()
     const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
     for (uint r = t; r < BR; r += WG)
         Mrow[r] = M_INIT;
-    float acc[RS * CP], l[RS], mr[RS];
+    // l: row sums, lc: their compensation (step 5)
+    float acc[RS * CP], l[RS], lc[RS], mr[RS];
     [[unroll]] for (uint k = 0u; k < RS * CP; k++)
         acc[k] = 0.0;
     [[unroll]] for (uint i = 0u; i < RS; i++) {
         l[i] = 0.0;
+        lc[i] = 0.0;
         mr[i] = M_INIT;
     }
     barrier();
@@ -170,12 +172,16 @@ void main()
                 KV[e + u] = x[u];
         }
         barrier();
-        // 5. O block: rows gr + 2i, columns gc + 8j
-        float cm[RS];
+        // 5. O block: rows gr + 2i, columns gc + 8j. The row sum adds only positive terms, whose
+        // rounding errors do not cancel: summed key by key, a long row's small terms are lost
+        // against the large total (every output of the row off by the same factor). The tile's
+        // terms go to a fresh partial pl, folded into l once per tile with a compensation term
+        // (Kahan). acc takes terms of both signs, whose errors cancel; it is summed directly.
+        float cm[RS], pl[RS];
         [[unroll]] for (uint i = 0u; i < RS; i++) {
             const float a = ar[i];
             cm[i] = cmr[i];
-            l[i] *= a;
+            pl[i] = 0.0;
             [[unroll]] for (uint j = 0u; j < CP; j++)
                 acc[i * CP + j] *= a;
         }
@@ -188,7 +194,7 @@ void main()
                 [[unroll]] for (uint j = 0u; j < CP; j++)
                     v[j] = KV[c * D + gc + 8u * j];
                 [[unroll]] for (uint i = 0u; i < RS; i++) {
-                    l[i] += p[i];
+                    pl[i] += p[i];
                     [[unroll]] for (uint j = 0u; j < CP; j++)
                         acc[i * CP + j] = fma(p[i], v[j], acc[i * CP + j]);
                 }
@@ -201,12 +207,19 @@ void main()
                 [[unroll]] for (uint j = 0u; j < CP; j++)
                     v[j] = KV[c * D + gc + 8u * j];
                 [[unroll]] for (uint i = 0u; i < RS; i++) {
-                    l[i] += p[i];
+                    pl[i] += p[i];
                     const bool seen = float(c) < cm[i];
                     [[unroll]] for (uint j = 0u; j < CP; j++)
                         acc[i * CP + j] += seen ? p[i] * v[j] : 0.0; // select: NaN stays out
                 }
             }
+        }
+        [[unroll]] for (uint i = 0u; i < RS; i++) {
+            // precise: no contraction or reordering may cancel the compensation away
+            precise float lo = l[i] * ar[i], y = pl[i] - lc[i] * ar[i], ln = lo + y;
+            precise float comp = (ln - lo) - y;
+            lc[i] = comp;
+            l[i] = ln;
         }
         barrier();
     }

@@ -46,7 +46,7 @@ layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
 layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 
 float qv[RL * D], ov[RL * D]; // this lane's query rows (times their factor), output accumulators
-float m_run[RL], l_run[RL];
+float m_run[RL], l_run[RL], l_comp[RL]; // l_comp: the row sum's compensation (see step)
 
 // This lane's DS words of each of the step's BC K or V rows, 4 at a time when WIDE. Keys past
 // ke_wg (masked steps only) read the last key instead, so nothing outside the tensor is touched.
@@ -96,7 +96,15 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
             p[r * BC + c] = vis[r * BC + c] ? exp(s[r * BC + c] - mt) : 0.0;
             ps += p[r * BC + c];
         }
-        l_run[r] = l_run[r] * a[r] + ps;
+        // The row sum adds only positive terms, whose rounding errors do not cancel: folded in
+        // plainly step by step, a long row's small terms are lost against the large total
+        // (every output of the row off by the same factor). Compensated (Kahan); O takes terms
+        // of both signs, whose errors cancel, and is summed directly.
+        // precise: no contraction or reordering may cancel the compensation away
+        precise float lo = l_run[r] * a[r], y = ps - l_comp[r] * a[r], ln = lo + y;
+        precise float lcomp = (ln - lo) - y;
+        l_comp[r] = lcomp;
+        l_run[r] = ln;
     }
 
     float vr[BC * DS];
@@ -140,6 +148,7 @@ void main()
         }
         m_run[r] = M_INIT;
         l_run[r] = 0.0;
+        l_comp[r] = 0.0;
     }
 
     uint kt = ks;

@@ -23,6 +23,9 @@ struct ssmax_dev {
     const struct ssmax_backend_fns *fns;
     struct ssmax_device_info info;
     uint16_t tune[SSMAX_MAX_HEAD_DIM / 8 + 1][3]; // tuned BR, BC, TPR per head_dim / 8; 0 = none
+    /* 1 while ssmax_tune_store tries an entry: the tuned tiles win over SSMAX_*_TILES, and tiles
+     * the device refuses are an error. 0: a refused tuned entry is logged and dropped. */
+    int tune_strict;
 };
 
 struct ssmax_buffer {

@@ -4,7 +4,8 @@
  * the n = 1 edge, hidden NaN, large magnitudes, and the Vulkan validation layer as a gate.
  *
  * Exit 77 when the backend has no device, unless SSMAX_REQUIRE_DEVICE=1. SSMAX_TEST_SEED overrides
- * the seed (printed on every run); SSMAX_TEST_CASES the number of random cases.
+ * the seed (printed on every run); SSMAX_TEST_CASES the number of random cases; SSMAX_TEST_FILTER
+ * runs only the tests whose names match it (cmocka's pattern, '*' and '?').
  */
 #include <math.h>
 #include <setjmp.h>
@@ -14,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <dirent.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -449,6 +453,138 @@ static void test_long_and_large(void **state)
         }
 }
 
+/* One long row on every forced path (and split-KV at a user's split count of 2): the fused
+ * kernels' row sum took the keys one at a time in fp32 and lost the small terms against the
+ * large total (OpenCL, 1M keys in [-2, 2]: NMSE 2e-6 fused; the limit is 1e-8). 1M keys
+ * at D = 8, or the longest row the device runs on that path (lavapipe bounds the loop count of
+ * one invocation), shortened by quarters from there. */
+static void test_long_rows_forced(void **state)
+{
+    (void)state;
+    for (int path = 1; path <= 3; path++) {
+        struct hcase c = base_case(1, 1, 4, 1u << 20, 8);
+        c.amp = 2;
+        c.p.path = (enum ssmax_path)path;
+        c.p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 2 : 0;
+        int r;
+        while ((r = ssmax_attn_supported(ctx, &c.p)) < 0 && c.p.kv_len > 16384 &&
+               (r == SSMAX_ERR_UNSUPPORTED || r == SSMAX_ERR_LIMIT_EXCEEDED))
+            c.p.kv_len = c.p.kv_len / 4 * 3;
+        run_case(&c);
+    }
+}
+
+static void tune_log_cb(void *priv, enum ssmax_log_level l, const char *msg)
+{
+    if (l == SSMAX_LOG_WARN && strstr(msg, "tuned tiles for head_dim 256 ignored"))
+        *(int *)priv = 1;
+    fprintf(stderr, "%s\n", msg);
+}
+
+/* Path of the tune file ssmax_tune_store wrote in dir (the only tune-*.txt there). */
+static void tune_file(const char *dir, char *out, size_t n)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    out[0] = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (!strncmp(e->d_name, "tune-", 5) && strstr(e->d_name, ".txt"))
+            snprintf(out, n, "%s/%s", dir, e->d_name);
+    closedir(d);
+    assert_true(out[0]);
+}
+
+static ssmax_context *tune_context(const char *dir, int *warned)
+{
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.cache_dir = dir;
+    cp.log_cb = tune_log_cb;
+    cp.log_priv = warned;
+    cp.log_level = SSMAX_LOG_WARN;
+    ssmax_context *c = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &c), SSMAX_OK);
+    int i = ssmax_device_find(c, TEST_BACKEND);
+    assert_true(i >= 0);
+    assert_int_equal(ssmax_device_open(c, i), SSMAX_OK);
+    return c;
+}
+
+/* ssmax_tune_store runs the tiles on the device before storing them: tiles it can run are stored;
+ * tiles over its shared memory are refused with the tiles and the limit named, and never reach the
+ * file (they made every later call of that head dim fail, in every process). A file entry the
+ * device refuses (an older version's, or a hand edit) is dropped with a warning. The largest valid
+ * tiles (256,256 at head_dim 256) need 790,528 bytes: lavapipe (32 KiB) refuses them; a device
+ * with more local memory (PoCL: sized from the machine's) has no tiles to refuse, and that part is
+ * skipped, said so in the output. */
+static void test_tune_store(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ssmax-tune-test-XXXXXX", path[600];
+    assert_non_null(mkdtemp(dir));
+    // The overrides (set by the forced-configuration suites) would hide the tuned entries.
+    char saved[2][64] = { "", "" };
+    const char *vars[2] = { "SSMAX_VK_TILES", "SSMAX_CL_TILES" };
+    for (int k = 0; k < 2; k++)
+        if (getenv(vars[k])) {
+            snprintf(saved[k], sizeof(saved[k]), "%s", getenv(vars[k]));
+            unsetenv(vars[k]);
+        }
+    int warned = 0;
+    ssmax_context *c = tune_context(dir, &warned);
+    struct ssmax_device_info di;
+    ssmax_device_current(c, &di);
+    assert_int_equal(ssmax_tune_store(c, 64, 16, 32, 4), SSMAX_OK);
+    tune_file(dir, path, sizeof(path));
+    // tpr 0: Vulkan's rows kernel (needs subgroup shuffles); no OpenCL configuration.
+    int r = ssmax_tune_store(c, 16, 2, 2, 0);
+    if (!strcmp(TEST_BACKEND, "opencl"))
+        assert_int_equal(r, SSMAX_ERR_INVALID_ARG);
+    else if (r != SSMAX_OK)
+        assert_true(r == SSMAX_ERR_LIMIT_EXCEEDED && strstr(ssmax_last_error(c), "rows kernel"));
+    const uint64_t need = 4ull * (3 * 256 * 256) + 16 * 256;
+    if (need <= di.shared_memory) {
+        printf("# %s has %llu bytes of local memory: no valid tiles to refuse, skipped\n", di.name,
+               (unsigned long long)di.shared_memory);
+    } else {
+        r = ssmax_tune_store(c, 256, 256, 256, 4);
+        printf("# refused: %s\n", ssmax_last_error(c));
+        assert_int_equal(r, SSMAX_ERR_LIMIT_EXCEEDED);
+        assert_non_null(strstr(ssmax_last_error(c), "256,256,4"));
+        assert_non_null(strstr(ssmax_last_error(c), "790528 bytes"));
+        // Not stored, in the file or in the context: head_dim 256 still runs here.
+        char line[128];
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f))
+            assert_false(!strncmp(line, "256 ", 4));
+        fclose(f);
+        struct hcase hc = base_case(2, 1, 5, 40, 256);
+        struct hresult hr;
+        if (h_run(c, &hc, &hr) != 0)
+            fail_msg("head_dim 256 after a refused store: %s", hr.why);
+        // An entry written by hand: the next context warns once and runs without it.
+        f = fopen(path, "a");
+        assert_non_null(f);
+        fprintf(f, "256 256 256 4\n");
+        fclose(f);
+        ssmax_context_destroy(&c);
+        c = tune_context(dir, &warned);
+        for (int k = 0; k < 2; k++) {
+            hc.p.path = (enum ssmax_path)(k + 1);
+            if (h_run(c, &hc, &hr) != 0)
+                fail_msg("head_dim 256 with a refused entry in the file: %s", hr.why);
+        }
+        assert_true(warned);
+    }
+    ssmax_context_destroy(&c);
+    unlink(path);
+    rmdir(dir);
+    for (int k = 0; k < 2; k++)
+        if (saved[k][0])
+            setenv(vars[k], saved[k], 1);
+}
+
 static void log_cb(void *priv, enum ssmax_log_level l, const char *msg)
 {
     (void)priv, (void)l;
@@ -504,6 +640,9 @@ int main(void)
         return req && *req == '1' ? 1 : 77;
     }
     printf("# seed %llu (set SSMAX_TEST_SEED to replay)\n", (unsigned long long)base_seed);
+    e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
+    if (e && *e)
+        cmocka_set_test_filter(e);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
@@ -511,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
         cmocka_unit_test(test_unaligned_inputs),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
+        cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -276,8 +276,14 @@ SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
  *  the same name and driver use them unless SSMAX_VK_TILES / SSMAX_CL_TILES override. br: query
  *  rows per workgroup (even), bc: keys per tile (multiple of 8), tpr: invocations per row of the
  *  unfused P V kernel (1, 2 or 4). On Vulkan, tpr = 0 selects the fused rows kernel instead: br
- *  query rows per subgroup lane (1..4), bc keys per step (1..16); OpenCL ignores such an entry.
- *  `ssmax bench --tune` searches and stores them. */
+ *  query rows per subgroup lane (1..4), bc keys per step (1..16); OpenCL takes no such entry
+ *  (SSMAX_ERR_INVALID_ARG), nor does the cpu device any (SSMAX_ERR_UNSUPPORTED).
+ *  Before storing, runs a small attention with these tiles (fused, split-KV and unfused paths;
+ *  SSMAX_*_TILES do not apply) and compares it with the reference: tiles the device cannot run
+ *  give SSMAX_ERR_LIMIT_EXCEEDED naming the tiles and the limit, a wrong result
+ *  SSMAX_ERR_UNSUPPORTED, and nothing is stored. A stored entry the device refuses (a file from
+ *  an older version, or edited by hand) is ignored with a warning (SSMAX_LOG_WARN), once per
+ *  opened device, and the defaults run. `ssmax bench --tune` searches and stores them. */
 SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim, uint32_t br, uint32_t bc,
                                uint32_t tpr);
 

@@ -825,9 +825,47 @@ struct cl_tiles {
     uint32_t br, bc, tpr;
 };
 
+static uint64_t local_bytes(const struct cl_tiles *t, uint32_t D)
+{
+    return 4ull * (t->br * D + t->bc * D + t->br * t->bc) + 16ull * t->br;
+}
+
+/* The tuned entry for D (ssmax bench --tune) in *t: 1 when there is one the device runs, 0 when
+ * there is none. An entry the device refuses, or a tpr 0 one (Vulkan's rows kernel), from a file
+ * of an older version or edited by hand, is dropped with a warning, so every later call takes the
+ * defaults instead of failing; while ssmax_tune_store tries the entry (tune_strict) it is the
+ * error. Tuned tiles run as stored: their BC is not shrunk to fit. */
+static int tuned_tiles(struct cl_dev *d, uint32_t D, struct cl_tiles *t)
+{
+    uint32_t tu[3];
+    if (!ssmax_tune_get(&d->base, D, tu))
+        return 0;
+    *t = (struct cl_tiles){ tu[0], tu[1], tu[2] };
+    const uint64_t lm = d->base.info.shared_memory, wgmax = d->base.info.max_workgroup_size;
+    char why[320];
+    if (!tu[2]) {
+        snprintf(why, sizeof(why), "tiles rows,%u,%u name Vulkan's rows kernel", tu[1], tu[0]);
+    } else if (local_bytes(t, D) <= lm && t->br * t->tpr <= wgmax) {
+        return 1;
+    } else {
+        snprintf(why, sizeof(why), "tiles %u,%u,%u need %llu bytes of local memory and %u "
+                 "work-items; the device has %llu and %llu", t->br, t->bc, t->tpr,
+                 (unsigned long long)local_bytes(t, D), t->br * t->tpr, (unsigned long long)lm,
+                 (unsigned long long)wgmax);
+    }
+    if (d->base.tune_strict)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
+    ssmax_log(d->base.ctx, SSMAX_LOG_WARN, "tuned tiles for head_dim %u ignored: %s (run ssmax "
+              "bench --tune again)", D, why);
+    memset(d->base.tune[D / 8], 0, sizeof(d->base.tune[D / 8]));
+    return 0;
+}
+
 static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_tiles *t)
 {
-    const char *env = getenv("SSMAX_CL_TILES");
+    // While ssmax_tune_store tries an entry, the entry is what runs, whatever the override says.
+    const char *env = d->base.tune_strict ? NULL : getenv("SSMAX_CL_TILES");
+    int tuned = 0;
     if (env && *env) {
         unsigned br, bc, tpr;
         char tail;
@@ -839,7 +877,9 @@ static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_t
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple "
                                    "of 8", env);
         *t = (struct cl_tiles){ br, bc, tpr };
-    } else if (ssmax_tune_get(&d->base, D, (uint32_t *)t) && t->tpr) { // ssmax bench --tune
+    } else if ((tuned = tuned_tiles(d, D, t)) != 0) { // ssmax bench --tune
+        if (tuned < 0)
+            return tuned;
     } else {
         // Fused: BR rows x BC keys over 16 work-items in register blocks (cl/attn.cl); the unfused
         // P V kernel uses BR rows x TPR work-items. CPU runtimes (PoCL: 1 MiB of local memory)
@@ -858,11 +898,11 @@ static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_t
                 t->bc = 64;
         }
     }
-    uint64_t lm = d->base.info.shared_memory, need = 4ull * (t->br * D + t->bc * D + t->br * t->bc) + 16ull * t->br;
+    uint64_t lm = d->base.info.shared_memory, need = local_bytes(t, D);
     uint64_t wgmax = d->base.info.max_workgroup_size;
-    while (need > lm && t->bc >= 16) {
+    while (!tuned && need > lm && t->bc >= 16) {
         t->bc = t->bc / 2 / 8 * 8;
-        need = 4ull * (t->br * D + t->bc * D + t->br * t->bc) + 16ull * t->br;
+        need = local_bytes(t, D);
     }
     if (need > lm || t->br * t->tpr > wgmax || wgmax < 256)
         return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED,

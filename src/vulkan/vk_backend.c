@@ -929,6 +929,49 @@ static int rows_ok(const struct vk_dev *d, uint32_t D)
     return d->ph->shuffle && sg >= 4 && sg <= 64 && D % sg == 0 && !no_subgroups();
 }
 
+/* Why the device cannot run tiles t at head dim D (into why), or 0 when it can. */
+static int tiles_refused(const struct vk_dev *d, const struct vk_tiles *t, uint32_t D, char *why,
+                         size_t n)
+{
+    const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
+    if (shared_bytes(t, D) <= lim->maxComputeSharedMemorySize &&
+        t->br * t->tpr <= lim->maxComputeWorkGroupInvocations &&
+        t->br * t->tpr <= lim->maxComputeWorkGroupSize[0])
+        return 0;
+    snprintf(why, n, "tiles %u,%u,%u need %u bytes of shared memory and %u invocations; the device "
+             "has %u and %u", t->br, t->bc, t->tpr, shared_bytes(t, D), t->br * t->tpr,
+             lim->maxComputeSharedMemorySize, lim->maxComputeWorkGroupInvocations);
+    return 1;
+}
+
+/* The tuned entry for D (ssmax bench --tune) in *t: 1 when there is one the device runs, 0 when
+ * none applies. An entry the device refuses (a file from an older version or edited by hand) is
+ * dropped with a warning, so every later call takes the table instead of failing; while
+ * ssmax_tune_store tries the entry (tune_strict) it is the error. */
+static int tuned_tiles(struct vk_dev *d, uint32_t D, int fused, struct vk_tiles *t)
+{
+    uint32_t tu[3], sg = d->ph->subgroup_size;
+    if (!ssmax_tune_get(&d->base, D, tu) || (tu[2] == 0 && !fused))
+        return 0; // tpr 0 names the fused rows kernel; the unfused kernels take the table
+    char why[320];
+    if (tu[2] == 0 && !rows_ok(d, D)) {
+        snprintf(why, sizeof(why), "tiles rows,%u,%u: the rows kernel needs subgroup shuffles in "
+                 "compute shaders and head_dim %u a multiple of the subgroup size %u", tu[1],
+                 tu[0], D, sg);
+    } else {
+        *t = tu[2] == 0 ? (struct vk_tiles){ sg * tu[0], tu[1], 4, 1 }
+                        : (struct vk_tiles){ tu[0], tu[1], tu[2], 0 };
+        if (!tiles_refused(d, t, D, why, sizeof(why)))
+            return 1;
+    }
+    if (d->base.tune_strict)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
+    ssmax_log(d->base.ctx, SSMAX_LOG_WARN, "tuned tiles for head_dim %u ignored: %s (run ssmax "
+              "bench --tune again)", D, why);
+    memset(d->base.tune[D / 8], 0, sizeof(d->base.tune[D / 8]));
+    return 0;
+}
+
 /* Tile table by device class and vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR" (the shared-
  * memory tiles kernel) or "rows,BC[,RL]" (RL rows per subgroup lane, BC keys per step). fused = 0
  * asks for the unfused kernels' tiles, which never take the rows kernel. rows: packed query rows
@@ -936,11 +979,11 @@ static int rows_ok(const struct vk_dev *d, uint32_t D)
 static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, struct vk_tiles *t)
 {
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
-    const char *env = getenv("SSMAX_VK_TILES");
+    const char *env = d->base.tune_strict ? NULL : getenv("SSMAX_VK_TILES");
     const uint32_t sg = d->ph->subgroup_size;
     if (!fused && env && !strncmp(env, "rows", 4))
         env = NULL; // the override names the fused kernel; the unfused one takes the table
-    uint32_t tuned[3];
+    int tuned = 0;
     unsigned rbc, rrl = 1;
     char rtail;
     if (env && !strncmp(env, "rows", 4)) {
@@ -966,10 +1009,9 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8, "
                                    "or rows,BC[,RL]", env);
         *t = (struct vk_tiles){ br, bc, tpr, 0 };
-    } else if (ssmax_tune_get(&d->base, D, tuned) && (tuned[2] ? 1 : fused && rows_ok(d, D))) {
-        // ssmax bench --tune; tpr 0 stands for the rows kernel with br rows per lane
-        *t = tuned[2] == 0 ? (struct vk_tiles){ sg * tuned[0], tuned[1], 4, 1 }
-                           : (struct vk_tiles){ tuned[0], tuned[1], tuned[2], 0 };
+    } else if ((tuned = tuned_tiles(d, D, fused, t)) != 0) {
+        if (tuned < 0) // ssmax bench --tune; tpr 0 stands for the rows kernel, br rows per lane
+            return tuned;
     } else if (fused && d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && rows_ok(d, D)) {
         // CPU drivers: RL query rows per SIMD lane, everything in registers (flash_rows.comp).
         // On lavapipe every shared- or storage-memory read inside a loop is a per-lane loop with
@@ -1030,15 +1072,9 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
     if (t->rows && !(env && *env))
         while (t->br > sg && (t->br - sg) >= rows)
             t->br -= sg;
-    if (shared_bytes(t, D) > lim->maxComputeSharedMemorySize ||
-        t->br * t->tpr > lim->maxComputeWorkGroupInvocations ||
-        t->br * t->tpr > lim->maxComputeWorkGroupSize[0])
-        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                               "head_dim: tiles %u,%u,%u need %u bytes of shared memory and %u "
-                               "invocations; the device has %u and %u",
-                               t->br, t->bc, t->tpr, shared_bytes(t, D), t->br * t->tpr,
-                               lim->maxComputeSharedMemorySize,
-                               lim->maxComputeWorkGroupInvocations);
+    char why[320];
+    if (tiles_refused(d, t, D, why, sizeof(why)))
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
     return SSMAX_OK;
 }
 
