@@ -46,7 +46,7 @@ layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
 layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 
 float qv[RL * D], ov[RL * D]; // this lane's query rows (times their factor), output accumulators
-float m_run[RL], l_run[RL], l_comp[RL]; // l_comp: the row sum's compensation (see step)
+float m_run[RL], l_run[RL];
 
 // This lane's DS words of each of the step's BC K or V rows, 4 at a time when WIDE. Keys past
 // ke_wg (masked steps only) read the last key instead, so nothing outside the tensor is touched.
@@ -96,15 +96,11 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
             p[r * BC + c] = vis[r * BC + c] ? exp(s[r * BC + c] - mt) : 0.0;
             ps += p[r * BC + c];
         }
-        // The row sum adds only positive terms, whose rounding errors do not cancel: folded in
-        // plainly step by step, a long row's small terms are lost against the large total
-        // (every output of the row off by the same factor). Compensated (Kahan); O takes terms
-        // of both signs, whose errors cancel, and is summed directly.
-        // precise: no contraction or reordering may cancel the compensation away
-        precise float lo = l_run[r] * a[r], y = ps - l_comp[r] * a[r], ln = lo + y;
-        precise float lcomp = (ln - lo) - y;
-        l_comp[r] = lcomp;
-        l_run[r] = ln;
+        // Blocked sums: the step's terms (ps here, acc below) are summed from 0 and folded into
+        // the running l and O once per step. Added key by key to the running totals, a long
+        // row's small terms are lost against the large totals (NMSE 1e-7 over 1M keys). l and O
+        // take the same scheme, so their errors stay alike (V = 1 gives exactly 1).
+        l_run[r] = fma(l_run[r], a[r], ps);
     }
 
     float vr[BC * DS];
@@ -112,14 +108,14 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
     [[unroll]] for (uint d = 0u; d < D; d++) {
         float acc[RL];
         [[unroll]] for (uint r = 0u; r < RL; r++)
-            acc[r] = ov[r * D + d] * a[r];
+            acc[r] = 0.0;
         [[unroll]] for (uint c = 0u; c < BC; c++) {
             const float x = subgroupShuffle(vr[c * DS + d % DS], d / DS);
             [[unroll]] for (uint r = 0u; r < RL; r++) // select: NaN in a hidden V stays out
                 acc[r] = vis[r * BC + c] ? fma(p[r * BC + c], x, acc[r]) : acc[r];
         }
         [[unroll]] for (uint r = 0u; r < RL; r++)
-            ov[r * D + d] = acc[r];
+            ov[r * D + d] = fma(ov[r * D + d], a[r], acc[r]);
     }
 }
 
@@ -148,7 +144,6 @@ void main()
         }
         m_run[r] = M_INIT;
         l_run[r] = 0.0;
-        l_comp[r] = 0.0;
     }
 
     uint kt = ks;

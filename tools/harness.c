@@ -114,6 +114,15 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
     h_fill(h->q, p->dtype, h->nq, amp, &seed);
     h_fill(h->k, p->dtype, h->nkv, amp, &seed);
     h_fill(h->v, p->dtype, h->nkv, 1.0, &seed);
+    if (c->v_positive)
+        for (size_t i = 0; i < h->nkv; i++) {
+            if (p->dtype == SSMAX_F16) {
+                uint16_t *x = (uint16_t *)h->v + i;
+                *x = ssmax_f32_to_f16(ssmax_f16_to_f32(*x) + 1.0f);
+            } else {
+                ((float *)h->v)[i] += 1.0f;
+            }
+        }
     if (c->per_head) {
         for (uint32_t i = 0; i < p->q_heads; i++) {
             h->s[i] = (float)(0.1 + 0.5 * h_unit(&seed));

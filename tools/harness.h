@@ -15,7 +15,8 @@ struct hcase {
     uint64_t seed;
     int per_head;               // random per-head s (and b) instead of s_all/b_all
     int want_lse, want_probs;
-    double amp;                 // inputs uniform in [-amp, amp] (default 1)
+    double amp;                 // Q and K uniform in [-amp, amp] (default 1); V in [-1, 1]
+    int v_positive;             // V uniform in [0, 2] instead: every term of a row's O one sign
     int nan_v_hidden;           // plant NaN in V rows no query row can see (causal)
     int nan_q_row;              // > 0: plant NaN in Q[0, 0, nan_q_row - 1, 0] (that row only)
     int nan_k_key;              // > 0: plant NaN in K[0, 0, nan_k_key - 1, 0]
