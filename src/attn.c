@@ -306,7 +306,7 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
     }
     // Very long rows: split so no workgroup walks more than 64k keys (work per workgroup, and
     // the loop limit of CPU drivers), whatever the parallelism heuristics said. Accuracy does not
-    // depend on it: the kernels' row sums are compensated, and forced paths run unsplit.
+    // depend on it: the kernels sum each tile apart and fold it in, and forced paths run unsplit.
     if (p->path == SSMAX_PATH_AUTO && !p->kv_splits && path != SSMAX_PATH_UNFUSED &&
         p->kv_len > 65536) {
         uint32_t need = (p->kv_len + 65535) / 65536;
