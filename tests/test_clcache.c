@@ -36,7 +36,7 @@ static void child_log(void *priv, enum ssmax_log_level lvl, const char *msg)
     fprintf(stderr, "  child: %s\n", msg);
 }
 
-static int child_run(const char *dir)
+static int child_run(const char *dir, uint32_t head_dim)
 {
     struct ssmax_context_params cp;
     ssmax_context_params_default(&cp);
@@ -55,8 +55,10 @@ static int child_run(const char *dir)
     int st = ssmax_device_open(ctx, i) < 0;
     struct hcase c = { 0 };
     ssmax_attn_params_default(&c.p);
-    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 7, c.p.kv_len = 33, c.p.head_dim = 64;
+    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 7, c.p.kv_len = 33, c.p.head_dim = head_dim;
     c.p.causal = 1;
+    if (head_dim < 64) // the launch-crash case's shape
+        c.p.q_len = 3, c.p.kv_len = 5, c.p.causal = 0;
     c.seed = 5;
     struct hresult r;
     if (!st && (h_run(ctx, &c, &r) != 0 || !r.pass)) {
@@ -67,15 +69,16 @@ static int child_run(const char *dir)
     return st;
 }
 
-/* Runs a child on dir: its exit status, or 128 + the signal that killed it. */
-static int run_child(const char *dir)
+/* Runs a child on dir (an attention at head_dim D): its exit status, or 128 + the signal that
+ * killed it. */
+static int run_child_d(const char *dir, const char *D)
 {
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
         struct rlimit no_core = { 0, 0 }; // the crashes below are expected: no core files
         setrlimit(RLIMIT_CORE, &no_core);
-        execl(self, self, "run", dir, (char *)NULL);
+        execl(self, self, "run", dir, D, (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);
@@ -83,6 +86,8 @@ static int run_child(const char *dir)
     assert_int_equal(waitpid(pid, &ws, 0), pid);
     return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
 }
+
+static int run_child(const char *dir) { return run_child_d(dir, "64"); }
 
 /* ---- the cache files ---- */
 
@@ -186,15 +191,12 @@ static void entry_write(const struct entry *e)
     assert_int_equal(fclose(f), 0);
 }
 
-/* Damages the binary where PoCL reads its own header (it asserts there), then recomputes the
- * plain checksum, and the keyed hash too when forge is set (with the directory's secret). */
-static void entry_damage(struct entry *e, const char *dir, int forge)
+/* Recomputes the plain checksum of e's binary, and the keyed hash too when forge is set (with the
+ * directory's secret). */
+static void entry_seal(struct entry *e, const char *dir, int forge)
 {
     unsigned char *bin = e->data + e->bin_off;
     size_t n = e->size - e->bin_off;
-    assert_true(n > 80);
-    for (size_t i = 16; i < 80; i++)
-        bin[i] ^= 0xff;
     uint64_t sum = fnv64(bin, n);
     memcpy(e->data + e->sum_off, &sum, 8);
     if (forge && e->mac_off) {
@@ -213,6 +215,18 @@ static void entry_damage(struct entry *e, const char *dir, int forge)
         uint64_t mac = siphash24(k2, bin, n);
         memcpy(e->data + e->mac_off, &mac, 8);
     }
+}
+
+/* Damages the binary where PoCL reads its own header (it asserts there), then recomputes the
+ * plain checksum, and the keyed hash too when forge is set (with the directory's secret). */
+static void entry_damage(struct entry *e, const char *dir, int forge)
+{
+    unsigned char *bin = e->data + e->bin_off;
+    size_t n = e->size - e->bin_off;
+    assert_true(n > 80);
+    for (size_t i = 16; i < 80; i++)
+        bin[i] ^= 0xff;
+    entry_seal(e, dir, forge);
     entry_write(e);
 }
 
@@ -348,6 +362,41 @@ static void test_crash_marker(void **state)
     entries_free(e, n);
 }
 
+/* A binary can load and build and still kill the driver at its first launch (PoCL 3.1, another
+ * program's binary sealed under this key: a segmentation fault in clEnqueueNDRangeKernel on every
+ * run, as the marker was gone once the kernels were made). The marker now stays while a program
+ * loaded from the cache has kernels that have not run, and goes when the device is closed. */
+static void test_marker_until_run(void **state)
+{
+    (void)state;
+    struct entry e[MAXE];
+    int n = prepare(e), markers;
+    entries_free(e, n);
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.backends = SSMAX_BACKEND_OPENCL_BIT;
+    cp.cache_dir = dir;
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &ctx), SSMAX_OK);
+    assert_int_equal(ssmax_device_open(ctx, ssmax_device_find(ctx, "opencl")), SSMAX_OK);
+    struct hcase c = { 0 };
+    ssmax_attn_params_default(&c.p);
+    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 7, c.p.kv_len = 33, c.p.head_dim = 64;
+    c.p.causal = 1;
+    c.seed = 5;
+    struct hresult r;
+    assert_int_equal(h_run(ctx, &c, &r), 0); // the child's shape: its cached program, fused
+    n = entries(dir, e, MAXE, &markers);
+    entries_free(e, n);
+    if (markers != 1)
+        fail_msg("%d markers while a cached program has kernels yet to run (want 1)", markers);
+    ssmax_context_destroy(&ctx);
+    n = entries(dir, e, MAXE, &markers);
+    entries_free(e, n);
+    if (markers != 0)
+        fail_msg("%d markers left after the context was destroyed", markers);
+}
+
 /* A marker left by a process that is gone, beside an entry that passes every check. */
 static void test_dead_marker(void **state)
 {
@@ -377,8 +426,8 @@ static void test_dead_marker(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && !strcmp(argv[1], "run"))
-        return child_run(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "run"))
+        return child_run(argv[2], (uint32_t)atoi(argv[3]));
     ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (len <= 0)
         return 77;
@@ -387,6 +436,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_marker_until_run, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,6 +82,7 @@ struct cl_prog {
     cl_kernel k[K_COUNT];
     uint32_t used;  // kernels launched in this process
     uint32_t saved; // kernels launched when the binary was last written
+    char marker[800]; // loaded from the cache: the marker kept until every kernel ran (see there)
 };
 
 struct cl_dev {
@@ -343,6 +344,8 @@ static int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax
     return SSMAX_OK;
 }
 
+static void cache_marker_drop(const char *mpath);
+
 static void cl_close(struct ssmax_dev *base)
 {
     struct cl_dev *d = (struct cl_dev *)base;
@@ -354,6 +357,7 @@ static void cl_close(struct ssmax_dev *base)
             if (d->progs[i].k[k])
                 f->clReleaseKernel(d->progs[i].k[k]);
         f->clReleaseProgram(d->progs[i].prog);
+        cache_marker_drop(d->progs[i].marker);
     }
     cl_mem mems[] = { d->params, d->coef, d->scr0, d->scr1, d->dummy };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(mems); i++)
@@ -415,7 +419,8 @@ static int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, s
  *
  * Defence in depth, for a binary that passes every check and still kills the driver: before a
  * cached binary is handed over, a marker <entry>.loading.<pid>.<n> (holding the process's start
- * time) is created, and it is removed once the program is built and its kernels made. A marker
+ * time) is created, and it is removed once every kernel of the program has run, or when the device
+ * is closed (a binary may build and still crash the driver at its first launch). A marker
  * whose process is gone (or whose pid now belongs to a process started at another time) means a
  * process died loading that entry: the entry is discarded and built from source, so one bad file
  * costs one crash, not every later run. */
@@ -813,7 +818,7 @@ static int get_program(struct cl_dev *d, const char *opts, struct cl_prog **out)
                                    kernel_names[bad], (int)e);
         }
     }
-    cache_marker_drop(mpath);
+    snprintf(pg->marker, sizeof(pg->marker), "%s", mpath);
     d->nprogs++;
     *out = pg;
     return SSMAX_OK;
@@ -1184,6 +1189,10 @@ static int cl_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
         pg->used |= launched;
         if (pg->saved != pg->used)
             cache_save(d, pg);
+    }
+    if (pg->marker[0] && pg->used == (1u << K_COUNT) - 1) { // every kernel of the binary ran
+        cache_marker_drop(pg->marker);
+        pg->marker[0] = 0;
     }
     return SSMAX_OK;
 fail:
