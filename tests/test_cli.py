@@ -7,6 +7,7 @@ import os
 import resource
 import stat
 import struct
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -270,6 +271,24 @@ with tempfile.TemporaryDirectory() as d:
     expect('new out, lse in a missing folder', base[:10] + [O('new.npy'), '--lse', O('nope/l.npy')], 2,
            ['--lse', 'nope'])
     unchanged('new out, lse in a missing folder')
+    # outputs written in place (descriptors, pipes) may not be an input or another output either
+    qcopy = O('qcopy.npy')
+    shutil.copy(P('q.npy'), qcopy)
+    fd = os.open(qcopy, os.O_WRONLY | os.O_APPEND)
+    expect('out on /dev/fd/N open on an input',
+           ['run', '--device', 'cpu', '--q', qcopy] + base[5:9] + ['--out', '/dev/fd/%d' % fd], 2,
+           ['--out', 'same file as the input --q'], pass_fds=(fd,))
+    os.close(fd)
+    with open(P('q.npy'), 'rb') as a, open(qcopy, 'rb') as b:
+        check('out on /dev/fd/N open on an input: the input unchanged', a.read() == b.read())
+    os.unlink(qcopy)
+    before = snapshot(od)
+    r, w = os.pipe()
+    expect('out and lse on the same pipe', base[:10] + ['/dev/fd/%d' % w, '--lse', '/dev/fd/%d' % w],
+           2, ['--lse', 'same file as the output --out'], pass_fds=(w,))
+    os.close(r)
+    os.close(w)
+    expect('out and lse both on /dev/null', base[:10] + ['/dev/null', '--lse', '/dev/null'], 0)
     # a file size limit is a full disk for regular files: O (768 bytes) and LSE (208) fit under
     # 800 bytes, the weights (848) do not
     expect('probs past a file size limit', outs, 2, ['--probs', 'p.npy'],

@@ -564,14 +564,37 @@ static int resolve_out(struct out_file *o, char *err, size_t errlen)
     return ofail(o, err, errlen, "too many levels of symbolic links");
 }
 
+static int is_dev_null(uint64_t dev, uint64_t ino)
+{
+    struct stat st;
+    return stat("/dev/null", &st) == 0 && (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+}
+
 int out_files_check(struct out_file *o, int n, const struct in_file *in, int nin, char *err,
                     size_t errlen)
 {
     for (int i = 0; i < n; i++) {
         if (resolve_out(&o[i], err, errlen) < 0)
             return -1;
-        if (o[i].special)
-            continue; // devices and pipes are not overwritten
+        if (o[i].special) {
+            // Devices, pipes and /proc paths are written in place, not replaced: each must still
+            // be neither an input (/dev/fd/3 opened on one) nor another output (/dev/stdout
+            // twice would join two files), /dev/null aside.
+            if (!o[i].exists || is_dev_null(o[i].dev, o[i].ino))
+                continue;
+            for (int j = 0; j < nin; j++) {
+                struct stat st;
+                if (in[j].path && stat(in[j].path, &st) == 0 &&
+                    (uint64_t)st.st_dev == o[i].dev && (uint64_t)st.st_ino == o[i].ino)
+                    return ofail(&o[i], err, errlen, "is the same file as the input %s '%s'; "
+                                 "refusing to write into an input", in[j].opt, in[j].path);
+            }
+            for (int j = 0; j < i; j++)
+                if (o[j].exists && o[i].dev == o[j].dev && o[i].ino == o[j].ino)
+                    return ofail(&o[i], err, errlen, "is the same file as the output %s '%s'",
+                                 o[j].opt ? o[j].opt : "", o[j].path);
+            continue;
+        }
         // What `>` could not overwrite is not replaced either, and the temporary file needs the
         // folder (checked here so that nothing runs for an output that cannot be written).
         if (o[i].exists && access(o[i].target, W_OK) != 0)
@@ -597,7 +620,8 @@ int out_files_check(struct out_file *o, int n, const struct in_file *in, int nin
                              "refusing to overwrite an input", in[j].opt, in[j].path);
         }
         for (int j = 0; j < i; j++) {
-            if (o[j].special)
+            if (o[j].special && !(o[j].exists && o[i].exists && o[i].dev == o[j].dev &&
+                                  o[i].ino == o[j].ino))
                 continue;
             if ((o[i].exists && o[j].exists && o[i].dev == o[j].dev && o[i].ino == o[j].ino) ||
                 !strcmp(o[i].target, o[j].target))
