@@ -149,7 +149,7 @@ int ssmax_attn_validate(const struct ssmax_attn_params *p, char *errbuf, size_t 
 
 double ssmax_row_factor(const struct ssmax_attn_params *p, uint32_t h, uint64_t n, uint64_t pos)
 {
-    if (!p)
+    if (!p || ((p->s || p->b) && h >= p->q_heads))
         return NAN;
     double s = p->s ? p->s[h] : p->s_all;
     double b = p->b ? p->b[h] : p->b_all;
@@ -162,8 +162,8 @@ double ssmax_row_factor(const struct ssmax_attn_params *p, uint32_t h, uint64_t 
         return f > 1.0 ? f : 1.0;
     }
     case SSMAX_MODE_FLOOR_LOG:
-        return 1.0 + (double)p->floor_beta *
-                         log(floor((double)(pos + p->pos_offset) / p->floor_scale) + 1.0);
+        return 1.0 + (double)p->floor_beta * // the sum in double: pos may be near 2^64
+                         log(floor(((double)pos + p->pos_offset) / p->floor_scale) + 1.0);
     }
     return NAN;
 }

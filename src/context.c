@@ -371,8 +371,9 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
         long want = -1;
         if (spec[len] == ':') {
             char *end;
-            want = strtol(spec + len + 1, &end, 10);
-            if (*end || end == spec + len + 1 || want < 0 || want > 1000000)
+            const char *num = spec + len + 1;
+            want = strtol(num, &end, 10);
+            if (*num < '0' || *num > '9' || *end || want > 1000000) // digits only: no sign
                 return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                        "device: '%s': the index after ':' must be a number >= 0",
                                        spec);

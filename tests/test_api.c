@@ -69,6 +69,9 @@ static void test_device_strings(void **state)
     assert_int_equal(ssmax_device_find(ctx, "cpu:0"), n - 1);
     assert_int_equal(ssmax_device_find(ctx, "cpu:1"), SSMAX_ERR_NO_DEVICE);
     assert_int_equal(ssmax_device_find(ctx, "vulkan:x"), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_device_find(ctx, "cpu:-0"), SSMAX_ERR_INVALID_ARG); // digits only
+    assert_int_equal(ssmax_device_find(ctx, "cpu:+0"), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_device_find(ctx, "cpu: 0"), SSMAX_ERR_INVALID_ARG);
     assert_int_equal(ssmax_device_find(ctx, "metal"), SSMAX_ERR_INVALID_ARG);
     assert_non_null(strstr(ssmax_last_error(ctx), "metal"));
     assert_int_equal(ssmax_device_find(ctx, "cpux"), SSMAX_ERR_INVALID_ARG);

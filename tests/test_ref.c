@@ -134,6 +134,15 @@ static void test_case_b(void **state)
     p.mode = SSMAX_MODE_SSMAX;
     for (int i = 0; i < 4; i++)
         assert_true(fabs(ssmax_row_factor(&p, 0, (uint64_t)i + 1, (uint64_t)i) - fac[i]) <= TOL);
+    // A head past q_heads with per-head s has no factor; floor-log near 2^64 does not wrap.
+    float s1[1] = { 0.5f };
+    p.s = s1;
+    assert_true(isnan(ssmax_row_factor(&p, 1, 4, 3)));
+    p.s = NULL;
+    p.mode = SSMAX_MODE_FLOOR_LOG;
+    p.floor_beta = 0.1f, p.floor_scale = 8192, p.pos_offset = 1;
+    double big = ssmax_row_factor(&p, 0, 1, UINT64_MAX);
+    assert_true(fabs(big - (1.0 + (double)0.1f * log(2251799813685248.0 + 1.0))) <= 1e-12); // 2^51
 }
 
 static void test_factor_tables(void **state)

@@ -318,6 +318,8 @@ SSMAX_API int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_p
  *  row's; keys a row cannot see (causal mask) never reach it, whatever they hold.
  *  Logits are fp32 on every device, the reference included: a logit above FLT_MAX makes its row NaN;
  *  one below -FLT_MAX/2 gives its key weight 0 (a row with no weight left: O = 0, LSE = -inf).
+ *  Devices agree with the reference while max(1, f*scale) * sum_d |q_d * k_d| <= FLT_MAX for every
+ *  visible key; past that, with the logit itself finite, a GPU path may return NaN for the row.
  *  @return SSMAX_OK or a negative error; SSMAX_ERR_DEVICE_LOST fails the context for good. */
 SSMAX_API int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
                          const struct ssmax_attn_buffers *bufs);
@@ -343,7 +345,8 @@ SSMAX_API void ssmax_compare_f16(const double *ref, const uint16_t *got, size_t 
 /** float <-> IEEE half (round to nearest even; overflow gives +-Inf, NaN stays NaN). */
 SSMAX_API uint16_t ssmax_f32_to_f16(float x);
 SSMAX_API float ssmax_f16_to_f32(uint16_t h);
-/** The factor f of SPEC.md section 3 for query head h, visible-key count n and position p. */
+/** The factor f of SPEC.md section 3 for query head h, visible-key count n and position p; NaN
+ *  when p is NULL, or when h is not below p->q_heads and per-head s or b arrays are given. */
 SSMAX_API double ssmax_row_factor(const struct ssmax_attn_params *p, uint32_t h, uint64_t n,
                                   uint64_t pos);
 

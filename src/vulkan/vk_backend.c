@@ -150,7 +150,11 @@ static int vk_err(struct ssmax_context *ctx, VkResult r, const char *what)
         code = SSMAX_ERR_OUT_OF_DEVICE_MEMORY;
     else if (r == VK_ERROR_DEVICE_LOST)
         code = SSMAX_ERR_DEVICE_LOST;
-    return ssmax_set_error(ctx, code, "vulkan: %s failed: VkResult %d", what, (int)r);
+    const char *name = r == VK_ERROR_DEVICE_LOST            ? " (device lost)"
+                       : r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? " (out of device memory)"
+                       : r == VK_ERROR_OUT_OF_HOST_MEMORY   ? " (out of host memory)"
+                                                            : "";
+    return ssmax_set_error(ctx, code, "vulkan: %s failed: VkResult %d%s", what, (int)r, name);
 }
 
 /* ---- instance ---- */
