@@ -47,6 +47,51 @@ static void run_case(struct hcase *c)
     check_validation();
 }
 
+/* One call through the API from host arrays: buffers sized from p's shapes, the inputs written,
+ * ssmax_attn, the outputs read back, the buffers destroyed. Every status is checked and a failure
+ * names the step: an unchecked write would let the call run on whatever the buffer held and the
+ * comparison after it judge that. v NULL: V is K's buffer; lse, probs NULL: not requested. */
+static void run_host(ssmax_context *c, const struct ssmax_attn_params *p, const void *q,
+                     const void *k, const void *v, void *o, float *lse, float *probs)
+{
+    const size_t es = p->dtype == SSMAX_F16 ? 2 : 4;
+    const size_t rows = (size_t)p->batch * p->q_heads * p->q_len;
+    const size_t nq = rows * p->head_dim * es;
+    const size_t nkv = (size_t)p->batch * p->kv_heads * p->kv_len * p->head_dim * es;
+    const size_t nl = rows * 4, np = rows * p->kv_len * 4;
+    ssmax_buffer *bq = NULL, *bk = NULL, *bv = NULL, *bo = NULL, *bl = NULL, *bp = NULL;
+    int st;
+#define RUN_HOST_STEP(call, what)                                                                  \
+    do {                                                                                           \
+        if ((st = (call)) != SSMAX_OK)                                                             \
+            fail_msg("run_host: %s gave %d '%s'", what, st, ssmax_last_error(c));                  \
+    } while (0)
+    RUN_HOST_STEP(ssmax_buffer_create(c, nq, &bq), "create q");
+    RUN_HOST_STEP(ssmax_buffer_create(c, nkv, &bk), "create k");
+    if (v)
+        RUN_HOST_STEP(ssmax_buffer_create(c, nkv, &bv), "create v");
+    RUN_HOST_STEP(ssmax_buffer_create(c, nq, &bo), "create o");
+    if (lse)
+        RUN_HOST_STEP(ssmax_buffer_create(c, nl, &bl), "create lse");
+    if (probs)
+        RUN_HOST_STEP(ssmax_buffer_create(c, np, &bp), "create probs");
+    RUN_HOST_STEP(ssmax_buffer_write(c, bq, 0, q, nq), "write q");
+    RUN_HOST_STEP(ssmax_buffer_write(c, bk, 0, k, nkv), "write k");
+    if (v)
+        RUN_HOST_STEP(ssmax_buffer_write(c, bv, 0, v, nkv), "write v");
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = v ? bv : bk, .o = bo, .lse = bl,
+                                     .probs = bp };
+    RUN_HOST_STEP(ssmax_attn(c, p, &ab), "ssmax_attn");
+    RUN_HOST_STEP(ssmax_buffer_read(c, bo, 0, o, nq), "read o");
+    if (lse)
+        RUN_HOST_STEP(ssmax_buffer_read(c, bl, 0, lse, nl), "read lse");
+    if (probs)
+        RUN_HOST_STEP(ssmax_buffer_read(c, bp, 0, probs, np), "read probs");
+#undef RUN_HOST_STEP
+    ssmax_buffer_destroy(c, &bq), ssmax_buffer_destroy(c, &bk), ssmax_buffer_destroy(c, &bv);
+    ssmax_buffer_destroy(c, &bo), ssmax_buffer_destroy(c, &bl), ssmax_buffer_destroy(c, &bp);
+}
+
 static void test_random_matrix(void **state)
 {
     (void)state;
@@ -206,18 +251,8 @@ static void test_work_cap(void **state)
         p.path = (enum ssmax_path)path;
         uint64_t ns[2];
         for (int k = 0; k < 2; k++) {
-            ssmax_buffer *bq, *bk, *bo;
-            assert_int_equal(ssmax_buffer_create(cs[k], nq * 4, &bq), 0);
-            assert_int_equal(ssmax_buffer_create(cs[k], nkv * 4, &bk), 0);
-            assert_int_equal(ssmax_buffer_create(cs[k], nq * 4, &bo), 0);
-            ssmax_buffer_write(cs[k], bq, 0, hq, nq * 4);
-            ssmax_buffer_write(cs[k], bk, 0, hk, nkv * 4);
-            struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bk, .o = bo };
-            assert_int_equal(ssmax_attn(cs[k], &p, &ab), SSMAX_OK);
-            ssmax_last_device_time(cs[k], &ns[k]);
-            assert_int_equal(ssmax_buffer_read(cs[k], bo, 0, out[k], nq * 4), 0);
-            ssmax_buffer_destroy(cs[k], &bq), ssmax_buffer_destroy(cs[k], &bk);
-            ssmax_buffer_destroy(cs[k], &bo);
+            run_host(cs[k], &p, hq, hk, NULL, out[k], NULL, NULL);
+            assert_int_equal(ssmax_last_device_time(cs[k], &ns[k]), SSMAX_OK);
         }
         if (memcmp(out[0], out[1], nq * 4))
             fail_msg("path %d: capped and uncapped results differ", path);
@@ -318,26 +353,14 @@ static void test_paths_agree(void **state)
                     h_fill(hq, p.dtype, nq, 1, &sd);
                     h_fill(hk, p.dtype, nkv, 1, &sd);
                     h_fill(hv, p.dtype, nkv, 1, &sd);
-                    ssmax_buffer *bq, *bk, *bv, *bo;
-                    assert_int_equal(ssmax_buffer_create(ctx, nq * es, &bq), 0);
-                    assert_int_equal(ssmax_buffer_create(ctx, nkv * es, &bk), 0);
-                    assert_int_equal(ssmax_buffer_create(ctx, nkv * es, &bv), 0);
-                    assert_int_equal(ssmax_buffer_create(ctx, nq * es, &bo), 0);
-                    ssmax_buffer_write(ctx, bq, 0, hq, nq * es);
-                    ssmax_buffer_write(ctx, bk, 0, hk, nkv * es);
-                    ssmax_buffer_write(ctx, bv, 0, hv, nkv * es);
-                    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo };
                     p.s = NULL, p.b = NULL;
-                    assert_int_equal(ssmax_attn(ctx, &p, &ab), SSMAX_OK);
                     void *ho = malloc(nq * es);
-                    assert_int_equal(ssmax_buffer_read(ctx, bo, 0, ho, nq * es), 0);
+                    run_host(ctx, &p, hq, hk, hv, ho, NULL, NULL);
                     outs[path - 1] = malloc(nq * sizeof(float));
                     for (size_t x = 0; x < nq; x++)
                         outs[path - 1][x] = f16 ? ssmax_f16_to_f32(((uint16_t *)ho)[x])
                                                 : ((float *)ho)[x];
                     n = nq;
-                    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
-                    ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
                     free(hq), free(hk), free(hv), free(ho);
                 }
                 double tol = f16 ? 2e-3 : 2e-6;
@@ -368,20 +391,12 @@ static void test_probs(void **state)
     uint64_t sd = 5;
     h_fill(hq, SSMAX_F32, nq, 1, &sd);
     h_fill(hk, SSMAX_F32, nkv, 1, &sd);
-    ssmax_buffer *bq, *bk, *bo, *bp;
-    assert_int_equal(ssmax_buffer_create(ctx, nq * 4, &bq), 0);
-    assert_int_equal(ssmax_buffer_create(ctx, nkv * 4, &bk), 0);
-    assert_int_equal(ssmax_buffer_create(ctx, nq * 4, &bo), 0);
-    assert_int_equal(ssmax_buffer_create(ctx, np * 4, &bp), 0);
-    ssmax_buffer_write(ctx, bq, 0, hq, nq * 4);
-    ssmax_buffer_write(ctx, bk, 0, hk, nkv * 4);
-    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bk, .o = bo, .probs = bp };
+    float *ho = malloc(nq * 4);
     p.path = SSMAX_PATH_AUTO; // auto must pick the unfused path for probs
-    assert_int_equal(ssmax_attn(ctx, &p, &ab), SSMAX_OK);
+    run_host(ctx, &p, hq, hk, NULL, ho, NULL, pr);
     enum ssmax_path path;
-    ssmax_last_path(ctx, &path, NULL);
+    assert_int_equal(ssmax_last_path(ctx, &path, NULL), SSMAX_OK);
     assert_int_equal(path, SSMAX_PATH_UNFUSED);
-    assert_int_equal(ssmax_buffer_read(ctx, bp, 0, pr, np * 4), 0);
     for (uint32_t row = 0; row < 4 * 33; row++) {
         uint32_t i = row % 33, n = 113 - 33 + i + 1;
         double sum = 0;
@@ -393,9 +408,7 @@ static void test_probs(void **state)
         }
         assert_true(fabs(sum - 1) < 1e-5);
     }
-    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
-    ssmax_buffer_destroy(ctx, &bo), ssmax_buffer_destroy(ctx, &bp);
-    free(hq), free(hk), free(pr);
+    free(hq), free(hk), free(ho), free(pr);
     check_validation();
 }
 
@@ -416,21 +429,9 @@ static void test_single_key(void **state)
             h_fill(hq, p.dtype, nq, 2, &sd);
             h_fill(hk, p.dtype, nkv, 2, &sd);
             h_fill(hv, p.dtype, nkv, 1, &sd);
-            ssmax_buffer *bq, *bk, *bv, *bo;
-            assert_int_equal(ssmax_buffer_create(ctx, nq * es, &bq), 0);
-            assert_int_equal(ssmax_buffer_create(ctx, nkv * es, &bk), 0);
-            assert_int_equal(ssmax_buffer_create(ctx, nkv * es, &bv), 0);
-            assert_int_equal(ssmax_buffer_create(ctx, nq * es, &bo), 0);
-            ssmax_buffer_write(ctx, bq, 0, hq, nq * es);
-            ssmax_buffer_write(ctx, bk, 0, hk, nkv * es);
-            ssmax_buffer_write(ctx, bv, 0, hv, nkv * es);
-            struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo };
-            assert_int_equal(ssmax_attn(ctx, &p, &ab), SSMAX_OK);
-            assert_int_equal(ssmax_buffer_read(ctx, bo, 0, ho, nq * es), 0);
+            run_host(ctx, &p, hq, hk, hv, ho, NULL, NULL);
             if (memcmp(ho, hv, 64 * es))
                 fail_msg("path %d f16 %d: row 0 is not exactly V[0]", path, f16);
-            ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
-            ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
         }
     check_validation();
 }
