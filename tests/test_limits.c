@@ -19,6 +19,11 @@
 
 static const char *const specs[] = { "cpu", "vulkan", "opencl" };
 
+/* A device this machine lacks is left out (NULL) and counted; SSMAX_REQUIRE_DEVICE=1 (CI) makes it
+ * a failure, as a missing CPU device always is. main reports the program as skipped (77) when
+ * a device was missing and nothing failed: meson has no partial result. */
+static int missing_devices;
+
 static ssmax_context *open_device(const char *spec)
 {
     ssmax_context *ctx = NULL;
@@ -26,10 +31,11 @@ static ssmax_context *open_device(const char *spec)
     int idx = ssmax_device_find(ctx, spec);
     if (idx < 0) {
         const char *req = getenv("SSMAX_REQUIRE_DEVICE");
-        if (req && *req == '1')
+        if ((req && *req == '1') || !strcmp(spec, "cpu"))
             fail_msg("%s: no device (required)", spec);
         printf("# %s: no device, skipped\n", spec);
         ssmax_context_destroy(&ctx);
+        missing_devices++;
         return NULL;
     }
     assert_int_equal(ssmax_device_open(ctx, idx), SSMAX_OK);
@@ -152,10 +158,12 @@ static void test_positions_at_limit(void **state)
 static void test_binding_at_most(void **state)
 {
     (void)state;
+    int ran = 0;
     for (size_t s = 1; s < sizeof(specs) / sizeof(specs[0]); s++) {
         ssmax_context *ctx = open_device(specs[s]);
         if (!ctx)
             continue;
+        ran++;
         struct ssmax_device_info di;
         assert_int_equal(ssmax_device_current(ctx, &di), SSMAX_OK);
         const int vk = di.backend == SSMAX_BACKEND_VULKAN;
@@ -184,6 +192,10 @@ static void test_binding_at_most(void **state)
             fail_msg("%s: K one key over %llu bytes gave %d '%s'", specs[s],
                      (unsigned long long)lim, st, ssmax_last_error(ctx));
         ssmax_context_destroy(&ctx);
+    }
+    if (!ran) { // GPU devices only: without them the loop ran zero times and passed
+        printf("# binding at most: no Vulkan or OpenCL device, skipped\n");
+        skip();
     }
 }
 
@@ -328,5 +340,10 @@ int main(void)
         cmocka_unit_test(test_output_aliasing),
         cmocka_unit_test(test_logit_range),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (!failed && missing_devices) { // OK would claim the missing devices' cases passed
+        printf("# %d test(s) left a missing device out: skipped\n", missing_devices);
+        return 77;
+    }
+    return failed;
 }
