@@ -28,6 +28,17 @@ static ssmax_context *ctx;
 static int layer_missing; // set by the log callback
 static uint64_t base_seed = 20261128;
 
+/* Opens this binary's backend on c. ssmax_device_open takes a negative index as "auto", so the
+ * result of ssmax_device_find passed straight on would open some other device when the lookup
+ * failed, and the test would go on there. */
+static void open_backend(ssmax_context *c, const char *spec)
+{
+    int i = ssmax_device_find(c, spec);
+    if (i < 0)
+        fail_msg("no %s device: %s", spec, ssmax_last_error(c));
+    assert_int_equal(ssmax_device_open(c, i), SSMAX_OK);
+}
+
 static void check_validation(void)
 {
     uint64_t n = ssmax_validation_errors(ctx);
@@ -215,7 +226,7 @@ static void test_longest(void **state)
 {
     (void)state;
     struct ssmax_device_info di;
-    ssmax_device_current(ctx, &di);
+    assert_int_equal(ssmax_device_current(ctx, &di), SSMAX_OK);
     uint64_t lim = di.max_buffer_size < di.max_alloc_size ? di.max_buffer_size : di.max_alloc_size;
     uint64_t lk = lim / (8 * 4) - 64;
     if (lk > (1u << 22))
@@ -237,7 +248,7 @@ static void test_work_cap(void **state)
     cp.debug = 1;
     ssmax_context *c2 = NULL;
     assert_int_equal(ssmax_context_create(&cp, &c2), SSMAX_OK);
-    assert_int_equal(ssmax_device_open(c2, ssmax_device_find(c2, TEST_BACKEND)), SSMAX_OK);
+    open_backend(c2, TEST_BACKEND);
     ssmax_context *cs[2] = { ctx, c2 };
     struct ssmax_attn_params p;
     ssmax_attn_params_default(&p);
@@ -287,7 +298,7 @@ static void test_validation_gate(void **state)
     cp.debug = 1;
     ssmax_context *c2 = NULL;
     assert_int_equal(ssmax_context_create(&cp, &c2), SSMAX_OK);
-    assert_int_equal(ssmax_device_open(c2, ssmax_device_find(c2, "vulkan")), SSMAX_OK);
+    open_backend(c2, "vulkan");
     unsetenv("SSMAX_VK_PROVOKE_VALIDATION");
     if (ssmax_validation_errors(c2) < 1)
         fail_msg("the provoked invalid call was not counted: the gate is blind");
@@ -318,7 +329,7 @@ static void test_cache_corrupt(void **state)
     assert_int_equal(system(cmd), 0);
     ssmax_context *c2 = NULL;
     assert_int_equal(ssmax_context_create(NULL, &c2), SSMAX_OK);
-    assert_int_equal(ssmax_device_open(c2, ssmax_device_find(c2, "opencl")), SSMAX_OK);
+    open_backend(c2, "opencl");
     struct hresult r;
     if (h_run(c2, &c, &r) != 0)
         fail_msg("after corrupting the cache: %s", r.why);
@@ -520,9 +531,7 @@ static ssmax_context *tune_context(const char *dir, int *warned)
     cp.log_level = SSMAX_LOG_WARN;
     ssmax_context *c = NULL;
     assert_int_equal(ssmax_context_create(&cp, &c), SSMAX_OK);
-    int i = ssmax_device_find(c, TEST_BACKEND);
-    assert_true(i >= 0);
-    assert_int_equal(ssmax_device_open(c, i), SSMAX_OK);
+    open_backend(c, TEST_BACKEND);
     return c;
 }
 
@@ -549,7 +558,7 @@ static void test_tune_store(void **state)
     int warned = 0;
     ssmax_context *c = tune_context(dir, &warned);
     struct ssmax_device_info di;
-    ssmax_device_current(c, &di);
+    assert_int_equal(ssmax_device_current(c, &di), SSMAX_OK);
     assert_int_equal(ssmax_tune_store(c, 64, 16, 32, 4), SSMAX_OK);
     tune_file(dir, path, sizeof(path));
     // tpr 0: Vulkan's rows kernel (needs subgroup shuffles); no OpenCL configuration.
@@ -623,7 +632,8 @@ static int setup(void **state)
     if (i < 0 || ssmax_device_open(ctx, i) < 0)
         return -1;
     struct ssmax_device_info d;
-    ssmax_device_current(ctx, &d);
+    if (ssmax_device_current(ctx, &d) < 0)
+        return -1;
     printf("# device %s:%d %s (%s)\n", TEST_BACKEND, d.index, d.name, d.driver_version);
     return 0;
 }
