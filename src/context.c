@@ -22,7 +22,8 @@ static const struct ssmax_backend_fns *const all_backends[] = {
 #endif
 };
 
-const char *ssmax_version(void) { return "0.1.0"; }
+/* SSMAX_VERSION_STRING: config.h, from meson.build's project version. */
+const char *ssmax_version(void) { return SSMAX_VERSION_STRING; }
 unsigned ssmax_version_api(void) { return SSMAX_VERSION_API; }
 
 const char *ssmax_strerror(int err)

@@ -43,6 +43,7 @@ extern "C" {
 #define SSMAX_API __attribute__((visibility("default")))
 #endif
 
+/* Checked against meson.build's project version at configure time. */
 #define SSMAX_VERSION_MAJOR 0
 #define SSMAX_VERSION_MINOR 1
 #define SSMAX_VERSION_PATCH 0
