@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "internal.h"
+#include "names.h"
 
 static void tune_path(struct ssmax_dev *dev, char *out, size_t n)
 {
@@ -116,7 +117,6 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
     }
     static const enum ssmax_path paths[] = { SSMAX_PATH_FUSED, SSMAX_PATH_SPLIT_KV,
                                              SSMAX_PATH_UNFUSED };
-    static const char *names[] = { "fused", "split-kv", "unfused" };
     for (int k = 0; k < 3 && r == SSMAX_OK; k++) {
         p.path = paths[k];
         p.causal = p.path == SSMAX_PATH_FUSED;
@@ -139,8 +139,8 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
             r = ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
                                 "tiles: %u,%u,%u for head_dim %u give a wrong result on the %s "
                                 "path (nmse %.2e, limit 1e-8; max_abs %.2e, limit %.2e): not "
-                                "stored", br, bc, tpr, D, names[k], c.nmse, c.max_abs,
-                                1e-3 * c.max_ref);
+                                "stored", br, bc, tpr, D, ssmax_path_name(paths[k]), c.nmse,
+                                c.max_abs, 1e-3 * c.max_ref);
     }
     for (int i = 0; i < 4; i++)
         ssmax_buffer_destroy(ctx, &bufs[i]);

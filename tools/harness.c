@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "src/names.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,17 +29,8 @@ void h_fill(void *a, enum ssmax_dtype t, size_t n, double amp, uint64_t *seed)
     }
 }
 
-const char *h_mode_name(enum ssmax_mode m)
-{
-    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
-    return (unsigned)m < 5 ? n[m] : "?";
-}
-
-const char *h_path_name(enum ssmax_path p)
-{
-    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
-    return (unsigned)p < 4 ? n[p] : "?";
-}
+const char *h_mode_name(enum ssmax_mode m) { return ssmax_mode_name(m); }
+const char *h_path_name(enum ssmax_path p) { return ssmax_path_name(p); }
 
 void h_describe(const struct hcase *c, char *buf, size_t len)
 {
