@@ -1003,16 +1003,13 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
                                    "size %u", D, sg);
         *t = (struct vk_tiles){ sg * rrl, rbc, 4, 1 };
     } else if (env && *env) {
-        unsigned br, bc, tpr;
-        char tail;
-        if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
-            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024 ||
-            br % 2 || bc % 8)
+        uint32_t e[3];
+        if (ssmax_parse_tiles(env, D, e) < 0)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8, "
                                    "or rows,BC[,RL]", env);
-        *t = (struct vk_tiles){ br, bc, tpr, 0 };
+        *t = (struct vk_tiles){ e[0], e[1], e[2], 0 };
     } else if ((tuned = tuned_tiles(d, D, fused, t)) != 0) {
         if (tuned < 0) // ssmax bench --tune; tpr 0 stands for the rows kernel, br rows per lane
             return tuned;
