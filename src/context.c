@@ -156,8 +156,7 @@ void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size)
     if (size && n > SIZE_MAX / size)
         return NULL;
     void *p = ssmax_malloc(ctx, n * size);
-    if (p)
-        if (p && n && size)
+    if (p && n && size)
         memset(p, 0, n * size);
     return p;
 }

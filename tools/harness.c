@@ -348,8 +348,8 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
     r->pass = r->o.nmse <= r->nmse_limit && r->o.max_abs <= atol && !r->o.nonfinite_mismatch;
     if (!r->pass)
         snprintf(r->why, sizeof(r->why), "O: nmse %.3g (limit %.1g), max_abs %.3g (limit %.3g), "
-                 "nonfinite mismatches %zu%s", r->o.nmse, r->nmse_limit, r->o.max_abs, atol,
-                 r->o.nonfinite_mismatch, r->o.n_first_bad ? "" : "");
+                 "nonfinite mismatches %zu", r->o.nmse, r->nmse_limit, r->o.max_abs, atol,
+                 r->o.nonfinite_mismatch);
     if (c->want_lse) {
         ssmax_compare_f32(lref, lgot, nrow, 0, &r->lse); // for max_ref
         struct htol lt = h_tol_lse(r->lse.max_ref);
