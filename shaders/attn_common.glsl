@@ -1,7 +1,8 @@
 // Loops: Mesa's llvmpipe (lavapipe, 22.x) caps the *total* loop iterations of one invocation at
 // 65535 across all its loops, and breaks out silently past that. Loops here are kept "fat" (vec4
 // loads, small explicit unrolls, never whole-tile unrolls, which make LLVM compile for minutes), and
-// the host caps the key tiles one workgroup walks on that driver (vk_backend.c, tiles_cap()).
+// the host caps the key tiles one workgroup walks on that driver (vk_backend.c,
+// max_tiles_per_wg()).
 //
 // Shared by every attention shader: push constants, buffer access for f32 and f16 storage, and the
 // per-row factor of SPEC.md section 3. f16 tensors are read as uint pairs and converted with
@@ -22,7 +23,7 @@ layout(push_constant) uniform Push {
     uint x_floor, pos_offset, floor_scale;
     float lo;
     uint q_off, k_off, v_off, o_off, lse_off, want_lse; // offsets in elements
-    uint row_base, split_len, nsplit, aux0, aux1, aux2;
+    uint row_base, split_len, nsplit, aux0, aux1;
 } pc;
 
 #ifdef IO_F16

@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "internal.h"
+#include "names.h"
 
 void ssmax_attn_params_default(struct ssmax_attn_params *p)
 {
@@ -26,12 +27,6 @@ void ssmax_attn_params_default(struct ssmax_attn_params *p)
     p->floor_scale = 8192;
     p->pos_offset = 1;
     p->q_pos = -1;
-}
-
-static const char *mode_name(enum ssmax_mode m)
-{
-    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
-    return (unsigned)m < 5 ? n[m] : "?";
 }
 
 #define FAIL(...) (snprintf(msg, len, __VA_ARGS__), SSMAX_ERR_INVALID_ARG)
@@ -66,7 +61,7 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
             float s = p->s ? p->s[h] : p->s_all;
             if (!isfinite(s) || s < 0)
                 return FAIL("s%s[%u]: %g must be finite and >= 0 for mode %s", p->s ? "" : "_all",
-                            h, (double)s, mode_name(p->mode));
+                            h, (double)s, ssmax_mode_name(p->mode));
         }
     }
     if (p->mode == SSMAX_MODE_SSMAX_BIAS) {

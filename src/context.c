@@ -22,7 +22,8 @@ static const struct ssmax_backend_fns *const all_backends[] = {
 #endif
 };
 
-const char *ssmax_version(void) { return "0.1.0"; }
+/* SSMAX_VERSION_STRING: config.h, from meson.build's project version. */
+const char *ssmax_version(void) { return SSMAX_VERSION_STRING; }
 unsigned ssmax_version_api(void) { return SSMAX_VERSION_API; }
 
 const char *ssmax_strerror(int err)
@@ -140,7 +141,6 @@ int ssmax_env_int(const char *name, int def)
 }
 
 static void *libc_malloc(void *priv, size_t size) { (void)priv; return malloc(size); }
-static void *libc_realloc(void *priv, void *p, size_t size) { (void)priv; return realloc(p, size); }
 static void libc_free(void *priv, void *p) { (void)priv; free(p); }
 
 void *ssmax_malloc(struct ssmax_context *ctx, size_t size)
@@ -155,8 +155,7 @@ void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size)
     if (size && n > SIZE_MAX / size)
         return NULL;
     void *p = ssmax_malloc(ctx, n * size);
-    if (p)
-        if (p && n && size)
+    if (p && n && size)
         memset(p, 0, n * size);
     return p;
 }
@@ -202,16 +201,16 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     if (p->backends & ~(SSMAX_BACKEND_CPU_BIT | SSMAX_BACKEND_VULKAN_BIT | SSMAX_BACKEND_OPENCL_BIT))
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG,
                                "backends: 0x%x has bits outside SSMAX_BACKEND_*_BIT", p->backends);
-    if (p->alloc && (!p->alloc->malloc || !p->alloc->realloc || !p->alloc->free))
+    if (p->alloc && (!p->alloc->malloc || !p->alloc->free)) // realloc: optional, never called
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG,
-                               "alloc: malloc, realloc and free must all be set");
+                               "alloc: malloc and free must both be set");
     if ((unsigned)p->log_level > SSMAX_LOG_DEBUG)
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "log_level: %d is not in [0, 4]",
                                (int)p->log_level);
     if (!all_zero(p->reserved, sizeof(p->reserved)))
         return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "reserved: must be zero");
 
-    struct ssmax_allocator a = { libc_malloc, libc_realloc, libc_free, NULL };
+    struct ssmax_allocator a = { libc_malloc, NULL, libc_free, NULL };
     if (p->alloc)
         a = *p->alloc;
     ssmax_context *ctx = a.malloc(a.priv, sizeof(*ctx));

@@ -136,6 +136,17 @@ void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n);
 /* Tuned tiles (tune.c): loaded when a device opens; the lookup gives 0 when none is stored. */
 void ssmax_tune_load(struct ssmax_dev *dev);
 int ssmax_tune_get(const struct ssmax_dev *dev, uint32_t head_dim, uint32_t t[3]);
+/* The shared-memory tiles kernels' rules, the same on both GPU backends: BR rows x BC keys, TPR
+ * invocations per row in the unfused P V kernel (1, 2 or 4, dividing D / 2), BR even, BC a
+ * multiple of 8, BR * TPR <= 1024. Device limits are the backend's to check. */
+int ssmax_tiles_ok(uint32_t D, uint32_t br, uint32_t bc, uint32_t tpr);
+/* Parses an SSMAX_*_TILES override "BR,BC,TPR" into t and checks it with ssmax_tiles_ok: 0, or -1
+ * when malformed or refused. */
+int ssmax_parse_tiles(const char *s, uint32_t D, uint32_t t[3]);
+/* 64-bit FNV-1a of p[0..n), continuing from h (SSMAX_FNV64_INIT to start): file names and torn-file
+ * checks, never security. */
+#define SSMAX_FNV64_INIT 0xcbf29ce484222325ull
+uint64_t ssmax_fnv64(const void *p, size_t n, uint64_t h);
 
 /* Environment knobs */
 int ssmax_env_int(const char *name, int def);

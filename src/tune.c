@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "internal.h"
+#include "names.h"
 
 static void tune_path(struct ssmax_dev *dev, char *out, size_t n)
 {
@@ -23,11 +24,8 @@ static void tune_path(struct ssmax_dev *dev, char *out, size_t n)
         out[0] = 0;
         return;
     }
-    uint64_t h = 0xcbf29ce484222325ull;
-    const char *parts[2] = { dev->info.name, dev->info.driver_version };
-    for (int k = 0; k < 2; k++)
-        for (const unsigned char *s = (const unsigned char *)parts[k]; *s; s++)
-            h = (h ^ *s) * 0x100000001b3ull;
+    uint64_t h = ssmax_fnv64(dev->info.name, strlen(dev->info.name), SSMAX_FNV64_INIT);
+    h = ssmax_fnv64(dev->info.driver_version, strlen(dev->info.driver_version), h);
     snprintf(out, n, "%s/tune-%s-%016llx.txt", dir, dev->fns->name, (unsigned long long)h);
 }
 
@@ -37,8 +35,31 @@ static int valid(uint32_t D, uint32_t br, uint32_t bc, uint32_t tpr)
         return 0;
     if (tpr == 0) // Vulkan's rows kernel: br rows per subgroup lane, bc keys per step
         return br >= 1 && br <= 4 && bc >= 1 && bc <= 16;
-    return (tpr == 1 || tpr == 2 || tpr == 4) && D % (2 * tpr) == 0 && br >= 2 && br <= 256 && br % 2 == 0 && bc >= 8 && bc <= 256 && bc % 8 == 0 &&
-           br * tpr <= 1024;
+    return ssmax_tiles_ok(D, br, bc, tpr) && br <= 256 && bc <= 256; // the file's sanity bounds
+}
+
+int ssmax_tiles_ok(uint32_t D, uint32_t br, uint32_t bc, uint32_t tpr)
+{
+    return br && bc && (tpr == 1 || tpr == 2 || tpr == 4) && D % (2 * tpr) == 0 &&
+           br * tpr <= 1024 && br % 2 == 0 && bc % 8 == 0;
+}
+
+int ssmax_parse_tiles(const char *s, uint32_t D, uint32_t t[3])
+{
+    unsigned br, bc, tpr;
+    char tail;
+    if (sscanf(s, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !ssmax_tiles_ok(D, br, bc, tpr))
+        return -1;
+    t[0] = br, t[1] = bc, t[2] = tpr;
+    return 0;
+}
+
+uint64_t ssmax_fnv64(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
 }
 
 void ssmax_tune_load(struct ssmax_dev *dev)
@@ -116,7 +137,6 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
     }
     static const enum ssmax_path paths[] = { SSMAX_PATH_FUSED, SSMAX_PATH_SPLIT_KV,
                                              SSMAX_PATH_UNFUSED };
-    static const char *names[] = { "fused", "split-kv", "unfused" };
     for (int k = 0; k < 3 && r == SSMAX_OK; k++) {
         p.path = paths[k];
         p.causal = p.path == SSMAX_PATH_FUSED;
@@ -139,8 +159,8 @@ static int probe(ssmax_context *ctx, uint32_t D, uint32_t br, uint32_t bc, uint3
             r = ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
                                 "tiles: %u,%u,%u for head_dim %u give a wrong result on the %s "
                                 "path (nmse %.2e, limit 1e-8; max_abs %.2e, limit %.2e): not "
-                                "stored", br, bc, tpr, D, names[k], c.nmse, c.max_abs,
-                                1e-3 * c.max_ref);
+                                "stored", br, bc, tpr, D, ssmax_path_name(paths[k]), c.nmse,
+                                c.max_abs, 1e-3 * c.max_ref);
     }
     for (int i = 0; i < 4; i++)
         ssmax_buffer_destroy(ctx, &bufs[i]);

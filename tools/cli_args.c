@@ -5,24 +5,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "src/names.h"
 
-int cli_parse_mode(const char *s)
-{
-    static const char *n[] = { "softmax", "ssmax", "ssmax-bias", "logn", "floor-log" };
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, n[i]))
-            return i;
-    return -1;
-}
-
-int cli_parse_path(const char *s)
-{
-    static const char *n[] = { "auto", "fused", "split-kv", "unfused" };
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, n[i]))
-            return i;
-    return -1;
-}
+int cli_parse_mode(const char *s) { return ssmax_mode_parse(s); }
+int cli_parse_path(const char *s) { return ssmax_path_parse(s); }
 
 /* Decimal digits only: no sign, no space, no "0x". */
 int cli_parse_u64(const char *s, uint64_t *out)

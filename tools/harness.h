@@ -37,6 +37,18 @@ struct hresult {
     char why[512];
 };
 
+/* SPEC.md section 6 limits against the float64 reference, for every checker (the harness, `ssmax
+ * run --check`): an NMSE limit and a per-element max |got - ref| limit. */
+struct htol {
+    double nmse, max_abs;
+};
+/* O in storage dtype t, when the reference's largest magnitude is max_ref. */
+struct htol h_tol_o(enum ssmax_dtype t, double max_ref);
+/* LSE (float32 for every dtype), when the reference's largest magnitude is max_ref. */
+struct htol h_tol_lse(double max_ref);
+/* Probabilities (float32), when the reference LSE's largest magnitude is lse_max (0: unknown). */
+struct htol h_tol_probs(double lse_max);
+
 uint64_t h_rand(uint64_t *s);
 /* Fills a with n values uniform in [-amp, amp] (dtype storage). */
 void h_fill(void *a, enum ssmax_dtype t, size_t n, double amp, uint64_t *seed);

@@ -474,25 +474,21 @@ static int cmd_run(int argc, char **argv)
             goto out;
         }
         struct ssmax_compare c;
-        double nl = p.dtype == SSMAX_F16 ? 5e-4 : 1e-8;
         if (p.dtype == SSMAX_F16)
             ssmax_compare_f16(oref, o, q.count, 0, &c);
         else
             ssmax_compare_f32(oref, o, q.count, 0, &c);
-        double al = (p.dtype == SSMAX_F16 ? 2e-2 : 1e-3) * c.max_ref + 1e-6;
+        struct htol ot = h_tol_o(p.dtype, c.max_ref);
         if (p.dtype == SSMAX_F16)
-            ssmax_compare_f16(oref, o, q.count, al, &c);
+            ssmax_compare_f16(oref, o, q.count, ot.max_abs, &c);
         else
-            ssmax_compare_f32(oref, o, q.count, al, &c);
-        int ok = report_cmp(msg, "O", &c, nl, al, quiet);
-        if (bl || check) {
-            if (!bl) { // LSE was not asked for: nothing to compare
-            } else {
-                ssmax_compare_f32(lref, lse, nrow, 0, &c);
-                double lt = 1e-4 + 1e-5 * c.max_ref; // fp32 rounding of logits in the thousands
-                ssmax_compare_f32(lref, lse, nrow, lt, &c);
-                ok &= report_cmp(msg, "LSE", &c, 1e-8, lt, quiet);
-            }
+            ssmax_compare_f32(oref, o, q.count, ot.max_abs, &c);
+        int ok = report_cmp(msg, "O", &c, ot.nmse, ot.max_abs, quiet);
+        if (bl) { // LSE compared only when it was asked for
+            ssmax_compare_f32(lref, lse, nrow, 0, &c);
+            struct htol lt = h_tol_lse(c.max_ref);
+            ssmax_compare_f32(lref, lse, nrow, lt.max_abs, &c);
+            ok &= report_cmp(msg, "LSE", &c, lt.nmse, lt.max_abs, quiet);
         }
         if (fprobs) {
             double *pd = malloc(sizeof(double) * np);
@@ -502,9 +498,10 @@ static int cmd_run(int argc, char **argv)
             }
             for (size_t i = 0; i < np; i++)
                 pd[i] = pref[i];
-            ssmax_compare_f32(pd, probs, np, 1e-4, &c);
+            struct htol pt = h_tol_probs(0); // the CLI does not scale by the logits' size
+            ssmax_compare_f32(pd, probs, np, pt.max_abs, &c);
             free(pd);
-            ok &= report_cmp(msg, "probs", &c, 1e-8, 1e-4, quiet);
+            ok &= report_cmp(msg, "probs", &c, pt.nmse, pt.max_abs, quiet);
         }
         code = ok ? EXIT_OK : EXIT_MISMATCH;
     }

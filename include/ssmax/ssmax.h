@@ -43,6 +43,7 @@ extern "C" {
 #define SSMAX_API __attribute__((visibility("default")))
 #endif
 
+/* Checked against meson.build's project version at configure time. */
 #define SSMAX_VERSION_MAJOR 0
 #define SSMAX_VERSION_MINOR 1
 #define SSMAX_VERSION_PATCH 0
@@ -137,9 +138,11 @@ struct ssmax_device_info {
     uint8_t reserved[32];
 };
 
-/** Host allocation hooks; all three set or all NULL. */
+/** Host allocation hooks: malloc and free must be set. */
 struct ssmax_allocator {
     void *(*malloc)(void *priv, size_t size);
+    /** Optional (NULL allowed): the library never resizes a block. Kept so the struct's layout
+     *  does not change. */
     void *(*realloc)(void *priv, void *ptr, size_t size);
     void (*free)(void *priv, void *ptr);
     void *priv;

@@ -425,14 +425,6 @@ static int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, s
  * process died loading that entry: the entry is discarded and built from source, so one bad file
  * costs one crash, not every later run. */
 
-static uint64_t fnv64(const void *p, size_t n, uint64_t h)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                                   \
     do {                                                                                           \
@@ -538,9 +530,9 @@ static int cache_secret(struct cl_dev *d)
 static void cache_key(struct cl_dev *d, const char *opts, char *key, size_t n, char *path,
                       size_t pn)
 {
-    uint64_t src = fnv64(attn_cl_source, sizeof(attn_cl_source), 0xcbf29ce484222325ull);
+    uint64_t src = ssmax_fnv64(attn_cl_source, sizeof(attn_cl_source), SSMAX_FNV64_INIT);
     snprintf(key, n, "%s|src %016llx|%s", d->rec->key, (unsigned long long)src, opts);
-    uint64_t h = fnv64(key, strlen(key), 0xcbf29ce484222325ull);
+    uint64_t h = ssmax_fnv64(key, strlen(key), SSMAX_FNV64_INIT);
     snprintf(path, pn, "%s/%016llx.clbin", d->cache_dir, (unsigned long long)h);
 }
 
@@ -563,7 +555,7 @@ static unsigned char *cache_load(struct cl_dev *d, const char *key, const char *
         goto bad;
     bin = malloc(bsize);
     if (!bin || fread(bin, 1, bsize, f) != bsize || fgetc(f) != EOF ||
-        fnv64(bin, bsize, 0xcbf29ce484222325ull) != sum || entry_mac(d, key, bin, bsize) != mac)
+        ssmax_fnv64(bin, bsize, SSMAX_FNV64_INIT) != sum || entry_mac(d, key, bin, bsize) != mac)
         goto bad;
     fclose(f);
     *size = bsize;
@@ -694,7 +686,7 @@ static void cache_save(struct cl_dev *d, struct cl_prog *pg)
     FILE *fp = fopen(tmp, "wb");
     if (fp) {
         uint32_t klen = (uint32_t)strlen(key);
-        uint64_t bs = bsize, sum = fnv64(bin, bsize, 0xcbf29ce484222325ull);
+        uint64_t bs = bsize, sum = ssmax_fnv64(bin, bsize, SSMAX_FNV64_INIT);
         uint64_t mac = entry_mac(d, key, bin, bsize);
         int ok = fwrite("SSMAXCL2", 1, 8, fp) == 8 && fwrite(&klen, 4, 1, fp) == 1 &&
                  fwrite(key, 1, klen, fp) == klen && fwrite(&bs, 8, 1, fp) == 1 &&
@@ -872,16 +864,13 @@ static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_t
     const char *env = d->base.tune_strict ? NULL : getenv("SSMAX_CL_TILES");
     int tuned = 0;
     if (env && *env) {
-        unsigned br, bc, tpr;
-        char tail;
-        if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
-            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024 || br % 2 ||
-            bc % 8)
+        uint32_t e[3];
+        if (ssmax_parse_tiles(env, D, e) < 0)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_CL_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple "
                                    "of 8", env);
-        *t = (struct cl_tiles){ br, bc, tpr };
+        *t = (struct cl_tiles){ e[0], e[1], e[2] };
     } else if ((tuned = tuned_tiles(d, D, t)) != 0) { // ssmax bench --tune
         if (tuned < 0)
             return tuned;

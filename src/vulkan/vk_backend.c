@@ -1003,16 +1003,13 @@ static int choose_tiles(struct vk_dev *d, uint32_t D, uint64_t rows, int fused, 
                                    "size %u", D, sg);
         *t = (struct vk_tiles){ sg * rrl, rbc, 4, 1 };
     } else if (env && *env) {
-        unsigned br, bc, tpr;
-        char tail;
-        if (sscanf(env, "%u,%u,%u%c", &br, &bc, &tpr, &tail) != 3 || !br || !bc ||
-            (tpr != 1 && tpr != 2 && tpr != 4) || D % (2 * tpr) || br * tpr > 1024 ||
-            br % 2 || bc % 8)
+        uint32_t e[3];
+        if (ssmax_parse_tiles(env, D, e) < 0)
             return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
                                    "SSMAX_VK_TILES: '%s' must be BR,BC,TPR with TPR in {1,2,4}, "
                                    "D %% (2*TPR) == 0, BR*TPR <= 1024, BR even and BC a multiple of 8, "
                                    "or rows,BC[,RL]", env);
-        *t = (struct vk_tiles){ br, bc, tpr, 0 };
+        *t = (struct vk_tiles){ e[0], e[1], e[2], 0 };
     } else if ((tuned = tuned_tiles(d, D, fused, t)) != 0) {
         if (tuned < 0) // ssmax bench --tune; tpr 0 stands for the rows kernel, br rows per lane
             return tuned;
@@ -1299,7 +1296,7 @@ struct push {
     uint32_t x_floor, pos_offset, floor_scale;
     float lo;
     uint32_t q_off, k_off, v_off, o_off, lse_off, want_lse;
-    uint32_t row_base, split_len, nsplit, aux0, aux1, aux2;
+    uint32_t row_base, split_len, nsplit, aux0, aux1;
 };
 _Static_assert(sizeof(struct push) == PUSH_WORDS * 4, "push constant layout");
 
@@ -1439,7 +1436,7 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
         p->batch, p->q_heads, p->kv_heads, p->q_len, p->kv_len, pl->group, pl->q_pos, (uint32_t)p->causal,
         pl->x_floor, p->pos_offset, p->floor_scale ? p->floor_scale : 1, pl->lo,
         bq.elem_off, bk.elem_off, bv.elem_off, bo.elem_off, bl.elem_off, (uint32_t)pl->want_lse,
-        0, split_len, nsplit, 0, 0, 0,
+        0, split_len, nsplit, 0, 0,
     };
 
     // Pipelines before recording (creation may fail; nothing is submitted then).
@@ -1459,13 +1456,12 @@ static int vk_attn(struct ssmax_dev *base, struct attn_plan *pl, const struct at
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
             r = get_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, 64, 1, 1, D, 1, 0, &pm);
     } else {
-        struct vk_tiles pt = t;
         r = get_pipeline(d, f16 ? VK_SH_QK_F16 : VK_SH_QK_F32, 256, 1, 1, D, 1, 0, &pqk);
         if (r == 0)
             r = get_pipeline(d, VK_SH_SOFTMAX, 64, 1, 1, D, 1, 0, &psm);
         if (r == 0)
-            r = get_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, pt.br * pt.tpr, pt.br, pt.bc, D,
-                             pt.tpr, 0, &ppv);
+            r = get_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, t.br * t.tpr, t.br, t.bc, D,
+                             t.tpr, 0, &ppv);
     }
     if (r < 0)
         return r;
