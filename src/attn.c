@@ -348,6 +348,17 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
     return SSMAX_OK;
 }
 
+void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS])
+{
+    const uint32_t esz = pl->elem_size;
+    out[0] = (struct plan_tensor){ "q", pl->q_bytes, pl->q_off, esz };
+    out[1] = (struct plan_tensor){ "k", pl->kv_bytes, pl->k_off, esz };
+    out[2] = (struct plan_tensor){ "v", pl->kv_bytes, pl->v_off, esz };
+    out[3] = (struct plan_tensor){ "o", pl->o_bytes, pl->o_off, esz };
+    out[4] = (struct plan_tensor){ "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 };
+    out[5] = (struct plan_tensor){ "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 };
+}
+
 int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 {
     int r = ssmax_need_device(ctx);

@@ -107,6 +107,16 @@ void *ssmax_malloc(struct ssmax_context *ctx, size_t size);
 void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size);
 void ssmax_free(struct ssmax_context *ctx, void *ptr);
 
+/* The tensors of a plan, for the backends' size checks: name, bytes, byte offset in its buffer
+ * and element size (0: probs, which kernels never index). Outputs not asked for have 0 bytes. */
+struct plan_tensor {
+    const char *name;
+    uint64_t bytes, off;
+    uint32_t esz;
+};
+enum { PLAN_TENSORS = 6 };
+void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
+
 /* attention planning (attn.c) */
 int ssmax_plan_make(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
                     const struct ssmax_attn_buffers *b, struct attn_plan *out);
@@ -136,6 +146,9 @@ void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n);
 /* Tuned tiles (tune.c): loaded when a device opens; the lookup gives 0 when none is stored. */
 void ssmax_tune_load(struct ssmax_dev *dev);
 int ssmax_tune_get(const struct ssmax_dev *dev, uint32_t head_dim, uint32_t t[3]);
+/* A stored entry the device refuses (why says how): an error while ssmax_tune_store checks it
+ * (tune_strict), else dropped with a warning and 0, so the defaults run. */
+int ssmax_tune_refused(struct ssmax_dev *dev, uint32_t D, const char *why);
 /* The shared-memory tiles kernels' rules, the same on both GPU backends: BR rows x BC keys, TPR
  * invocations per row in the unfused P V kernel (1, 2 or 4, dividing D / 2), BR even, BC a
  * multiple of 8, BR * TPR <= 1024. Device limits are the backend's to check. */
@@ -147,6 +160,11 @@ int ssmax_parse_tiles(const char *s, uint32_t D, uint32_t t[3]);
  * checks, never security. */
 #define SSMAX_FNV64_INIT 0xcbf29ce484222325ull
 uint64_t ssmax_fnv64(const void *p, size_t n, uint64_t h);
+/* SipHash-2-4 of data under the 128-bit key k (hash.c). */
+uint64_t ssmax_siphash24(const uint64_t k[2], const void *data, size_t n);
+/* The OpenCL cache's keyed hash of a binary: SipHash under a key derived from the directory's
+ * secret and the entry's key string (hash.c). */
+uint64_t ssmax_cache_mac(const uint64_t secret[2], const char *key, const void *bin, size_t n);
 
 /* Environment knobs */
 int ssmax_env_int(const char *name, int def);

@@ -54,12 +54,14 @@ int ssmax_parse_tiles(const char *s, uint32_t D, uint32_t t[3])
     return 0;
 }
 
-uint64_t ssmax_fnv64(const void *p, size_t n, uint64_t h)
+int ssmax_tune_refused(struct ssmax_dev *dev, uint32_t D, const char *why)
 {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
+    if (dev->tune_strict)
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
+    ssmax_log(dev->ctx, SSMAX_LOG_WARN, "tuned tiles for head_dim %u ignored: %s (run ssmax "
+              "bench --tune again)", D, why);
+    memset(dev->tune[D / 8], 0, sizeof(dev->tune[D / 8]));
+    return 0;
 }
 
 void ssmax_tune_load(struct ssmax_dev *dev)

@@ -425,52 +425,10 @@ static int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, s
  * process died loading that entry: the entry is discarded and built from source, so one bad file
  * costs one crash, not every later run. */
 
-#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-    do {                                                                                           \
-        v0 += v1, v1 = ROTL64(v1, 13), v1 ^= v0, v0 = ROTL64(v0, 32);                              \
-        v2 += v3, v3 = ROTL64(v3, 16), v3 ^= v2;                                                   \
-        v0 += v3, v3 = ROTL64(v3, 21), v3 ^= v0;                                                   \
-        v2 += v1, v1 = ROTL64(v1, 17), v1 ^= v2, v2 = ROTL64(v2, 32);                              \
-    } while (0)
-
-/* SipHash-2-4 (Aumasson and Bernstein), little-endian words. */
-static uint64_t siphash24(const uint64_t k[2], const void *data, size_t n)
-{
-    const unsigned char *in = data;
-    uint64_t v0 = 0x736f6d6570736575ull ^ k[0], v1 = 0x646f72616e646f6dull ^ k[1];
-    uint64_t v2 = 0x6c7967656e657261ull ^ k[0], v3 = 0x7465646279746573ull ^ k[1];
-    uint64_t last = (uint64_t)n << 56;
-    size_t whole = n - n % 8;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = 0;
-        for (int j = 7; j >= 0; j--)
-            m = m << 8 | in[i + (size_t)j];
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t j = 0; j < n % 8; j++)
-        last |= (uint64_t)in[whole + j] << (8 * j);
-    v3 ^= last;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= last;
-    v2 ^= 0xff;
-    for (int r = 0; r < 4; r++)
-        SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* The keyed hash of an entry: SipHash of the binary under a key derived from the directory's
- * secret and the entry's key string, so a binary moved under another key fails too. */
+/* The keyed hash of an entry (see ssmax_cache_mac). */
 static uint64_t entry_mac(const struct cl_dev *d, const char *key, const void *bin, size_t n)
 {
-    uint64_t k2[2] = { 0, 0 }, k1[2] = { d->mac_key[0], d->mac_key[1] ^ 0x5353415843414331ull };
-    k2[0] = siphash24(d->mac_key, key, strlen(key));
-    k2[1] = siphash24(k1, key, strlen(key));
-    return siphash24(k2, bin, n);
+    return ssmax_cache_mac(d->mac_key, key, bin, n);
 }
 
 static int read_secret(const char *path, uint64_t k[2])
@@ -850,12 +808,7 @@ static int tuned_tiles(struct cl_dev *d, uint32_t D, struct cl_tiles *t)
                  (unsigned long long)local_bytes(t, D), t->br * t->tpr, (unsigned long long)lm,
                  (unsigned long long)wgmax);
     }
-    if (d->base.tune_strict)
-        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
-    ssmax_log(d->base.ctx, SSMAX_LOG_WARN, "tuned tiles for head_dim %u ignored: %s (run ssmax "
-              "bench --tune again)", D, why);
-    memset(d->base.tune[D / 8], 0, sizeof(d->base.tune[D / 8]));
-    return 0;
+    return ssmax_tune_refused(&d->base, D, why);
 }
 
 static int choose_tiles(struct cl_dev *d, uint32_t D, uint64_t rows, struct cl_tiles *t)
@@ -923,20 +876,9 @@ static int cl_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
     uint64_t rows = (uint64_t)p->batch * p->q_heads * p->q_len, lim = base->info.max_alloc_size;
     // Each tensor is one cl_mem, so it must fit the device's largest allocation; the kernels index
     // elements from the start of their buffer in 32 bits (probs is only copied, by byte offsets).
-    const uint32_t esz = pl->elem_size;
-    const struct {
-        const char *name;
-        uint64_t bytes, off;
-        uint32_t esz; // 0: not indexed by a kernel
-    } ts[] = {
-        { "q", pl->q_bytes, pl->q_off, esz },
-        { "k", pl->kv_bytes, pl->k_off, esz },
-        { "v", pl->kv_bytes, pl->v_off, esz },
-        { "o", pl->o_bytes, pl->o_off, esz },
-        { "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 },
-        { "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 },
-    };
-    for (size_t i = 0; i < SSMAX_ARRAY_LEN(ts); i++) {
+    struct plan_tensor ts[PLAN_TENSORS];
+    ssmax_plan_tensors(pl, ts);
+    for (size_t i = 0; i < PLAN_TENSORS; i++) {
         if (ts[i].bytes > lim)
             return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                    "%s: %llu bytes exceed the device's largest allocation %llu "

@@ -968,12 +968,7 @@ static int tuned_tiles(struct vk_dev *d, uint32_t D, int fused, struct vk_tiles 
         if (!tiles_refused(d, t, D, why, sizeof(why)))
             return 1;
     }
-    if (d->base.tune_strict)
-        return ssmax_set_error(d->base.ctx, SSMAX_ERR_LIMIT_EXCEEDED, "head_dim %u: %s", D, why);
-    ssmax_log(d->base.ctx, SSMAX_LOG_WARN, "tuned tiles for head_dim %u ignored: %s (run ssmax "
-              "bench --tune again)", D, why);
-    memset(d->base.tune[D / 8], 0, sizeof(d->base.tune[D / 8]));
-    return 0;
+    return ssmax_tune_refused(&d->base, D, why);
 }
 
 /* Tile table by device class and vendor, overridable with SSMAX_VK_TILES="BR,BC,TPR" (the shared-
@@ -1178,13 +1173,11 @@ static int vk_attn_supported(struct ssmax_dev *base, const struct attn_plan *pl)
     uint64_t maxr = lim->maxStorageBufferRange, align = lim->minStorageBufferOffsetAlignment;
     if (!align)
         align = 1;
-    const struct {
-        const char *name;
-        uint64_t bytes, off;
-    } ts[] = { { "q", pl->q_bytes, pl->q_off },   { "k", pl->kv_bytes, pl->k_off },
-               { "v", pl->kv_bytes, pl->v_off },  { "o", pl->o_bytes, pl->o_off },
-               { "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off } };
-    for (size_t i = 0; i < SSMAX_ARRAY_LEN(ts); i++) {
+    struct plan_tensor ts[PLAN_TENSORS];
+    ssmax_plan_tensors(pl, ts);
+    for (size_t i = 0; i < PLAN_TENSORS; i++) {
+        if (!ts[i].esz)
+            continue; // probs: the scores scratch is copied into it, never bound
         if (ts[i].bytes > maxr)
             return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                    "%s: %llu bytes exceed the device's storage buffer range %llu "
