@@ -211,12 +211,6 @@ static void entries_free(struct entry *e, int n)
 
 static char dir[1024];
 
-static int require(void)
-{
-    const char *r = getenv("SSMAX_REQUIRE_DEVICE");
-    return r && *r == '1';
-}
-
 /* A fresh cache directory with good entries from a first run. */
 static int setup(void **state)
 {
@@ -227,7 +221,7 @@ static int setup(void **state)
     if (!mkdtemp(dir))
         return -1;
     int st = run_child(dir);
-    if (st == 77 && !require())
+    if (st == 77 && !h_require_devices())
         return 0; // each test skips
     return st == 0 ? 0 : -1;
 }
@@ -269,7 +263,7 @@ static int prepare(struct entry *e)
     int markers;
     int n = entries(dir, e, MAXE, &markers);
     if (!n) {
-        if (require())
+        if (h_require_devices())
             fail_msg("no OpenCL cache entry after a first run in %s", dir);
         skip();
     }

@@ -10,13 +10,8 @@
 
 #include <cmocka.h>
 
+#include "harness.h"
 #include "ssmax/ssmax.h"
-
-static int require(void)
-{
-    const char *r = getenv("SSMAX_REQUIRE_DEVICE");
-    return r && *r == '1';
-}
 
 static void test_listing(void **state)
 {
@@ -59,7 +54,7 @@ static void test_listing(void **state)
         }
     }
     assert_int_equal(cpu, 1);
-    if (require()) {
+    if (h_require_devices()) {
         assert_int_equal(vk, 1);
         assert_int_equal(cl, 1);
     } else {
@@ -76,7 +71,7 @@ int main(void)
         return 1;
     int n = ssmax_device_count(ctx);
     ssmax_context_destroy(&ctx);
-    if (n <= 1 && !require()) {
+    if (n <= 1 && !h_require_devices()) {
         printf("no Vulkan or OpenCL device: skipped\n");
         return 77;
     }

@@ -25,12 +25,6 @@
 
 static const char *const gpu_backends[] = { "vulkan", "opencl" };
 
-static int require(void)
-{
-    const char *r = getenv("SSMAX_REQUIRE_DEVICE");
-    return r && *r == '1';
-}
-
 /* One cycle: a context, then each GPU device in turn (and the CPU) with a small attention call,
  * then destroy; only the device named by only when it is not NULL. Returns 0, or -1 with why
  * filled. */
@@ -92,7 +86,7 @@ static void *worker(void *arg)
     struct job *j = arg;
     for (int i = 0; i < j->cycles; i++) {
         char why[600];
-        if (cycle((uint64_t)j->id * 1000 + (uint64_t)i, require(), NULL, why, sizeof(why)) < 0) {
+        if (cycle((uint64_t)j->id * 1000 + (uint64_t)i, h_require_devices(), NULL, why, sizeof(why)) < 0) {
             if (!j->fails++)
                 snprintf(j->why, sizeof(j->why), "thread %d, cycle %d: %s", j->id, i, why);
         }
@@ -197,7 +191,7 @@ static void test_rss(void **state)
     int bad = 0;
     for (size_t d = 0; d < sizeof(devs) / sizeof(devs[0]); d++) {
         for (int i = 0; i < WARMUP; i++)
-            if (cycle((uint64_t)i, require(), devs[d], why, sizeof(why)) < 0)
+            if (cycle((uint64_t)i, h_require_devices(), devs[d], why, sizeof(why)) < 0)
                 fail_msg("%s: warm-up cycle %d: %s", devs[d], i, why);
         // A leak grows in every round; a driver that maps a few more pages once (a JIT arena, a
         // thread stack) does not, so a round over a bound is measured again, up to 3 rounds.
@@ -205,7 +199,7 @@ static void test_rss(void **state)
         for (int round = 0; round < 3; round++) {
             long rss[CYCLES], heap[CYCLES];
             for (int i = 0; i < CYCLES; i++) {
-                if (cycle((uint64_t)i, require(), devs[d], why, sizeof(why)) < 0)
+                if (cycle((uint64_t)i, h_require_devices(), devs[d], why, sizeof(why)) < 0)
                     fail_msg("%s: cycle %d: %s", devs[d], i, why);
                 rss[i] = rss_bytes();
                 heap[i] = heap_bytes();

@@ -50,6 +50,23 @@ struct htol h_tol_probs(double lse_max)
     return (struct htol){ 1e-8, 1e-4 * (lse_max > 100 ? lse_max / 100 : 1) };
 }
 
+int h_require_devices(void)
+{
+    const char *r = getenv("SSMAX_REQUIRE_DEVICE");
+    return r && *r == '1';
+}
+
+int h_find_device(ssmax_context *ctx, const char *spec)
+{
+    int idx = ssmax_device_find(ctx, spec);
+    if (idx >= 0)
+        return idx;
+    if (h_require_devices() || !strcmp(spec, "cpu"))
+        return -2;
+    printf("# %s: no device, skipped\n", spec);
+    return -1;
+}
+
 const char *h_mode_name(enum ssmax_mode m) { return ssmax_mode_name(m); }
 const char *h_path_name(enum ssmax_path p) { return ssmax_path_name(p); }
 

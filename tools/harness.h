@@ -49,6 +49,14 @@ struct htol h_tol_lse(double max_ref);
 /* Probabilities (float32), when the reference LSE's largest magnitude is lse_max (0: unknown). */
 struct htol h_tol_probs(double lse_max);
 
+/* 1 when SSMAX_REQUIRE_DEVICE=1 (CI): a device a test needs and this machine lacks is a failure,
+ * not a skip. */
+int h_require_devices(void);
+/* ctx's index of the device spec names; or, when this machine has none, -1 if a test may skip it
+ * (after printing "# SPEC: no device, skipped") and -2 if it is required (h_require_devices(),
+ * or the CPU device, which every build has). */
+int h_find_device(ssmax_context *ctx, const char *spec);
+
 uint64_t h_rand(uint64_t *s);
 /* Fills a with n values uniform in [-amp, amp] (dtype storage). */
 void h_fill(void *a, enum ssmax_dtype t, size_t n, double amp, uint64_t *seed);
