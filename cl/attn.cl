@@ -35,22 +35,22 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
 {
     const uint t = get_local_id(0), gr = t / 8u, gc = t % 8u;
     const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
-    const uint b = get_group_id(2) / P_NSPLIT, sp = get_group_id(2) % P_NSPLIT;
-    const uint GL = P_G * P_LQ;
+    const uint b = get_group_id(2) / PV(nsplit), sp = get_group_id(2) % PV(nsplit);
+    const uint GL = PV(G) * PV(Lq);
     for (uint e = t; e < BR * D; e += FWG) {
         uint rr = blk * BR + e / D, d = e % D;
         float x = 0.0f;
         if (rr < GL) {
-            uint ii = rr / P_G, hq = g * P_G + rr % P_G;
-            x = LD(q, P_QOFF, ((b * P_HQ + hq) * P_LQ + ii) * D + d) * row_factor(P, coef, hq, ii);
+            uint ii = rr / PV(G), hq = g * PV(G) + rr % PV(G);
+            x = LD(q, PV(q_off), ((b * PV(Hq) + hq) * PV(Lq) + ii) * D + d) * row_factor(P, coef, hq, ii);
         }
         Qs[e] = x;
     }
-    const uint ks = sp * P_SPLITLEN, ke_split = min(ks + P_SPLITLEN, P_LK);
+    const uint ks = sp * PV(split_len), ke_split = min(ks + PV(split_len), PV(Lk));
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
-    const uint ke_wg = min(ke_split, kv_end(P, last / P_G));
-    const uint ke_min = min(ke_split, kv_end(P, first / P_G));
-    const uint kvbase = (b * P_HKV + g) * P_LK * D;
+    const uint ke_wg = min(ke_split, kv_end(P, last / PV(G)));
+    const uint ke_min = min(ke_split, kv_end(P, first / PV(G)));
+    const uint kvbase = (b * PV(Hkv) + g) * PV(Lk) * D;
     for (uint r = t; r < BR; r += FWG)
         Mrow[r] = M_INIT;
     float acc[RS * CP], l[RS];
@@ -62,7 +62,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
     for (uint kt = ks; kt < ke_wg; kt += BC) {
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint c = e / D, d = e % D, j = kt + c;
-            float4 x = j < ke_wg ? LD4(k, P_KOFF, kvbase + j * D + d) : (float4)(0.0f);
+            float4 x = j < ke_wg ? LD4(k, PV(k_off), kvbase + j * D + d) : (float4)(0.0f);
             KV[d * BC + c] = x.x;
             KV[(d + 1u) * BC + c] = x.y;
             KV[(d + 2u) * BC + c] = x.z;
@@ -88,7 +88,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint r = t; r < BR; r += FWG) {
             const uint R = first + r;
-            const uint ke = R < GL ? min(ke_split, kv_end(P, R / P_G)) : 0u;
+            const uint ke = R < GL ? min(ke_split, kv_end(P, R / PV(G))) : 0u;
             const uint cmax = (uint)clamp((int)ke - (int)kt, 0, (int)BC);
             float mo = Mrow[r], mt = mo;
             for (uint c = 0u; c < cmax; c++)
@@ -109,7 +109,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint j = kt + e / D;
-            vstore4(j < ke_wg ? LD4(v, P_VOFF, kvbase + j * D + e % D) : (float4)(0.0f), 0, KV + e);
+            vstore4(j < ke_wg ? LD4(v, PV(v_off), kvbase + j * D + e % D) : (float4)(0.0f), 0, KV + e);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         // Blocked sums: the tile's terms go to fresh partials (pl, tacc), folded into the running
@@ -159,15 +159,15 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         const uint r = e / (D / 2u), p2 = e % (D / 2u), R = first + r;
         if (R >= GL)
             continue;
-        const uint i = R / P_G, h = g * P_G + R % P_G, row = (b * P_HQ + h) * P_LQ + i;
+        const uint i = R / PV(G), h = g * PV(G) + R % PV(G), row = (b * PV(Hq) + h) * PV(Lq) + i;
         const float2 ov = (float2)(Qs[r * D + 2u * p2], Qs[r * D + 2u * p2 + 1u]);
         const float m = Mrow[r], lr = Lrow[r];
         if (!split) {
-            ST2(o, P_OOFF, row * D + 2u * p2, ov);
-            if (p2 == 0u && P_WANTLSE)
-                lse[P_LSEOFF + row] = lr == 0.0f ? -INFINITY : m + log(lr);
+            ST2(o, PV(o_off), row * D + 2u * p2, ov);
+            if (p2 == 0u && PV(want_lse))
+                lse[PV(lse_off) + row] = lr == 0.0f ? -INFINITY : m + log(lr);
         } else {
-            const uint prow = sp * (P_B * P_HQ * P_LQ) + row;
+            const uint prow = sp * (PV(B) * PV(Hq) * PV(Lq)) + row;
             part_o[prow * (D / 2u) + p2] = ov;
             if (p2 == 0u)
                 part_ml[prow] = (float2)(m, lr);
@@ -203,27 +203,27 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
     __constant uint *P, __global const float2 *part_o, __global const float2 *part_ml,
     __global io_t *o, __global float *lse)
 {
-    const uint rows = P_B * P_HQ * P_LQ, row = get_group_id(0), t = get_local_id(0);
+    const uint rows = PV(B) * PV(Hq) * PV(Lq), row = get_group_id(0), t = get_local_id(0);
     float M = M_INIT;
-    for (uint s = 0u; s < P_NSPLIT; s++)
+    for (uint s = 0u; s < PV(nsplit); s++)
         M = fmax(M, part_ml[s * rows + row].x);
     float L = 0.0f;
-    for (uint s = 0u; s < P_NSPLIT; s++) {
+    for (uint s = 0u; s < PV(nsplit); s++) {
         float2 ml = part_ml[s * rows + row];
         L += ml.y * exp(ml.x - M);
     }
     const float inv = L == 0.0f ? 0.0f : 1.0f / L;
     for (uint p = t; p < D / 2u; p += 64u) {
         float2 acc = (float2)(0.0f);
-        for (uint s = 0u; s < P_NSPLIT; s++) {
+        for (uint s = 0u; s < PV(nsplit); s++) {
             float2 ml = part_ml[s * rows + row];
             if (ml.y != 0.0f)
                 acc += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
         }
-        ST2(o, P_OOFF, row * D + 2u * p, acc * inv);
+        ST2(o, PV(o_off), row * D + 2u * p, acc * inv);
     }
-    if (t == 0u && P_WANTLSE)
-        lse[P_LSEOFF + row] = L == 0.0f ? -INFINITY : M + log(L);
+    if (t == 0u && PV(want_lse))
+        lse[PV(lse_off) + row] = L == 0.0f ? -INFINITY : M + log(L);
 }
 
 // Unfused 1: scores = f * scale * Q K^T for rows [i0, i0 + ni) of (batch, head) pairs from bh0.
@@ -234,17 +234,17 @@ __kernel __attribute__((reqd_work_group_size(256, 1, 1))) void qk(
 {
     __local float Qt[16 * 8], Kt[16 * 8];
     const uint t = get_local_id(0), ty = t / 16u, tx = t % 16u;
-    const uint zz = get_group_id(2), bh = bh0 + zz, b = bh / P_HQ, h = bh % P_HQ, g = h / P_G;
+    const uint zz = get_group_id(2), bh = bh0 + zz, b = bh / PV(Hq), h = bh % PV(Hq), g = h / PV(G);
     const uint ib = i0 + get_group_id(1) * 16u, jb = get_group_id(0) * 16u, iend = i0 + ni;
-    const uint qbase = (b * P_HQ + h) * P_LQ * D, kbase = (b * P_HKV + g) * P_LK * D;
+    const uint qbase = (b * PV(Hq) + h) * PV(Lq) * D, kbase = (b * PV(Hkv) + g) * PV(Lk) * D;
     float s = 0.0f;
     for (uint d0 = 0u; d0 < D; d0 += 8u) {
         if (t < 128u) {
             uint ii = ib + t / 8u;
-            Qt[t] = ii < iend ? LD(q, P_QOFF, qbase + ii * D + d0 + t % 8u) : 0.0f;
+            Qt[t] = ii < iend ? LD(q, PV(q_off), qbase + ii * D + d0 + t % 8u) : 0.0f;
         } else {
             uint u = t - 128u, jj = jb + u / 8u;
-            Kt[u] = jj < P_LK ? LD(k, P_KOFF, kbase + jj * D + d0 + u % 8u) : 0.0f;
+            Kt[u] = jj < PV(Lk) ? LD(k, PV(k_off), kbase + jj * D + d0 + u % 8u) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint dd = 0u; dd < 8u; dd++)
@@ -252,8 +252,8 @@ __kernel __attribute__((reqd_work_group_size(256, 1, 1))) void qk(
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     const uint i = ib + ty, j = jb + tx;
-    if (i < iend && j < P_LK)
-        scores[(zz * ni + (i - i0)) * P_LK + j] = j < kv_end(P, i) ? s * row_factor(P, coef, h, i) : 0.0f;
+    if (i < iend && j < PV(Lk))
+        scores[(zz * ni + (i - i0)) * PV(Lk) + j] = j < kv_end(P, i) ? s * row_factor(P, coef, h, i) : 0.0f;
 }
 
 // Unfused 2: row softmax in place (masked keys exactly 0) and LSE. One work-group of 64 per row.
@@ -262,7 +262,7 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
 {
     __local float red[64];
     const uint t = get_local_id(0), x = get_group_id(0), y = get_group_id(1);
-    const uint i = i0 + x, bh = bh0 + y, base = (y * ni + x) * P_LK, n = kv_end(P, i);
+    const uint i = i0 + x, bh = bh0 + y, base = (y * ni + x) * PV(Lk), n = kv_end(P, i);
     float m = M_INIT;
     for (uint j = t; j < n; j += 64u)
         m = fmax(m, scores[base + j]);
@@ -287,10 +287,10 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
     }
     l = red[0];
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;
-    for (uint j = t; j < P_LK; j += 64u)
+    for (uint j = t; j < PV(Lk); j += 64u)
         scores[base + j] = j < n ? exp(scores[base + j] - m) * inv : 0.0f;
-    if (t == 0u && P_WANTLSE)
-        lse[P_LSEOFF + bh * P_LQ + i] = l == 0.0f ? -INFINITY : m + log(l);
+    if (t == 0u && PV(want_lse))
+        lse[PV(lse_off) + bh * PV(Lq) + i] = l == 0.0f ? -INFINITY : m + log(l);
 }
 
 // Unfused 3: O = P V, BR rows of one (batch, head) per work-group.
@@ -301,22 +301,22 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     __local float Ps[BR * BC];
     __local float4 Vs[BC * D4];
     const uint t = get_local_id(0), r = t / TPR, tr = t % TPR;
-    const uint y = get_group_id(1), bh = bh0 + y, b = bh / P_HQ, h = bh % P_HQ, g = h / P_G;
+    const uint y = get_group_id(1), bh = bh0 + y, b = bh / PV(Hq), h = bh % PV(Hq), g = h / PV(G);
     const uint ib = i0 + get_group_id(0) * BR, iend = i0 + ni, i = ib + r;
     const bool valid = i < iend;
     const uint n = valid ? kv_end(P, i) : 0u, nwg = kv_end(P, min(ib + BR, iend) - 1u);
-    const uint pbase = (y * ni + (ib - i0)) * P_LK, vbase = (b * P_HKV + g) * P_LK * D;
+    const uint pbase = (y * ni + (ib - i0)) * PV(Lk), vbase = (b * PV(Hkv) + g) * PV(Lk) * D;
     float2 acc[DP];
     for (uint kk = 0u; kk < DP; kk++)
         acc[kk] = (float2)(0.0f);
     for (uint kt = 0u; kt < nwg; kt += BC) {
         for (uint e = t; e < BR * BC; e += WG) {
             uint rr = e / BC, j = kt + e % BC;
-            Ps[e] = ib + rr < iend && j < P_LK ? probs[pbase + rr * P_LK + j] : 0.0f;
+            Ps[e] = ib + rr < iend && j < PV(Lk) ? probs[pbase + rr * PV(Lk) + j] : 0.0f;
         }
         for (uint e = t; e < BC * D4; e += WG) {
             uint j = kt + e / D4;
-            Vs[e] = j < P_LK ? LD4(v, P_VOFF, vbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+            Vs[e] = j < PV(Lk) ? LD4(v, PV(v_off), vbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         // A blocked sum: the tile's terms from 0, then one add to the running total (key by key
@@ -336,5 +336,5 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     }
     if (valid)
         for (uint kk = 0u; kk < DP; kk++)
-            ST2(o, P_OOFF, ((b * P_HQ + h) * P_LQ + i) * D + 2u * (tr + TPR * kk), acc[kk]);
+            ST2(o, PV(o_off), ((b * PV(Hq) + h) * PV(Lq) + i) * D + 2u * (tr + TPR * kk), acc[kk]);
 }

@@ -1,7 +1,7 @@
 // Loops: Mesa's llvmpipe (lavapipe, 22.x) caps the *total* loop iterations of one invocation at
 // 65535 across all its loops, and breaks out silently past that. Loops here are kept "fat" (vec4
 // loads, small explicit unrolls, never whole-tile unrolls, which make LLVM compile for minutes), and
-// the host caps the key tiles one workgroup walks on that driver (vk_backend.c,
+// the host caps the key tiles one workgroup walks on that driver (src/vulkan/vk_plan.c,
 // max_tiles_per_wg()).
 //
 // Shared by every attention shader: push constants, buffer access for f32 and f16 storage, and the
@@ -18,13 +18,8 @@
 layout(constant_id = SPEC_WG) const uint WG = 64;
 layout(local_size_x_id = SPEC_WG) in;
 
-layout(push_constant) uniform Push {
-    uint B, Hq, Hkv, Lq, Lk, G, q_pos, causal;
-    uint x_floor, pos_offset, floor_scale;
-    float lo;
-    uint q_off, k_off, v_off, o_off, lse_off, want_lse; // offsets in elements
-    uint row_base, split_len, nsplit, aux0, aux1;
-} pc;
+#define PC_MEMBER(t, n) t n;
+layout(push_constant) uniform Push { ATTN_PARAMS(PC_MEMBER) } pc; // shaders/attn_iface.h
 
 #ifdef IO_F16
 #define TENSOR uint

@@ -1,5 +1,7 @@
-/* Binding indices and push constants shared by every compute shader and the Vulkan host code
- * (src/vulkan/vk_backend.c). Plain #defines so both C and GLSL can include it. */
+/* The interface between the hosts and the kernels, in one place: binding indices, specialization
+ * constants, and the parameter block (Vulkan push constants, the OpenCL parameter buffer).
+ * Included by C (src/, through src/kernel_params.h), GLSL (shaders/attn_common.glsl) and OpenCL C
+ * (cl/attn_common.clh): plain preprocessor only. */
 #ifndef SSMAX_ATTN_IFACE_H
 #define SSMAX_ATTN_IFACE_H
 
@@ -17,9 +19,34 @@
 #define SPEC_BR 1      /* query rows per workgroup */
 #define SPEC_BC 2      /* keys per tile */
 #define SPEC_D 3       /* head dim */
-#define SPEC_TPR 4     /* invocations per query row */
+#define SPEC_TPR 4     /* invocations per query row (pv.comp) */
 #define SPEC_SPLIT 5   /* 1: write split-KV partials instead of O */
+#define SPEC_WIDE 6    /* 1: K and V read 4 words at a time (flash_rows.comp) */
+#define SPEC_COUNT 7
 
-#define PUSH_WORDS 23  /* 92 bytes: within the 128-byte guarantee */
+/* The parameter block, X(type, name) a word, in order; type is uint or float. One call's values,
+ * the same for every kernel of the call except the chunk fields:
+ *   B Hq Hkv Lq Lk G  shape; G = Hq / Hkv query heads per KV head
+ *   q_pos causal      position of query row 0; 1: row i sees keys [0, q_pos + i]
+ *   x_floor pos_offset floor_scale lo   the row factor (SPEC.md section 3; coef holds a_h, b_h)
+ *   *_off             the tensors' first elements in their bindings
+ *   want_lse          1: write LSE
+ *   row_base          fused: first row block of this dispatch; unfused: first (batch, head) pair
+ *   split_len nsplit  split-KV: keys per split, splits
+ *   chunk_i0 chunk_ni unfused: the chunk's query rows [chunk_i0, chunk_i0 + chunk_ni) */
+#define ATTN_PARAMS(X)                                                                             \
+    X(uint, B) X(uint, Hq) X(uint, Hkv) X(uint, Lq) X(uint, Lk) X(uint, G)                         \
+    X(uint, q_pos) X(uint, causal)                                                                 \
+    X(uint, x_floor) X(uint, pos_offset) X(uint, floor_scale) X(float, lo)                         \
+    X(uint, q_off) X(uint, k_off) X(uint, v_off) X(uint, o_off) X(uint, lse_off)                   \
+    X(uint, want_lse) X(uint, row_base) X(uint, split_len) X(uint, nsplit)                         \
+    X(uint, chunk_i0) X(uint, chunk_ni)
+
+#ifndef VULKAN /* C and OpenCL C; GLSL (which defines VULKAN) has no enums */
+/* Word indices into the block: PI_B, PI_Hq, ..., and PARAM_WORDS (23, 92 bytes: within Vulkan's
+ * 128-byte push-constant guarantee). */
+#define ATTN_PARAM_INDEX(t, n) PI_##n,
+enum attn_param_index { ATTN_PARAMS(ATTN_PARAM_INDEX) PARAM_WORDS };
+#endif
 
 #endif

@@ -25,7 +25,7 @@ layout(constant_id = SPEC_BR) const uint BR = 8; // rows per workgroup: RL per l
 layout(constant_id = SPEC_BC) const uint BC = 4; // keys per step
 layout(constant_id = SPEC_D) const uint D = 64;
 layout(constant_id = SPEC_SPLIT) const uint SPLIT = 0;
-layout(constant_id = SPEC_TPR) const uint WIDE = 0; // 1: K/V read 4 words at a time (see below)
+layout(constant_id = SPEC_WIDE) const uint WIDE = 0; // 1: K/V read 4 words at a time (see below)
 const uint RL = BR / WG; // rows per lane: lane t owns rows t, t + WG, ... of the block
 const uint DS = D / WG;  // words of a K or V row each lane reads
 const uint DH = D / 2u;

@@ -4,7 +4,7 @@
 // and each row reads only its visible keys (NaN in masked V never reaches O).
 //
 // Bindings: BIND_SCR0 P [bh][i_count][Lk], BIND_V (read), BIND_O (write).
-// Grid: x = row blocks of BR within [aux0, aux0 + aux1), y = (batch, head) pairs from pc.row_base.
+// Grid: x = row blocks of BR within [chunk_i0, chunk_i0 + chunk_ni), y = (batch, head) pairs from pc.row_base.
 #include "attn_common.glsl"
 
 layout(constant_id = SPEC_BR) const uint BR = 16;
@@ -29,12 +29,12 @@ void main()
 {
     const uint t = gl_LocalInvocationID.x, r = t / TPR, tr = t % TPR;
     const uint bh = pc.row_base + gl_WorkGroupID.y, b = bh / pc.Hq, h = bh % pc.Hq, g = h / pc.G;
-    const uint ib = pc.aux0 + gl_WorkGroupID.x * BR, iend = pc.aux0 + pc.aux1;
+    const uint ib = pc.chunk_i0 + gl_WorkGroupID.x * BR, iend = pc.chunk_i0 + pc.chunk_ni;
     const uint i = ib + r;
     const bool valid = i < iend;
     const uint n = valid ? kv_end(i) : 0u;
     const uint nwg = kv_end(min(ib + BR, iend) - 1u);
-    const uint pbase = (gl_WorkGroupID.y * pc.aux1 + (ib - pc.aux0)) * pc.Lk;
+    const uint pbase = (gl_WorkGroupID.y * pc.chunk_ni + (ib - pc.chunk_i0)) * pc.Lk;
     const uint vbase = (b * pc.Hkv + g) * pc.Lk * D;
     vec2 acc[DP];
     [[unroll]] for (uint k = 0u; k < DP; k++)

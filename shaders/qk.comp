@@ -2,7 +2,7 @@
 // Unfused path, step 1: S = f(n) * scale * Q K^T for a chunk of rows, into the scores scratch.
 //
 // Bindings: BIND_Q, BIND_K, BIND_COEF (read), BIND_SCR0 scores [bh][i_count][Lk] (write).
-// Grid: x = key tiles of 16, y = row tiles of 16 within rows [aux0, aux0 + aux1), z = (batch, head)
+// Grid: x = key tiles of 16, y = row tiles of 16 within rows [chunk_i0, chunk_i0 + chunk_ni), z = (batch, head)
 // pairs from pc.row_base. 16 x 16 invocations, one score each; D is consumed 8 at a time through
 // shared memory. Keys past a row's visible range are written as 0 and never read.
 #include "attn_common.glsl"
@@ -18,8 +18,8 @@ void main()
 {
     const uint t = gl_LocalInvocationID.x, ty = t / 16u, tx = t % 16u;
     const uint bh = pc.row_base + gl_WorkGroupID.z, b = bh / pc.Hq, h = bh % pc.Hq, g = h / pc.G;
-    const uint i0 = pc.aux0 + gl_WorkGroupID.y * 16u, j0 = gl_WorkGroupID.x * 16u;
-    const uint iend = pc.aux0 + pc.aux1;
+    const uint i0 = pc.chunk_i0 + gl_WorkGroupID.y * 16u, j0 = gl_WorkGroupID.x * 16u;
+    const uint iend = pc.chunk_i0 + pc.chunk_ni;
     const uint qbase = (b * pc.Hq + h) * pc.Lq * D, kbase = (b * pc.Hkv + g) * pc.Lk * D;
     float s = 0.0;
     for (uint d0 = 0u; d0 < D; d0 += 8u) {
@@ -38,6 +38,6 @@ void main()
     const uint i = i0 + ty, j = j0 + tx;
     if (i < iend && j < pc.Lk) {
         float v = j < kv_end(i) ? s * row_factor(h, i) : 0.0;
-        scores[((gl_WorkGroupID.z * pc.aux1) + (i - pc.aux0)) * pc.Lk + j] = v;
+        scores[((gl_WorkGroupID.z * pc.chunk_ni) + (i - pc.chunk_i0)) * pc.Lk + j] = v;
     }
 }

@@ -3,7 +3,7 @@
 // the row's LSE. One workgroup per row; reductions through shared memory (no subgroup needed).
 //
 // Bindings: BIND_SCR0 scores/P (read-write), BIND_LSE (write). Grid: x = rows i in
-// [aux0, aux0 + aux1), y = (batch, head) pairs from pc.row_base.
+// [chunk_i0, chunk_i0 + chunk_ni), y = (batch, head) pairs from pc.row_base.
 #include "attn_common.glsl"
 
 layout(binding = BIND_SCR0, std430) buffer BufS { float scores[]; };
@@ -13,8 +13,8 @@ shared float red[WG];
 void main()
 {
     const uint t = gl_LocalInvocationID.x;
-    const uint i = pc.aux0 + gl_WorkGroupID.x, bh = pc.row_base + gl_WorkGroupID.y;
-    const uint base = (gl_WorkGroupID.y * pc.aux1 + gl_WorkGroupID.x) * pc.Lk;
+    const uint i = pc.chunk_i0 + gl_WorkGroupID.x, bh = pc.row_base + gl_WorkGroupID.y;
+    const uint base = (gl_WorkGroupID.y * pc.chunk_ni + gl_WorkGroupID.x) * pc.Lk;
     const uint n = kv_end(i);
     float m = M_INIT;
     for (uint j0 = 0u; j0 < n; j0 += 4u * WG)

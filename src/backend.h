@@ -1,7 +1,7 @@
 /*
- * The backend function table. The generic layer (context.c, buffer.c, attn.c) validates every
- * argument, checks sizes against the device's limits and then calls these entries; backends trust
- * what they are given.
+ * The backend function table. The generic layer (context.c, buffer.c, attn.c, validate.c,
+ * plan.c) validates every argument and makes the plan, asking the backend's plan entry for its
+ * part; then it calls the other entries, and backends trust what they are given.
  */
 #ifndef SSMAX_BACKEND_H
 #define SSMAX_BACKEND_H
@@ -23,11 +23,16 @@ struct ssmax_backend_fns {
     void (*buf_destroy)(struct ssmax_dev *dev, void *buf);
     int (*buf_write)(struct ssmax_dev *dev, void *buf, size_t off, const void *src, size_t n);
     int (*buf_read)(struct ssmax_dev *dev, void *buf, size_t off, void *dst, size_t n);
-    /* Device-specific limits for a plan (head_dim range, binding range, dispatch counts). */
-    int (*attn_supported)(struct ssmax_dev *dev, const struct attn_plan *plan);
-    /* Runs the plan and waits for it; *device_ns gets the device time. The backend may refine
-     * plan->path and plan->splits (what it ran is what ssmax_last_path reports). */
-    int (*attn)(struct ssmax_dev *dev, struct attn_plan *plan, const struct attn_bufs *bufs,
+    /* head_dim the kernels take: a multiple of head_dim_step up to head_dim_max. */
+    uint32_t head_dim_step, head_dim_max;
+    int rows_kernel; // 1: has SSMAX_KERNEL_ROWS (tuned entries may name it)
+    /* The backend's part of planning (plan.c calls it once per call, after the path): fills
+     * kernel, kernel_name, tiles, bk_kernel and bk_flags, scratch_max and max_groups_x; may split
+     * the keys further where the device needs it (an AUTO path only, with the reason in why);
+     * checks the device's limits (binding ranges, dispatch counts), naming the argument. */
+    int (*plan)(struct ssmax_dev *dev, struct attn_plan *plan);
+    /* Runs the plan and waits for it; *device_ns gets the device time. */
+    int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);
 };
 

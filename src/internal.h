@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "ssmax/ssmax.h"
+#include "../shaders/attn_iface.h"
 
 #define SSMAX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SSMAX_MAX_HEAD_DIM 256   // GPU backends: head_dim a multiple of 8 in [8, 256]
@@ -22,7 +23,7 @@ struct ssmax_dev {
     struct ssmax_context *ctx;
     const struct ssmax_backend_fns *fns;
     struct ssmax_device_info info;
-    uint16_t tune[SSMAX_MAX_HEAD_DIM / 8 + 1][3]; // tuned BR, BC, TPR per head_dim / 8; 0 = none
+    struct ssmax_tiles tune[SSMAX_MAX_HEAD_DIM / 8 + 1]; // tuned, per head_dim / 8; rows 0: none
     /* 1 while ssmax_tune_store tries an entry: the tuned tiles win over SSMAX_*_TILES, and tiles
      * the device refuses are an error. 0: a refused tuned entry is logged and dropped. */
     int tune_strict;
@@ -56,13 +57,25 @@ struct ssmax_context {
     int fault_alloc_at, fault_alloc_n; // test hooks: SSMAX_FAULT_DEVICE_ALLOC, _DEVICE_LOST
     int fault_lost_at, fault_lost_n;
     uint64_t last_ns;
-    enum ssmax_path last_path;
-    uint32_t last_splits;
+    struct ssmax_plan_info last_plan; // of the last successful ssmax_attn
 };
 
-/* The attention plan: the validated, normalised problem plus the path and tiling choices. Made once
- * per call by the generic layer (attn.c); backends never re-validate user input. */
+/* The kernels a plan can name. */
+enum attn_kernel {
+    KERNEL_REFERENCE, // the cpu device: the float64 reference
+    KERNEL_TILES,     // shared-memory tiles: BR query rows x BC keys a step (flash_attn, or qk,
+                      // softmax_rows and pv on the unfused path with TPR invocations a row)
+    KERNEL_ROWS,      // Vulkan flash_rows.comp: BR / subgroup size query rows per lane, BC keys a step
+};
+
+/* The attention plan, made once per call (plan.c, ssmax_plan_make) and read by everything after:
+ * the supported-check, the backend's execution and the reports (ssmax_last_plan). Its first part
+ * is the validated, normalised problem; the second the choices: path and splits (the generic
+ * planner, then the backend's plan entry while it plans), kernel and tiles (the backend), scratch
+ * and submissions (the generic layer again, from the tiles and the device's limits). Nothing
+ * changes it after ssmax_plan_make returns: backends get it const. */
 struct attn_plan {
+    /* the problem */
     struct ssmax_attn_params p; // scale and q_pos resolved; s, b point into coef arrays below
     uint32_t group;            // q_heads / kv_heads
     uint32_t q_pos;            // absolute position of row 0
@@ -71,15 +84,52 @@ struct attn_plan {
     float *coef;               // [2 * q_heads]: a0, b0, a1, b1, ...
     float lo;
     uint32_t x_floor;          // 1: FLOOR_LOG argument
-    enum ssmax_path path;      // never AUTO
-    uint32_t splits;           // >= 1; > 1 only for SSMAX_PATH_SPLIT_KV
     int want_lse, want_probs;
     uint64_t q_bytes, kv_bytes, o_bytes, lse_bytes, probs_bytes; // per tensor
     /* Byte offsets of the tensors in their buffers (0 when planned without buffers, as by
      * ssmax_attn_supported), so backends check the exact ranges their bindings will cover. */
     uint64_t q_off, k_off, v_off, o_off, lse_off, probs_off;
     uint32_t elem_size;
+    uint64_t rows;             // batch * q_heads * q_len
+
+    /* the choices */
+    enum ssmax_path path;      // never AUTO
+    uint32_t splits;           // >= 1; > 1 only for SSMAX_PATH_SPLIT_KV
+    enum attn_kernel kernel;
+    const char *kernel_name;   // for reports: "flash_attn", "flash_rows", "qk+softmax+pv", ...
+    uint32_t br, bc, tpr;      // tiles (see enum attn_kernel)
+    uint32_t bk_kernel;        // the backend's own kernel id (Vulkan: enum vk_shader_id)
+    uint32_t bk_flags;         // the backend's kernel options (Vulkan: wide reads; OpenCL: layout)
+    /* Set by the backend's plan entry for the generic arithmetic below. */
+    uint64_t scratch_max;      // bytes one scratch buffer may hold on the device
+    uint32_t max_groups_x;     // workgroups one dispatch may have along x
+    /* Scratch and submissions (plan_work in plan.c). */
+    uint32_t split_len, nsplit; // split-KV: keys per split and splits that hold keys (<= splits)
+    uint64_t scr0_bytes, scr1_bytes; // split-KV partial O and (max, sum); unfused scores
+    uint32_t blocks;           // fused and split-KV: row blocks of BR packed rows per KV head
+    uint32_t blocks_per_sub;   // ... and how many go in one submission
+    uint32_t bh_per, i_count;  // unfused: (batch, head) pairs and query rows per chunk
+    uint32_t nchunks;          // unfused: chunks in all, in order bh-major
+    uint32_t chunks_per_sub;   // ... and how many go in one submission
+    uint32_t submissions;      // device submissions of the call (max_work_per_submit)
+    char why[600];             // the reason for each choice, "; " between them
 };
+
+/* The kernels' parameter block (shaders/attn_iface.h): Vulkan's push constants and OpenCL's
+ * parameter buffer, the same words. */
+#define ATTN_C_uint uint32_t
+#define ATTN_C_float float
+#define ATTN_PARAM_MEMBER(t, n) ATTN_C_##t n;
+struct attn_block {
+    ATTN_PARAMS(ATTN_PARAM_MEMBER)
+};
+_Static_assert(sizeof(struct attn_block) == PARAM_WORDS * 4, "parameter block layout");
+/* The block of a plan, with the tensors' first elements in their bindings (q, k, v, o, lse). */
+void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5],
+                      struct attn_block *out);
+
+/* Appends a reason to pl->why. */
+void ssmax_plan_why(struct attn_plan *pl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 struct attn_bufs {
     void *q, *k, *v, *o, *lse, *probs; // backend buffer objects
@@ -117,11 +167,18 @@ struct plan_tensor {
 enum { PLAN_TENSORS = 6 };
 void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
 
-/* attention planning (attn.c) */
+/* Validation (validate.c): the parameters, each field named in the message. */
+int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len);
+/* The plan (plan.c), on ctx's open device; b NULL plans without buffers (offsets 0, no LSE or
+ * weights). Free with ssmax_plan_free, also after a failure. */
 int ssmax_plan_make(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
                     const struct ssmax_attn_buffers *b, struct attn_plan *out);
 void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl);
-int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len);
+/* Shared memory of the tiles kernels at BR x BC and head dim D, in bytes. */
+uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc);
+/* Decode: fewer packed rows per KV head than pl->br; shrinks BR (and at D <= 64 widens BC) so
+ * no workgroup computes empty rows. For the backends' default tiles. */
+void ssmax_tiles_for_decode(struct attn_plan *pl);
 
 /* half floats (half.c) */
 float ssmax_half_to_float(uint16_t h);
@@ -143,9 +200,8 @@ int ssmax_need_device(struct ssmax_context *ctx);
 void ssmax_mkdirs(const char *dir);
 /* Cache directory (params, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax, ~/.cache/ssmax); "" if none. */
 void ssmax_cache_dir(struct ssmax_context *ctx, char *out, size_t n);
-/* Tuned tiles (tune.c): loaded when a device opens; the lookup gives 0 when none is stored. */
+/* Tuned tiles (tune.c): loaded when a device opens. */
 void ssmax_tune_load(struct ssmax_dev *dev);
-int ssmax_tune_get(const struct ssmax_dev *dev, uint32_t head_dim, uint32_t t[3]);
 /* A stored entry the device refuses (why says how): an error while ssmax_tune_store checks it
  * (tune_strict), else dropped with a warning and 0, so the defaults run. */
 int ssmax_tune_refused(struct ssmax_dev *dev, uint32_t D, const char *why);
@@ -153,9 +209,18 @@ int ssmax_tune_refused(struct ssmax_dev *dev, uint32_t D, const char *why);
  * invocations per row in the unfused P V kernel (1, 2 or 4, dividing D / 2), BR even, BC a
  * multiple of 8, BR * TPR <= 1024. Device limits are the backend's to check. */
 int ssmax_tiles_ok(uint32_t D, uint32_t br, uint32_t bc, uint32_t tpr);
-/* Parses an SSMAX_*_TILES override "BR,BC,TPR" into t and checks it with ssmax_tiles_ok: 0, or -1
- * when malformed or refused. */
-int ssmax_parse_tiles(const char *s, uint32_t D, uint32_t t[3]);
+/* Parses a tiles override, "BR,BC,TPR" or "rows,BC[,RL]", into t and checks it against the rules
+ * above: 0, or -1 when malformed or refused. */
+int ssmax_parse_tiles(const char *s, uint32_t D, struct ssmax_tiles *t);
+/* The tiles asked for ahead of the backend's defaults, in *t: the override in environment
+ * variable env (except while ssmax_tune_store tries an entry), else the device's tuned entry.
+ * fused 0 asks for the unfused kernels' tiles, which a rows-kernel choice does not name. Returns
+ * where *t came from, or an error naming env for a malformed override. Device limits are the
+ * caller's to check: a refused override is an error, a refused tuned entry goes to
+ * ssmax_tune_refused. */
+enum { TILES_DEFAULT, TILES_OVERRIDE, TILES_TUNED };
+int ssmax_tiles_asked(struct ssmax_dev *dev, const char *env, uint32_t D, int fused,
+                      struct ssmax_tiles *t);
 /* 64-bit FNV-1a of p[0..n), continuing from h (SSMAX_FNV64_INIT to start): file names and torn-file
  * checks, never security. */
 #define SSMAX_FNV64_INIT 0xcbf29ce484222325ull

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <dirent.h>
+#include <fnmatch.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -92,7 +93,17 @@ static void run_host(ssmax_context *c, const struct ssmax_attn_params *p, const 
         RUN_HOST_STEP(ssmax_buffer_write(c, bv, 0, v, nkv), "write v");
     struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = v ? bv : bk, .o = bo, .lse = bl,
                                      .probs = bp };
+    // The plan is made once and is what runs: reported before the call, and after it.
+    struct ssmax_plan_info before, after;
+    RUN_HOST_STEP(ssmax_attn_plan_info(c, p, &ab, &before), "ssmax_attn_plan_info");
     RUN_HOST_STEP(ssmax_attn(c, p, &ab), "ssmax_attn");
+    RUN_HOST_STEP(ssmax_last_plan(c, &after), "ssmax_last_plan");
+    if (memcmp(&before, &after, sizeof(before)))
+        fail_msg("run_host: planned %s/%u/%s %ux%u, %u submissions (%s), ran %s/%u/%s %ux%u, %u "
+                 "submissions (%s)", h_path_name(before.path), before.kv_splits, before.kernel,
+                 before.tile_rows, before.tile_keys, before.submissions, before.why,
+                 h_path_name(after.path), after.kv_splits, after.kernel, after.tile_rows,
+                 after.tile_keys, after.submissions, after.why);
     RUN_HOST_STEP(ssmax_buffer_read(c, bo, 0, o, nq), "read o");
     if (lse)
         RUN_HOST_STEP(ssmax_buffer_read(c, bl, 0, lse, nl), "read lse");
@@ -244,7 +255,7 @@ static void test_work_cap(void **state)
     (void)state;
     struct ssmax_context_params cp;
     ssmax_context_params_default(&cp);
-    cp.max_work_per_submit = 1; // every row block (every unfused chunk) on its own
+    cp.max_work_per_submit = 1; // every row block (every unfused query row) on its own
     cp.debug = 1;
     ssmax_context *c2 = NULL;
     assert_int_equal(ssmax_context_create(&cp, &c2), SSMAX_OK);
@@ -267,12 +278,96 @@ static void test_work_cap(void **state)
         }
         if (memcmp(out[0], out[1], nq * 4))
             fail_msg("path %d: capped and uncapped results differ", path);
+        struct ssmax_plan_info pi[2];
+        assert_int_equal(ssmax_last_plan(ctx, &pi[0]), SSMAX_OK);
+        assert_int_equal(ssmax_last_plan(c2, &pi[1]), SSMAX_OK);
+        if (strcmp(TEST_BACKEND, "cpu") && (pi[0].submissions != 1 || pi[1].submissions < 2 ||
+                                            !strstr(pi[1].why, "max_work_per_submit")))
+            fail_msg("path %d: %u and %u submissions planned (%s)", path, pi[0].submissions,
+                     pi[1].submissions, pi[1].why);
         printf("# work cap, path %d: identical (device time %.3f vs %.3f ms)\n", path, ns[0] / 1e6,
                ns[1] / 1e6);
     }
     free(hq), free(hk), free(out[0]), free(out[1]);
     assert_int_equal(ssmax_validation_errors(c2), 0);
     ssmax_context_destroy(&c2);
+}
+
+/* The plan, as reported: every path the planner picks names itself, its kernel, tiles and the
+ * reason for each choice, and the same plan runs (run_host compares the plan reported before the
+ * call with the one after it). A call that fails to plan writes nothing to *out, and a failed
+ * ssmax_attn leaves ssmax_last_plan as it was. */
+static void test_plan(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t hq, hkv, lq, lk, splits;
+        enum ssmax_path path;
+        int probs;
+        const char *why; // in the reason, for the path choice
+    } cases[] = {
+        { 4, 2, 33, 113, 0, SSMAX_PATH_AUTO, 0, "path " },
+        { 8, 1, 1, 4096, 0, SSMAX_PATH_AUTO, 0, "path split-kv" }, // decode: idle compute units
+        { 4, 1, 7, 1000, 3, SSMAX_PATH_SPLIT_KV, 0, "asked for" },
+        { 2, 2, 40, 77, 0, SSMAX_PATH_UNFUSED, 0, "asked for" },
+        { 2, 1, 9, 50, 0, SSMAX_PATH_AUTO, 1, "weights" },
+    };
+    uint64_t seed = base_seed + 77;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ssmax_attn_params p;
+        ssmax_attn_params_default(&p);
+        p.q_heads = cases[i].hq, p.kv_heads = cases[i].hkv, p.q_len = cases[i].lq;
+        p.kv_len = cases[i].lk, p.kv_splits = cases[i].splits, p.path = cases[i].path;
+        const size_t nq = (size_t)p.q_heads * p.q_len * 64, nkv = (size_t)p.kv_heads * p.kv_len * 64;
+        float *hq = malloc(nq * 4), *hk = malloc(nkv * 4), *ho = malloc(nq * 4);
+        float *pr = cases[i].probs ? malloc((size_t)p.q_heads * p.q_len * p.kv_len * 4) : NULL;
+        assert_true(hq && hk && ho && (pr || !cases[i].probs));
+        h_fill(hq, SSMAX_F32, nq, 1, &seed);
+        h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+        run_host(ctx, &p, hq, hk, NULL, ho, NULL, pr);
+        struct ssmax_plan_info pi;
+        assert_int_equal(ssmax_last_plan(ctx, &pi), SSMAX_OK);
+        printf("# plan %zu: %s, %u splits, %s, tiles %ux%u, %u submissions: %s\n", i,
+               h_path_name(pi.path), pi.kv_splits, pi.kernel, pi.tile_rows, pi.tile_keys,
+               pi.submissions, pi.why);
+        assert_true(pi.path != SSMAX_PATH_AUTO && pi.kv_splits >= 1 && pi.kernel[0]);
+        assert_true((pi.kv_splits > 1) == (pi.path == SSMAX_PATH_SPLIT_KV));
+        if (cases[i].path != SSMAX_PATH_AUTO)
+            assert_int_equal(pi.path, cases[i].path);
+        if (cases[i].probs)
+            assert_int_equal(pi.path, SSMAX_PATH_UNFUSED);
+        if (cases[i].splits)
+            assert_true(pi.kv_splits <= cases[i].splits && pi.kv_splits >= 2);
+        if (!strstr(pi.why, cases[i].why))
+            fail_msg("plan %zu: '%s' not in the reasons '%s'", i, cases[i].why, pi.why);
+        if (strcmp(TEST_BACKEND, "cpu") && (!pi.tile_rows || !pi.tile_keys ||
+                                            (pi.path != SSMAX_PATH_FUSED && !pi.scratch_bytes)))
+            fail_msg("plan %zu: tiles %ux%u, scratch %llu", i, pi.tile_rows, pi.tile_keys,
+                     (unsigned long long)pi.scratch_bytes);
+        free(hq), free(hk), free(ho), free(pr);
+    }
+    // Failures: *out untouched; the last plan stays the last successful call's.
+    struct ssmax_plan_info keep, out, last;
+    assert_int_equal(ssmax_last_plan(ctx, &keep), SSMAX_OK);
+    memset(&out, 0x5a, sizeof(out));
+    struct ssmax_plan_info pattern = out;
+    struct ssmax_attn_params bad;
+    ssmax_attn_params_default(&bad);
+    bad.head_dim = 0;
+    assert_int_equal(ssmax_attn_plan_info(ctx, &bad, NULL, &out), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "head_dim"));
+    assert_memory_equal(&out, &pattern, sizeof(out));
+    bad.head_dim = 64;
+    bad.kv_splits = 2;
+    bad.path = SSMAX_PATH_FUSED;
+    assert_int_equal(ssmax_attn_plan_info(ctx, &bad, NULL, &out), SSMAX_ERR_INVALID_ARG);
+    assert_memory_equal(&out, &pattern, sizeof(out));
+    assert_int_equal(ssmax_attn_plan_info(ctx, &bad, NULL, NULL), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_attn(ctx, &bad, NULL), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_last_plan(ctx, &last), SSMAX_OK);
+    assert_memory_equal(&last, &keep, sizeof(last));
+    assert_int_equal(ssmax_last_plan(ctx, NULL), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_last_plan(NULL, &last), SSMAX_ERR_INVALID_ARG);
 }
 
 /* Vulkan: the validation gate is live: a provoked invalid call is counted, and the layer is
@@ -558,10 +653,12 @@ static void test_tune_store(void **state)
     ssmax_context *c = tune_context(dir, &warned);
     struct ssmax_device_info di;
     assert_int_equal(ssmax_device_current(c, &di), SSMAX_OK);
-    assert_int_equal(ssmax_tune_store(c, 64, 16, 32, 4), SSMAX_OK);
+    const struct ssmax_tiles t64 = { SSMAX_KERNEL_TILES, 16, 32, 4 };
+    assert_int_equal(ssmax_tune_store(c, 64, &t64), SSMAX_OK);
     tune_file(dir, path, sizeof(path));
-    // tpr 0: Vulkan's rows kernel (needs subgroup shuffles); no OpenCL configuration.
-    int r = ssmax_tune_store(c, 16, 2, 2, 0);
+    // Vulkan's rows kernel (needs subgroup shuffles); OpenCL has none.
+    const struct ssmax_tiles rows = { SSMAX_KERNEL_ROWS, 2, 2, 0 };
+    int r = ssmax_tune_store(c, 16, &rows);
     if (!strcmp(TEST_BACKEND, "opencl"))
         assert_int_equal(r, SSMAX_ERR_INVALID_ARG);
     else if (r != SSMAX_OK)
@@ -571,7 +668,8 @@ static void test_tune_store(void **state)
         printf("# %s has %llu bytes of local memory: no valid tiles to refuse, skipped\n", di.name,
                (unsigned long long)di.shared_memory);
     } else {
-        r = ssmax_tune_store(c, 256, 256, 256, 4);
+        const struct ssmax_tiles big = { SSMAX_KERNEL_TILES, 256, 256, 4 };
+        r = ssmax_tune_store(c, 256, &big);
         printf("# refused: %s\n", ssmax_last_error(c));
         assert_int_equal(r, SSMAX_ERR_LIMIT_EXCEEDED);
         assert_non_null(strstr(ssmax_last_error(c), "256,256,4"));
@@ -590,7 +688,7 @@ static void test_tune_store(void **state)
         // An entry written by hand: the next context warns once and runs without it.
         f = fopen(path, "a");
         assert_non_null(f);
-        fprintf(f, "256 256 256 4\n");
+        fprintf(f, "256 tiles 256 256 4\n");
         fclose(f);
         ssmax_context_destroy(&c);
         c = tune_context(dir, &warned);
@@ -665,9 +763,6 @@ int main(void)
         return idx == -2 ? 1 : 77;
     }
     printf("# seed %llu (set SSMAX_TEST_SEED to replay)\n", (unsigned long long)base_seed);
-    e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
-    if (e && *e)
-        cmocka_set_test_filter(e);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_key),    cmocka_unit_test(test_probs),
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
@@ -676,6 +771,18 @@ int main(void)
         cmocka_unit_test(test_unaligned_inputs),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
+        cmocka_unit_test(test_plan),
     };
+    e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
+    if (e && *e) {
+        int matched = 0; // a filter that runs nothing would pass without testing anything
+        for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+            matched += fnmatch(e, tests[i].name, 0) == 0;
+        if (!matched) {
+            fprintf(stderr, "SSMAX_TEST_FILTER='%s' matches no test\n", e);
+            return 1;
+        }
+        cmocka_set_test_filter(e);
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -19,8 +19,8 @@ static const char *usage_bench =
     "  --shape B,Hq,Hkv,Lq,Lk,D  a shape (repeatable; overrides the suite)\n"
     "  --causal                 make --shape shapes causal\n"
     "  --dtype f32|f16          storage type (default f32)\n"
-    "  --mode MODE              softmax|ssmax|ssmax-bias|logn|floor-log (default ssmax)\n"
-    "  --path auto|fused|split-kv|unfused  (default auto)\n"
+    "  --mode MODE              {MODES} (default ssmax)\n"
+    "  --path {PATHS}  (default auto)\n"
     "  --splits N               key splits for split-kv (default: sized from the device)\n"
     "  --warmup N --iters N     (defaults 2 and 5)\n"
     "  --json FILE --csv FILE   write the records\n"
@@ -38,6 +38,7 @@ struct shape {
 struct record {
     char device[300], backend[16], path[16];
     uint32_t splits;
+    struct ssmax_plan_info plan; // of the timed calls
     struct shape s;
     double ms_median, ms_min, ms_max, wall_ms, gflops, gbps, nmse;
     int verified;
@@ -122,11 +123,17 @@ static int write_json(FILE *f, void *arg)
                 "\"Hkv\": %u, \"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, "
                 "\"ms_median\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, "
                 "\"wall_ms_median\": %.6f, \"gflops\": %.4f, \"gbytes_per_s\": %.4f, "
-                "\"nmse\": %.3e, \"verified\": %s}%s\n",
+                "\"nmse\": %.3e, \"verified\": %s, \"kernel\": ",
                 r->backend, r->path, r->splits, rs->dtype, rs->mode, r->s.b, r->s.hq, r->s.hkv,
                 r->s.lq, r->s.lk, r->s.d, r->s.causal ? "true" : "false", r->ms_median,
                 r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
-                r->verified ? "true" : "false", i + 1 < rs->n ? "," : "");
+                r->verified ? "true" : "false");
+        cli_json_str(f, r->plan.kernel);
+        fprintf(f, ", \"tile_rows\": %u, \"tile_keys\": %u, \"submissions\": %u, "
+                "\"scratch_bytes\": %llu, \"plan\": ", r->plan.tile_rows, r->plan.tile_keys,
+                r->plan.submissions, (unsigned long long)r->plan.scratch_bytes);
+        cli_json_str(f, r->plan.why);
+        fprintf(f, "}%s\n", i + 1 < rs->n ? "," : "");
     }
     fprintf(f, "]\n");
     return ferror(f) ? -1 : 0;
@@ -185,12 +192,13 @@ static double visible_pairs(const struct shape *s)
     return t;
 }
 
-static void tiles_str(char *out, size_t n, uint32_t br, uint32_t bc, uint32_t tpr)
+/* The override's spelling of t: "BR,BC,TPR" or "rows,BC,RL". */
+static void tiles_str(char *out, size_t n, const struct ssmax_tiles *t)
 {
-    if (!tpr)
-        snprintf(out, n, "rows,%u,%u", bc, br);
+    if (t->kernel == SSMAX_KERNEL_ROWS)
+        snprintf(out, n, "rows,%u,%u", t->keys, t->rows);
     else
-        snprintf(out, n, "%u,%u,%u", br, bc, tpr);
+        snprintf(out, n, "%u,%u,%u", t->rows, t->keys, t->lanes);
 }
 
 /* --tune: time the fused kernel over a grid of tiles through the SSMAX_*_TILES override, verify
@@ -225,22 +233,21 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
             c.seed = 77;
             c.sample_rows = 8;
             double best = 1e300;
-            uint32_t bbr = 0, bbc = 0, btpr = 4;
+            struct ssmax_tiles bt = { 0 };
             printf("tuning %s, D %u (shape %u,%u,%u,%u,%u,%u):\n", d.name, c.p.head_dim,
                    c.p.batch, c.p.q_heads, c.p.kv_heads, c.p.q_len, c.p.kv_len, c.p.head_dim);
-            // (br, bc, tpr); tpr 0: Vulkan's rows kernel, br rows per lane ("rows,BC,RL")
-            uint32_t cand[40][3];
+            struct ssmax_tiles cand[40];
             size_t nc = 0;
-            if (d.backend == SSMAX_BACKEND_VULKAN)
+            if (d.backend == SSMAX_BACKEND_VULKAN) // the rows kernel: rows a lane, keys a step
                 for (uint32_t rl = 1; rl <= 4; rl++)
                     for (uint32_t bc = 1; bc <= 2; bc++)
-                        cand[nc][0] = rl, cand[nc][1] = bc, cand[nc++][2] = 0;
+                        cand[nc++] = (struct ssmax_tiles){ SSMAX_KERNEL_ROWS, rl, bc, 0 };
             for (size_t i = 0; i < sizeof(brs) / sizeof(brs[0]); i++)
                 for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++)
-                    cand[nc][0] = brs[i], cand[nc][1] = bcs[j], cand[nc++][2] = 4;
+                    cand[nc++] = (struct ssmax_tiles){ SSMAX_KERNEL_TILES, brs[i], bcs[j], 4 };
             for (size_t k = 0; k < nc; k++) {
                 char val[32], why[512];
-                tiles_str(val, sizeof(val), cand[k][0], cand[k][1], cand[k][2]);
+                tiles_str(val, sizeof(val), &cand[k]);
                 setenv(var, val, 1);
                 struct htiming tm;
                 if (ssmax_attn_supported(ctx, &c.p) < 0 ||
@@ -248,31 +255,25 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                     continue;
                 printf("  %-10s %10.3f ms\n", val, tm.ms_median);
                 if (tm.ms_median < best)
-                    best = tm.ms_median, bbr = cand[k][0], bbc = cand[k][1], btpr = cand[k][2];
+                    best = tm.ms_median, bt = cand[k];
             }
-            if (!bbr) {
-                unsetenv(var);
+            unsetenv(var);
+            if (!bt.rows) {
                 printf("  no tile size ran\n");
                 code = EXIT_DEVICE;
                 continue;
             }
+            // ssmax_tune_store runs the tiles against the reference on every path before storing.
             char val[32];
-            tiles_str(val, sizeof(val), bbr, bbc, btpr);
-            setenv(var, val, 1);
-            struct hresult hr;
-            int st = h_run(ctx, &c, &hr);
-            unsetenv(var);
-            if (st != 0) {
-                printf("  best %s gives a wrong result (%s): not stored\n", val, hr.why);
-                code = EXIT_MISMATCH;
+            tiles_str(val, sizeof(val), &bt);
+            if (ssmax_tune_store(ctx, c.p.head_dim, &bt) < 0) {
+                int wrong = strstr(ssmax_last_error(ctx), "wrong result") != NULL;
+                printf("  best %s: %s\n", val, ssmax_last_error(ctx));
+                code = wrong ? EXIT_MISMATCH : EXIT_DEVICE;
                 continue;
             }
-            if (ssmax_tune_store(ctx, c.p.head_dim, bbr, bbc, btpr) < 0) {
-                fprintf(stderr, "ssmax bench: %s\n", ssmax_last_error(ctx));
-                code = EXIT_DEVICE;
-                continue;
-            }
-            printf("  stored %s (%.3f ms, verified, nmse %.1e)\n", val, best, hr.o.nmse);
+            printf("  stored %s (%.3f ms, verified on the fused, split-kv and unfused paths)\n",
+                   val, best);
         }
     }
     return code;
@@ -289,7 +290,7 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage_bench, stdout);
+            cli_usage(stdout, usage_bench);
             return 0;
         }
         if (!strcmp(a, "--causal")) {
@@ -338,7 +339,8 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--csv")) csv = v;
         else {
-            fprintf(stderr, "ssmax bench: unknown option '%s'\n%s", a, usage_bench);
+            fprintf(stderr, "ssmax bench: unknown option '%s'\n", a);
+            cli_usage(stderr, usage_bench);
             return EXIT_BAD_INPUT;
         }
         if (bad) {
@@ -473,9 +475,9 @@ int cmd_bench(int argc, char **argv)
                 code = cli_exit_code(st);
                 continue;
             }
-            enum ssmax_path path;
-            ssmax_last_path(ctx, &path, &rc->splits);
-            snprintf(rc->path, sizeof(rc->path), "%s", h_path_name(path));
+            ssmax_last_plan(ctx, &rc->plan);
+            rc->splits = rc->plan.kv_splits;
+            snprintf(rc->path, sizeof(rc->path), "%s", h_path_name(rc->plan.path));
             double flops = 4.0 * s->b * s->hq * s->d * visible_pairs(s);
             double esz = c.p.dtype == SSMAX_F16 ? 2 : 4;
             double bytes = esz * s->d * s->b * (2.0 * s->hq * s->lq + 2.0 * s->hkv * s->lk);

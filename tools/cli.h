@@ -10,10 +10,13 @@ enum { EXIT_OK = 0, EXIT_BAD_INPUT = 2, EXIT_MISMATCH = 3, EXIT_DEVICE = 4 };
 
 /* Maps a library error to the CLI's exit code. */
 int cli_exit_code(int err);
-/* Parses "softmax|ssmax|ssmax-bias|logn|floor-log"; -1 if unknown. */
+/* Parses a mode or path name (src/names.h); -1 if unknown. */
 int cli_parse_mode(const char *s);
-/* Parses "auto|fused|split-kv|unfused"; -1 if unknown. */
 int cli_parse_path(const char *s);
+/* The mode (paths 0) or path (1) names joined by sep, the last by last ("a, b or c"), into out. */
+const char *cli_names(int paths, const char *sep, const char *last, char *out, size_t n);
+/* Writes a help text, with {MODES} and {PATHS} spelled out ("softmax|ssmax|..."). */
+void cli_usage(FILE *f, const char *text);
 /* Strict unsigned/float parsing; 0 on success. Integers are decimal digits only (no sign, space
  * or prefix), within range. */
 int cli_parse_u64(const char *s, uint64_t *out);
@@ -29,7 +32,7 @@ void cli_json_str(FILE *f, const char *s);
 /* `ssmax run` options, parsed without touching any file or device (fuzzed on its own). */
 struct run_opts {
     const char *q, *k, *v, *out, *lse, *probs, *device, *s, *b;
-    int check, quiet;
+    int check, quiet, verbose;
     struct ssmax_attn_params p;
 };
 /* 0 ok, 1 --help, -1 bad arguments (message written to err when not NULL). */

@@ -10,6 +10,36 @@
 int cli_parse_mode(const char *s) { return ssmax_mode_parse(s); }
 int cli_parse_path(const char *s) { return ssmax_path_parse(s); }
 
+static const char *const mode_names[] = SSMAX_MODE_NAMES;
+static const char *const path_names[] = SSMAX_PATH_NAMES;
+
+const char *cli_names(int paths, const char *sep, const char *last, char *out, size_t n)
+{
+    const char *const *v = paths ? path_names : mode_names;
+    const size_t count = paths ? sizeof(path_names) / sizeof(*v) : sizeof(mode_names) / sizeof(*v);
+    size_t len = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < count && len < n; i++)
+        len += (size_t)snprintf(out + len, n - len, "%s%s", i == 0 ? "" : i + 1 == count ? last : sep,
+                                v[i]);
+    return out;
+}
+
+void cli_usage(FILE *f, const char *text)
+{
+    char modes[128], paths[128];
+    cli_names(0, "|", "|", modes, sizeof(modes));
+    cli_names(1, "|", "|", paths, sizeof(paths));
+    for (const char *t = text; *t;) {
+        if (!strncmp(t, "{MODES}", 7))
+            fputs(modes, f), t += 7;
+        else if (!strncmp(t, "{PATHS}", 7))
+            fputs(paths, f), t += 7;
+        else
+            fputc(*t++, f);
+    }
+}
+
 /* Decimal digits only: no sign, no space, no "0x". */
 int cli_parse_u64(const char *s, uint64_t *out)
 {
@@ -70,6 +100,10 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
             o->quiet = 1;
             continue;
         }
+        if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            o->verbose = 1;
+            continue;
+        }
         if (a[0] != '-' || a[1] != '-')
             return ERR("ssmax run: unexpected argument '%s'\n", a);
         if (i + 1 >= argc)
@@ -107,10 +141,11 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
         } else {
             return ERR("ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
         }
+        char names[128];
         if (bad)
             return ERR("ssmax run: %s: invalid value '%s' (%s)\n", a, v,
-                       !strcmp(a, "--mode")   ? "softmax, ssmax, ssmax-bias, logn or floor-log"
-                       : !strcmp(a, "--path") ? "auto, fused, split-kv or unfused"
+                       !strcmp(a, "--mode")   ? cli_names(0, ", ", " or ", names, sizeof(names))
+                       : !strcmp(a, "--path") ? cli_names(1, ", ", " or ", names, sizeof(names))
                        : !strcmp(a, "--beta") || !strcmp(a, "--scale")
                            ? "a number"
                            : "an integer in [0, 2^32)");

@@ -42,7 +42,7 @@ static const char *usage_run =
     "\n"
     "  --device auto|cpu|vulkan[:N]|opencl[:N]  default $SSMAX_DEVICE or auto (a real GPU first,\n"
     "                                then vulkan, opencl, cpu)\n"
-    "  --mode softmax|ssmax|ssmax-bias|logn|floor-log   default ssmax\n"
+    "  --mode {MODES}   default ssmax\n"
     "  --s X|S.npy                   SSMax s: one scalar or float32 [Hq] (default 0.43)\n"
     "  --b X|B.npy                   ssmax-bias b: one scalar or float32 [Hq] (default 0)\n"
     "  --train-len L                 logn training length (default 8192)\n"
@@ -50,13 +50,15 @@ static const char *usage_run =
     "  --causal                      row i sees keys 0..q_pos+i\n"
     "  --q-pos P                     absolute position of query row 0 (default Lk-Lq)\n"
     "  --scale C                     softmax scale (default 1/sqrt(D))\n"
-    "  --path auto|fused|split-kv|unfused   (default auto)\n"
+    "  --path {PATHS}   (default auto)\n"
     "  --splits N                    split-KV pieces (default: planner's choice)\n"
     "  --lse LSE.npy                 write float32 [B,Hq,Lq] log-sum-exp (natural log)\n"
     "  --probs P.npy                 write float32 [B,Hq,Lq,Lk] attention weights (unfused path)\n"
     "  --check                       compare with the CPU float64 reference, print NMSE,\n"
     "                                exit 3 on mismatch (SPEC.md section 6 tolerances)\n"
     "  --quiet                       print nothing on success\n"
+    "  -v, --verbose                 also print the plan: kernel, tiles, submissions, scratch,\n"
+    "                                and the reason for each choice\n"
     "\n"
     "  The outputs are written all or nothing: temporary files beside the targets, renamed into\n"
     "  place once every output is written; none may be an input or another output.\n"
@@ -150,10 +152,11 @@ static int cmd_devices(int argc, char **argv)
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(usage_devices, stdout);
+            cli_usage(stdout, usage_devices);
             return 0;
         } else {
-            fprintf(stderr, "ssmax devices: unknown option '%s'\n%s", argv[i], usage_devices);
+            fprintf(stderr, "ssmax devices: unknown option '%s'\n", argv[i]);
+            cli_usage(stderr, usage_devices);
             return EXIT_BAD_INPUT;
         }
     }
@@ -282,14 +285,14 @@ static int cmd_run(int argc, char **argv)
     struct run_opts ro;
     int pr = run_parse_args(argc, argv, &ro, stderr);
     if (pr == 1) {
-        fputs(usage_run, stdout);
+        cli_usage(stdout, usage_run);
         return 0;
     }
     if (pr < 0)
         return EXIT_BAD_INPUT;
     const char *fq = ro.q, *fk = ro.k, *fv = ro.v, *fo = ro.out, *flse = ro.lse, *fprobs = ro.probs;
     const char *dev = ro.device, *sarg = ro.s, *barg = ro.b;
-    const int check = ro.check, quiet = ro.quiet;
+    const int check = ro.check, quiet = ro.quiet, verbose = ro.verbose && !ro.quiet;
     struct ssmax_attn_params p = ro.p;
     int code = EXIT_BAD_INPUT;
     struct npy_array q = { 0 }, k = { 0 }, v = { 0 };
@@ -368,14 +371,6 @@ static int cmd_run(int argc, char **argv)
         goto out;
     p.s = s_arr;
     p.b = b_arr;
-    if (fprobs && p.path != SSMAX_PATH_AUTO && p.path != SSMAX_PATH_UNFUSED) {
-        fprintf(stderr, "ssmax run: --probs needs --path unfused or auto\n");
-        goto out;
-    }
-    if (ssmax_attn_validate(&p, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ssmax run: %s\n", err);
-        goto out;
-    }
     if (!(ctx = cli_context(&code)))
         goto out;
     int idx = cli_find_device(ctx, "ssmax run", dev);
@@ -390,7 +385,9 @@ static int cmd_run(int argc, char **argv)
     }
     struct ssmax_device_info di;
     ssmax_device_current(ctx, &di);
-    int r = ssmax_attn_supported(ctx, &p);
+    // The plan, before any buffer is made: a problem the device cannot run fails here, by name.
+    struct ssmax_plan_info plan;
+    int r = ssmax_attn_plan_info(ctx, &p, NULL, &plan);
     if (r < 0) {
         fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
         code = cli_exit_code(r);
@@ -443,11 +440,11 @@ static int cmd_run(int argc, char **argv)
         code = EXIT_BAD_INPUT;
         goto out;
     }
-    enum ssmax_path path;
-    uint32_t splits;
     uint64_t ns;
-    ssmax_last_path(ctx, &path, &splits);
+    ssmax_last_plan(ctx, &plan); // what ran (with --probs, the unfused path)
     ssmax_last_device_time(ctx, &ns);
+    const enum ssmax_path path = plan.path;
+    const uint32_t splits = plan.kv_splits;
     if (!quiet) {
         fprintf(msg, "device %s:%d %s\n", backend_name(di.backend), di.index, di.name);
         fprintf(msg, "attention B%u Hq%u Hkv%u Lq%u Lk%u D%u %s %s%s, path %s", p.batch, p.q_heads,
@@ -456,6 +453,12 @@ static int cmd_run(int argc, char **argv)
         if (path == SSMAX_PATH_SPLIT_KV)
             fprintf(msg, " (%u splits)", splits);
         fprintf(msg, ", %.3f ms on the device\n", ns / 1e6);
+    }
+    if (verbose) {
+        fprintf(msg, "plan: kernel %s, tiles %u rows x %u keys, %u submission%s, %llu bytes of "
+                "scratch\n", plan.kernel, plan.tile_rows, plan.tile_keys, plan.submissions,
+                plan.submissions == 1 ? "" : "s", (unsigned long long)plan.scratch_bytes);
+        fprintf(msg, "plan: %s\n", plan.why);
     }
     code = EXIT_OK;
     if (check) {
@@ -585,7 +588,7 @@ static int cmd_verify(int argc, char **argv)
     uint64_t seed = 1;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(usage_verify, stdout);
+            cli_usage(stdout, usage_verify);
             return 0;
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             dev = argv[++i];
@@ -596,7 +599,8 @@ static int cmd_verify(int argc, char **argv)
                 return EXIT_BAD_INPUT;
             }
         } else {
-            fprintf(stderr, "ssmax verify: unknown option '%s'\n%s", argv[i], usage_verify);
+            fprintf(stderr, "ssmax verify: unknown option '%s'\n", argv[i]);
+            cli_usage(stderr, usage_verify);
             return EXIT_BAD_INPUT;
         }
     }
@@ -636,12 +640,12 @@ static int cmd_verify(int argc, char **argv)
 static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs(usage_main, stderr);
+        cli_usage(stderr, usage_main);
         return EXIT_BAD_INPUT;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        fputs(usage_main, stdout);
+        cli_usage(stdout, usage_main);
         return 0;
     }
     if (!strcmp(cmd, "--version")) {
@@ -656,7 +660,8 @@ static int run_command(int argc, char **argv)
         return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
-    fprintf(stderr, "ssmax: unknown command '%s'\n%s", cmd, usage_main);
+    fprintf(stderr, "ssmax: unknown command '%s'\n", cmd);
+    cli_usage(stderr, usage_main);
     return EXIT_BAD_INPUT;
 }
 

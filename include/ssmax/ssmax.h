@@ -271,24 +271,43 @@ SSMAX_API int ssmax_device_find(ssmax_context *ctx, const char *spec);
 SSMAX_API int ssmax_device_open(ssmax_context *ctx, int index);
 /** Info of the open device. SSMAX_ERR_NO_DEVICE when none is open. */
 SSMAX_API int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info *out);
-/** Vulkan validation-layer errors counted by the context's messenger since creation. */
+/** Errors the context's debug layer reported since creation: with debug set, the Vulkan
+ *  validation layer's errors (counted by our messenger); 0 for every other backend and without
+ *  debug. */
 SSMAX_API uint64_t ssmax_validation_errors(const ssmax_context *ctx);
 
-/** Stores tile sizes for head_dim on the open device in the cache directory (the context's
- *  cache_dir, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax or ~/.cache/ssmax). Devices opened later with
- *  the same name and driver use them unless SSMAX_VK_TILES / SSMAX_CL_TILES override. br: query
- *  rows per workgroup (even), bc: keys per tile (multiple of 8), tpr: invocations per row of the
- *  unfused P V kernel (1, 2 or 4). On Vulkan, tpr = 0 selects the fused rows kernel instead: br
- *  query rows per subgroup lane (1..4), bc keys per step (1..16); OpenCL takes no such entry
- *  (SSMAX_ERR_INVALID_ARG), nor does the cpu device any (SSMAX_ERR_UNSUPPORTED).
- *  Before storing, runs a small attention with these tiles (fused, split-KV and unfused paths;
- *  SSMAX_*_TILES do not apply) and compares it with the reference: tiles the device cannot run
- *  give SSMAX_ERR_LIMIT_EXCEEDED naming the tiles and the limit, a wrong result
- *  SSMAX_ERR_UNSUPPORTED, and nothing is stored. A stored entry the device refuses (a file from
- *  an older version, or edited by hand) is ignored with a warning (SSMAX_LOG_WARN), once per
+/** The fused path's kernels a tile choice can name. */
+enum ssmax_kernel {
+    SSMAX_KERNEL_TILES = 0, ///< shared-memory tiles: rows x keys per workgroup (every GPU backend)
+    SSMAX_KERNEL_ROWS = 1,  ///< query rows in subgroup lanes, no shared memory (Vulkan, with
+                            ///< subgroup shuffles and head_dim a multiple of the subgroup size)
+};
+
+/** Tile sizes for one head_dim (ssmax_tune_store). */
+struct ssmax_tiles {
+    enum ssmax_kernel kernel;
+    /** TILES: query rows per workgroup, even, in [2, 256]. ROWS: query rows per subgroup lane,
+     *  in [1, 4]. */
+    uint32_t rows;
+    /** TILES: keys per tile, a multiple of 8 in [8, 256]. ROWS: keys per step, in [1, 16]. */
+    uint32_t keys;
+    /** TILES: invocations per row of the unfused P V kernel (1, 2 or 4, dividing head_dim / 2).
+     *  ROWS: 0 (the unfused kernels then take the device's defaults). */
+    uint32_t lanes;
+};
+
+/** Stores tiles for head_dim on the open device in the cache directory (the context's cache_dir,
+ *  $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax or ~/.cache/ssmax). Devices opened later with the same
+ *  name and driver use them unless the backend's tile override is set (README, "Tuning").
+ *  The cpu device has no tiles (SSMAX_ERR_UNSUPPORTED); a kernel the backend lacks is
+ *  SSMAX_ERR_INVALID_ARG. Before storing, runs a small attention with these tiles (fused,
+ *  split-KV and unfused paths; overrides do not apply) and compares it with the reference: tiles
+ *  the device cannot run give SSMAX_ERR_LIMIT_EXCEEDED naming the tiles and the limit, a wrong
+ *  result SSMAX_ERR_UNSUPPORTED, and nothing is stored. A stored entry the device refuses (a file
+ *  from an older version, or edited by hand) is ignored with a warning (SSMAX_LOG_WARN), once per
  *  opened device, and the defaults run. `ssmax bench --tune` searches and stores them. */
-SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim, uint32_t br, uint32_t bc,
-                               uint32_t tpr);
+SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim,
+                               const struct ssmax_tiles *tiles);
 
 /* ---- buffers (on the open device) ---- */
 
@@ -331,6 +350,28 @@ SSMAX_API int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
 SSMAX_API int ssmax_last_device_time(ssmax_context *ctx, uint64_t *device_ns);
 /** Which path and split count the last successful ssmax_attn used. */
 SSMAX_API int ssmax_last_path(ssmax_context *ctx, enum ssmax_path *path, uint32_t *kv_splits);
+
+/** An attention call's plan: what runs and why. Each call makes its plan once (validation, path,
+ *  kernel, tiles, scratch, submissions) and runs exactly that. */
+struct ssmax_plan_info {
+    enum ssmax_path path;     ///< what runs, never SSMAX_PATH_AUTO
+    uint32_t kv_splits;       ///< key splits, >= 1 (> 1 only on SSMAX_PATH_SPLIT_KV)
+    char kernel[32];          ///< the kernel, e.g. "flash_attn", "flash_rows", "qk+softmax+pv"
+    uint32_t tile_rows;       ///< query rows a workgroup (or subgroup, for flash_rows) takes
+    uint32_t tile_keys;       ///< keys a tile (a step)
+    uint32_t submissions;     ///< device submissions the call is cut into (max_work_per_submit)
+    uint64_t scratch_bytes;   ///< device scratch the call uses
+    char why[600];            ///< the reason for each choice, "; " between them
+    uint8_t reserved[32];
+};
+/** The plan ssmax_attn would make for p on the open device, without running it; bufs may be NULL
+ *  (no LSE or weights, offsets 0). Fails exactly where ssmax_attn_supported (bufs NULL) or
+ *  ssmax_attn would, before running; *out is written only on success. */
+SSMAX_API int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                                   const struct ssmax_attn_buffers *bufs,
+                                   struct ssmax_plan_info *out);
+/** The plan of the last successful ssmax_attn (zeroed before the first). */
+SSMAX_API int ssmax_last_plan(ssmax_context *ctx, struct ssmax_plan_info *out);
 
 /** The float64 reference on host arrays (the judge of every backend). Thread-safe.
  *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_OUT_OF_HOST_MEMORY. */

@@ -82,7 +82,17 @@ static int cpu_buf_read(struct ssmax_dev *dev, void *buf, size_t off, void *dst,
     return SSMAX_OK;
 }
 
-static int cpu_attn(struct ssmax_dev *dev, struct attn_plan *pl, const struct attn_bufs *b,
+/* The reference runs any path as one computation: nothing to choose. */
+static int cpu_plan(struct ssmax_dev *dev, struct attn_plan *pl)
+{
+    (void)dev;
+    pl->kernel = KERNEL_REFERENCE;
+    pl->kernel_name = "reference";
+    ssmax_plan_why(pl, "the cpu device runs the float64 reference, the same for every path");
+    return SSMAX_OK;
+}
+
+static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const struct attn_bufs *b,
                     uint64_t *ns)
 {
     struct timespec t0, t1;
@@ -118,5 +128,8 @@ const struct ssmax_backend_fns ssmax_backend_cpu = {
     .buf_destroy = cpu_buf_destroy,
     .buf_write = cpu_buf_write,
     .buf_read = cpu_buf_read,
+    .head_dim_step = 1,
+    .head_dim_max = SSMAX_MAX_REF_HEAD_DIM,
+    .plan = cpu_plan,
     .attn = cpu_attn,
 };

@@ -1,0 +1,208 @@
+/*
+ * OpenCL: running a plan. Program and scratch first (a failure leaves every output untouched),
+ * then the parameter block, the launches in the submissions the plan cut them into (each flushed
+ * to the device), one wait, and the device time from the first and last launch's profiling events.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cl_internal.h"
+
+static int set_args(struct cl_dev *d, cl_kernel k, int n, const size_t *sizes, const void **vals)
+{
+    for (int i = 0; i < n; i++) {
+        cl_int e = d->ci->f.clSetKernelArg(k, (cl_uint)i, sizes[i], vals[i]);
+        if (e != CL_SUCCESS)
+            return cl_err(d->base.ctx, e, "clSetKernelArg");
+    }
+    return SSMAX_OK;
+}
+
+/* The launches of one call, and the first and last events for the device time. */
+struct launches {
+    struct cl_dev *d;
+    struct cl_prog *pg;
+    cl_event first, last;
+    uint32_t launched; // kernels launched, a bit each
+};
+
+static cl_int launch(struct launches *ls, int kid, cl_uint dims, const size_t *g, const size_t *l)
+{
+    struct cl_fns *f = &ls->d->ci->f;
+    cl_event ev;
+    cl_int e = f->clEnqueueNDRangeKernel(ls->d->q, ls->pg->k[kid], dims, NULL, g, l, 0, NULL, &ev);
+    if (e != CL_SUCCESS)
+        return e;
+    ls->launched |= 1u << kid;
+    if (!ls->first) {
+        ls->first = ev;
+    } else {
+        if (ls->last)
+            f->clReleaseEvent(ls->last);
+        ls->last = ev;
+    }
+    return CL_SUCCESS;
+}
+
+/* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a launch, then the merge. */
+static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem m[9])
+{
+    struct cl_dev *d = ls->d;
+    const struct ssmax_attn_params *p = &pl->p;
+    const size_t ms = sizeof(cl_mem), us = sizeof(cl_uint);
+    const int kid = pl->path == SSMAX_PATH_SPLIT_KV ? K_FLASH_SPLIT : K_FLASH;
+    cl_kernel k = ls->pg->k[kid];
+    cl_uint zero = 0;
+    const size_t sz[] = { ms, ms, ms, ms, ms, ms, ms, ms, ms, us };
+    const void *va[] = { &m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &m[6], &m[7], &m[8], &zero };
+    int r = set_args(d, k, 10, sz, va);
+    cl_int e = CL_SUCCESS;
+    for (uint32_t x0 = 0; r == SSMAX_OK && x0 < pl->blocks; x0 += pl->blocks_per_sub) {
+        cl_uint rb = x0;
+        if ((e = d->ci->f.clSetKernelArg(k, 9, us, &rb)) != CL_SUCCESS)
+            break;
+        size_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
+        size_t g[3] = { n * 16, p->kv_heads, (size_t)p->batch * pl->nsplit }, l[3] = { 16, 1, 1 };
+        if ((e = launch(ls, kid, 3, g, l)) != CL_SUCCESS)
+            break;
+        if (x0 + pl->blocks_per_sub < pl->blocks)
+            d->ci->f.clFlush(d->q);
+    }
+    if (r == SSMAX_OK && e == CL_SUCCESS && pl->path == SSMAX_PATH_SPLIT_KV) {
+        const size_t sz2[] = { ms, ms, ms, ms, ms };
+        const void *va2[] = { &m[0], &m[7], &m[8], &m[5], &m[6] };
+        size_t g2 = (size_t)pl->rows * 64, l2 = 64;
+        if ((r = set_args(d, ls->pg->k[K_MERGE], 5, sz2, va2)) == SSMAX_OK)
+            e = launch(ls, K_MERGE, 1, &g2, &l2);
+    }
+    return r < 0 ? r : e == CL_SUCCESS ? SSMAX_OK : cl_err(d->base.ctx, e, "kernel launch");
+}
+
+/* The unfused path: for each chunk of (batch, head) pairs and query rows, the scores, their
+ * softmax and P V (and the weights copied out), chunks_per_sub a submission. */
+static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
+                           const struct attn_bufs *ab, cl_mem m[9])
+{
+    struct cl_dev *d = ls->d;
+    struct cl_fns *f = &d->ci->f;
+    const struct ssmax_attn_params *p = &pl->p;
+    const size_t ms = sizeof(cl_mem), us = sizeof(cl_uint);
+    const uint32_t nbh = p->batch * p->q_heads;
+    uint32_t chunk = 0;
+    cl_int e = CL_SUCCESS;
+    int r;
+    for (uint32_t bh0 = 0; bh0 < nbh; bh0 += pl->bh_per) {
+        cl_uint nb = nbh - bh0 < pl->bh_per ? nbh - bh0 : pl->bh_per;
+        for (cl_uint i0 = 0; i0 < p->q_len; i0 += pl->i_count, chunk++) {
+            cl_uint ni = p->q_len - i0 < pl->i_count ? p->q_len - i0 : pl->i_count;
+            if (chunk && chunk % pl->chunks_per_sub == 0)
+                f->clFlush(d->q);
+            const size_t s1z[] = { ms, ms, ms, ms, ms, us, us, us };
+            const void *v1[] = { &m[0], &m[1], &m[2], &m[3], &m[7], &bh0, &i0, &ni };
+            const size_t s2z[] = { ms, ms, ms, us, us, us };
+            const void *v2[] = { &m[0], &m[7], &m[6], &bh0, &i0, &ni };
+            const size_t s3z[] = { ms, ms, ms, ms, us, us, us };
+            const void *v3[] = { &m[0], &m[7], &m[4], &m[5], &bh0, &i0, &ni };
+            if ((r = set_args(d, ls->pg->k[K_QK], 8, s1z, v1)) < 0 ||
+                (r = set_args(d, ls->pg->k[K_SOFTMAX], 6, s2z, v2)) < 0 ||
+                (r = set_args(d, ls->pg->k[K_PV], 7, s3z, v3)) < 0)
+                return r;
+            size_t gq[3] = { (size_t)((p->kv_len + 15) / 16) * 256, (ni + 15) / 16, nb };
+            size_t lq[3] = { 256, 1, 1 };
+            size_t gs[2] = { (size_t)ni * 64, nb }, ls2[2] = { 64, 1 };
+            size_t gp[2] = { (size_t)((ni + pl->br - 1) / pl->br) * pl->br * pl->tpr, nb };
+            size_t lp[2] = { pl->br * pl->tpr, 1 };
+            if ((e = launch(ls, K_QK, 3, gq, lq)) != CL_SUCCESS ||
+                (e = launch(ls, K_SOFTMAX, 2, gs, ls2)) != CL_SUCCESS ||
+                (e = launch(ls, K_PV, 2, gp, lp)) != CL_SUCCESS)
+                return cl_err(d->base.ctx, e, "kernel launch");
+            if (ab->probs) {
+                uint64_t row0 = (uint64_t)bh0 * p->q_len + i0;
+                e = f->clEnqueueCopyBuffer(d->q, m[7], ab->probs, 0,
+                                           ab->probs_off + row0 * p->kv_len * 4,
+                                           (size_t)nb * ni * p->kv_len * 4, 0, NULL, NULL);
+                if (e != CL_SUCCESS)
+                    return cl_err(d->base.ctx, e, "clEnqueueCopyBuffer (weights)");
+            }
+        }
+    }
+    return SSMAX_OK;
+}
+
+int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
+            uint64_t *device_ns)
+{
+    struct cl_dev *d = (struct cl_dev *)base;
+    struct ssmax_context *ctx = base->ctx;
+    struct cl_fns *f = &d->ci->f;
+    const struct ssmax_attn_params *p = &pl->p;
+    const uint32_t esz = pl->elem_size;
+    char opts[160];
+    snprintf(opts, sizeof(opts), "-cl-std=CL1.2 -DD=%uu -DBR=%uu -DBC=%uu -DTPR=%uu -DWG=%uu%s%s",
+             p->head_dim, pl->br, pl->bc, pl->tpr, pl->br * pl->tpr,
+             p->dtype == SSMAX_F16 ? " -DIO_F16=1" : "", pl->bk_flags ? " -DCHUNKED=1" : "");
+    struct cl_prog *pg = NULL;
+    int r;
+    if ((r = cl_program_get(d, opts, &pg)) < 0 ||
+        (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
+        (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
+        (r = cl_scratch(d, &d->coef, &d->coef_size, 2ull * p->q_heads * 4)) < 0)
+        return r;
+    // Whole buffers are bound: tensors start at their offset / element size.
+    const uint32_t offs[5] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
+                               (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
+                               (uint32_t)(ab->lse_off / 4) };
+    struct attn_block blk;
+    ssmax_plan_block(pl, offs, &blk);
+    cl_int e = f->clEnqueueWriteBuffer(d->q, d->params, CL_TRUE, 0, sizeof(blk), &blk, 0, NULL,
+                                       NULL);
+    if (e == CL_SUCCESS)
+        e = f->clEnqueueWriteBuffer(d->q, d->coef, CL_TRUE, 0, 2ull * p->q_heads * 4, pl->coef, 0,
+                                    NULL, NULL);
+    if (e != CL_SUCCESS)
+        return cl_err(ctx, e, "clEnqueueWriteBuffer (parameters)");
+
+    // params, coef, q, k, v, o, lse, scratch 0 and 1 (unused ones bound to a dummy)
+    cl_mem m[9] = { d->params, d->coef, ab->q, ab->k, ab->v, ab->o, ab->lse ? ab->lse : d->dummy,
+                    d->scr0 ? d->scr0 : d->dummy, d->scr1 ? d->scr1 : d->dummy };
+    struct launches ls = { d, pg, NULL, NULL, 0 };
+    r = pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(&ls, pl, m) : enqueue_unfused(&ls, pl, ab, m);
+    e = f->clFinish(d->q);
+    if (r == SSMAX_OK && e == CL_SUCCESS && ssmax_fault_lost(ctx))
+        r = ssmax_set_error(ctx, SSMAX_ERR_DEVICE_LOST, "opencl: device lost (injected)");
+    else if (r == SSMAX_OK && e != CL_SUCCESS)
+        r = cl_err(ctx, e, "clFinish");
+    if (r == SSMAX_OK) {
+        cl_ulong t0 = 0, t1 = 0;
+        f->clGetEventProfilingInfo(ls.first, CL_PROFILING_COMMAND_START, sizeof(t0), &t0, NULL);
+        f->clGetEventProfilingInfo(ls.last ? ls.last : ls.first, CL_PROFILING_COMMAND_END,
+                                   sizeof(t1), &t1, NULL);
+        *device_ns = t1 > t0 ? t1 - t0 : 0;
+    }
+    if (ls.first)
+        f->clReleaseEvent(ls.first);
+    if (ls.last)
+        f->clReleaseEvent(ls.last);
+    if (r == SSMAX_OK)
+        cl_program_ran(d, pg, ls.launched);
+    return r;
+}
+
+const struct ssmax_backend_fns ssmax_backend_opencl = {
+    .name = "opencl",
+    .id = SSMAX_BACKEND_OPENCL,
+    .init = cl_init,
+    .uninit = cl_uninit,
+    .enumerate = cl_enumerate,
+    .open = cl_open,
+    .close = cl_close,
+    .buf_create = cl_buf_create,
+    .buf_destroy = cl_buf_destroy,
+    .buf_write = cl_buf_write,
+    .buf_read = cl_buf_read,
+    .head_dim_step = 8,
+    .head_dim_max = SSMAX_MAX_HEAD_DIM,
+    .rows_kernel = 0,
+    .plan = cl_plan,
+    .attn = cl_attn,
+};

@@ -1,0 +1,125 @@
+/*
+ * The OpenCL backend's shared state. One file a responsibility:
+ *   cl_instance.c  the ICD loader, platforms and devices (once per process)
+ *   cl_device.c    a device's context and profiling queue, buffers and scratch
+ *   cl_program.c   programs from cl/attn.cl built per (dtype, head dim, tiles), and their binary
+ *                  cache on disk
+ *   cl_plan.c      the backend's part of the plan: tiles and device limits
+ *   cl_attn.c      enqueuing a plan, and the backend table
+ */
+#ifndef SSMAX_CL_INTERNAL_H
+#define SSMAX_CL_INTERNAL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#define CL_USE_DEPRECATED_OPENCL_1_2_APIS
+#include <CL/cl.h>
+
+#include "../backend.h"
+
+#define CL_FNS(X)                                                                                  \
+    X(clGetPlatformIDs)                                                                            \
+    X(clGetPlatformInfo)                                                                           \
+    X(clGetDeviceIDs)                                                                              \
+    X(clGetDeviceInfo)                                                                             \
+    X(clCreateContext)                                                                             \
+    X(clReleaseContext)                                                                            \
+    X(clCreateCommandQueue)                                                                        \
+    X(clReleaseCommandQueue)                                                                       \
+    X(clCreateBuffer)                                                                              \
+    X(clReleaseMemObject)                                                                          \
+    X(clEnqueueWriteBuffer)                                                                        \
+    X(clEnqueueReadBuffer)                                                                         \
+    X(clEnqueueCopyBuffer)                                                                         \
+    X(clCreateProgramWithSource)                                                                   \
+    X(clCreateProgramWithBinary)                                                                   \
+    X(clBuildProgram)                                                                              \
+    X(clGetProgramBuildInfo)                                                                       \
+    X(clGetProgramInfo)                                                                            \
+    X(clReleaseProgram)                                                                            \
+    X(clCreateKernel)                                                                              \
+    X(clReleaseKernel)                                                                             \
+    X(clSetKernelArg)                                                                              \
+    X(clEnqueueNDRangeKernel)                                                                      \
+    X(clFinish)                                                                                    \
+    X(clFlush)                                                                                     \
+    X(clGetEventProfilingInfo)                                                                     \
+    X(clReleaseEvent)
+
+struct cl_fns {
+#define DECL(f) __typeof__(f) *f;
+    CL_FNS(DECL)
+};
+
+struct cl_devrec {
+    cl_platform_id plat;
+    cl_device_id dev;
+    char key[600]; // device, driver and platform versions: part of the binary-cache key
+};
+
+struct cl_inst {
+    void *lib;
+    struct cl_fns f;
+    struct ssmax_device_info *infos;
+    struct cl_devrec *recs;
+    int ndev;
+};
+
+enum { K_FLASH, K_FLASH_SPLIT, K_MERGE, K_QK, K_SOFTMAX, K_PV, K_COUNT };
+struct cl_prog {
+    char opts[160];
+    cl_program prog;
+    cl_kernel k[K_COUNT];
+    uint32_t used;  // kernels launched in this process
+    uint32_t saved; // kernels launched when the binary was last written
+    char marker[800]; // loaded from the cache: the marker kept until every kernel ran (see there)
+};
+
+struct cl_dev {
+    struct ssmax_dev base;
+    struct cl_inst *ci;
+    struct cl_devrec *rec;
+    cl_context cx;
+    cl_command_queue q;
+    struct cl_prog *progs;
+    int nprogs, cap_progs;
+    cl_mem params, coef, scr0, scr1, dummy;
+    size_t coef_size, scr0_size, scr1_size;
+    char cache_dir[512];
+    uint64_t mac_key[2]; // the cache directory's secret (see the cache section)
+    int mac_state;       // 0: not read yet, 1: mac_key valid, -1: no secret (no caching)
+};
+
+/* cl_instance.c */
+int cl_init(struct ssmax_context *ctx, void **bpriv);
+void cl_uninit(struct ssmax_context *ctx, void *bpriv);
+int cl_enumerate(void *bpriv, struct ssmax_device_info *out, int cap);
+
+/* cl_device.c */
+/* The error for a failed OpenCL call: out of memory and size limits get their own codes. */
+int cl_err(struct ssmax_context *ctx, cl_int e, const char *what);
+int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out);
+void cl_close(struct ssmax_dev *base);
+int cl_buf_create(struct ssmax_dev *base, size_t size, void **out);
+void cl_buf_destroy(struct ssmax_dev *base, void *b);
+int cl_buf_write(struct ssmax_dev *base, void *b, size_t off, const void *src, size_t n);
+int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, size_t n);
+/* Grows a scratch buffer *m (of *have bytes) to at least need bytes. */
+int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
+
+/* cl_program.c */
+/* The program built with these options (from the cache, or the source), made once per device. */
+int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out);
+/* After a successful call that launched the kernels in launched: saves the binary again when it
+ * gained code (see the cache section), and drops the crash marker once every kernel ran. */
+void cl_program_ran(struct cl_dev *d, struct cl_prog *pg, uint32_t launched);
+/* Releases the device's programs and their markers. */
+void cl_programs_release(struct cl_dev *d);
+
+/* cl_plan.c */
+int cl_plan(struct ssmax_dev *base, struct attn_plan *pl);
+
+/* cl_attn.c */
+int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
+            uint64_t *device_ns);
+
+#endif

@@ -1,0 +1,392 @@
+/*
+ * The planner: one attention call's plan, made once (API -> validate -> plan -> backend -> kernel).
+ *   1. validation of the parameters and buffers (validate.c, then the ranges here);
+ *   2. the path and split count from the shape and the device's compute units;
+ *   3. the backend's plan entry: kernel and tiles, device limits, and where a driver needs it a
+ *      further split of the keys;
+ *   4. scratch sizes and how the work is cut into submissions, from the tiles and the limits the
+ *      backend stated: the same arithmetic for every backend.
+ * Each choice leaves its reason in plan->why (ssmax_last_plan, `ssmax run -v`).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "internal.h"
+#include "names.h"
+
+void ssmax_plan_why(struct attn_plan *pl, const char *fmt, ...)
+{
+    size_t n = strlen(pl->why);
+    if (n + 3 >= sizeof(pl->why))
+        return;
+    if (n)
+        n += (size_t)snprintf(pl->why + n, sizeof(pl->why) - n, "; ");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pl->why + n, sizeof(pl->why) - n, fmt, ap);
+    va_end(ap);
+}
+
+void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl)
+{
+    if (pl) {
+        ssmax_free(ctx, pl->coef);
+        pl->coef = NULL;
+    }
+}
+
+static int mul_ok(uint64_t *acc, uint64_t x)
+{
+    return !__builtin_mul_overflow(*acc, x, acc);
+}
+
+static int check_buf(ssmax_context *ctx, const ssmax_buffer *b, size_t off, uint64_t bytes,
+                     const char *name)
+{
+    if (!b)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->%s: must not be NULL", name);
+    if (off % 4)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->%s_off: %zu is not a multiple of 4 bytes", name, off);
+    if (off > b->size || bytes > b->size - off)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->%s: needs %llu bytes at offset %zu, buffer has %zu", name,
+                               (unsigned long long)bytes, off, b->size);
+    return SSMAX_OK;
+}
+
+/* Outputs are written while inputs are still being read (and, on the CPU device, row by row), so
+ * an output that shares bytes with an input or with another output gives wrong results: rejected.
+ * Inputs may share bytes with each other (K and V in one tensor, say). */
+static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
+                         const struct attn_plan *pl)
+{
+    const struct {
+        const char *name;
+        const ssmax_buffer *buf;
+        uint64_t off, bytes;
+        int out;
+    } t[] = {
+        { "o", b->o, b->o_off, pl->o_bytes, 1 },
+        { "lse", b->lse, b->lse_off, pl->lse_bytes, 1 },
+        { "probs", b->probs, b->probs_off, pl->probs_bytes, 1 },
+        { "q", b->q, b->q_off, pl->q_bytes, 0 },
+        { "k", b->k, b->k_off, pl->kv_bytes, 0 },
+        { "v", b->v, b->v_off, pl->kv_bytes, 0 },
+    };
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(t); i++) {
+        if (!t[i].out || !t[i].buf)
+            continue;
+        for (size_t j = 0; j < SSMAX_ARRAY_LEN(t); j++) {
+            if (j == i || (t[j].out && j < i) || t[j].buf != t[i].buf)
+                continue;
+            uint64_t a0 = t[i].off, a1 = a0 + t[i].bytes, b0 = t[j].off, b1 = b0 + t[j].bytes;
+            if (a0 < b1 && b0 < a1)
+                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                       "bufs->%s: bytes [%llu, %llu) overlap bufs->%s's [%llu, "
+                                       "%llu) in the same buffer (an output may not alias an "
+                                       "input or another output)",
+                                       t[i].name, (unsigned long long)a0, (unsigned long long)a1,
+                                       t[j].name, (unsigned long long)b0, (unsigned long long)b1);
+        }
+    }
+    return SSMAX_OK;
+}
+
+/* The problem part of the plan: validated parameters and buffers, sizes, factor coefficients. */
+static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                        const struct ssmax_attn_buffers *b, struct attn_plan *pl)
+{
+    char msg[512];
+    int r = ssmax_validate_params(p, msg, sizeof(msg));
+    if (r < 0)
+        return ssmax_set_error(ctx, r, "%s", msg);
+    pl->p = *p;
+    pl->group = p->q_heads / p->kv_heads;
+    pl->elem_size = p->dtype == SSMAX_F16 ? 2 : 4;
+    if (p->q_pos >= 0)
+        pl->q_pos = (uint32_t)p->q_pos;
+    else
+        pl->q_pos = p->kv_len >= p->q_len ? p->kv_len - p->q_len : 0;
+    pl->p.q_pos = pl->q_pos;
+    if (pl->p.scale == 0)
+        pl->p.scale = (float)(1.0 / sqrt((double)p->head_dim));
+    pl->rows = (uint64_t)p->batch * p->q_heads * p->q_len;
+    pl->q_bytes = pl->o_bytes = pl->rows * p->head_dim * pl->elem_size;
+    pl->kv_bytes = (uint64_t)p->batch * p->kv_heads * p->kv_len * p->head_dim * pl->elem_size;
+    pl->lse_bytes = pl->rows * 4;
+    pl->want_lse = b && b->lse;
+    pl->want_probs = b && b->probs;
+    if (pl->want_probs) {
+        uint64_t pb = pl->rows;
+        if (!mul_ok(&pb, p->kv_len) || !mul_ok(&pb, 4) || pb > SIZE_MAX / 2)
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "bufs->probs: batch*q_heads*q_len*kv_len overflows");
+        pl->probs_bytes = pb;
+    }
+    if (b) {
+        if ((r = check_buf(ctx, b->q, b->q_off, pl->q_bytes, "q")) < 0 ||
+            (r = check_buf(ctx, b->k, b->k_off, pl->kv_bytes, "k")) < 0 ||
+            (r = check_buf(ctx, b->v, b->v_off, pl->kv_bytes, "v")) < 0 ||
+            (r = check_buf(ctx, b->o, b->o_off, pl->o_bytes, "o")) < 0 ||
+            (b->lse && (r = check_buf(ctx, b->lse, b->lse_off, pl->lse_bytes, "lse")) < 0) ||
+            (b->probs && (r = check_buf(ctx, b->probs, b->probs_off, pl->probs_bytes, "probs")) < 0))
+            return r;
+        for (size_t i = 0; i < sizeof(b->reserved); i++)
+            if (b->reserved[i])
+                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
+        if ((r = check_overlap(ctx, b, pl)) < 0)
+            return r;
+        pl->q_off = b->q_off, pl->k_off = b->k_off, pl->v_off = b->v_off;
+        pl->o_off = b->o_off, pl->lse_off = b->lse_off, pl->probs_off = b->probs_off;
+    }
+    if (pl->want_probs && p->path != SSMAX_PATH_UNFUSED && p->path != SSMAX_PATH_AUTO)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->probs: attention weights need path unfused or auto");
+
+    // Factor coefficients: fac = max(lo, a_h * ln(x) + b_h), already times the scale.
+    pl->coef = ssmax_calloc(ctx, 2 * (size_t)p->q_heads, sizeof(float));
+    if (!pl->coef)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
+    double sc = pl->p.scale;
+    pl->lo = -FLT_MAX;
+    for (uint32_t h = 0; h < p->q_heads; h++) {
+        double s = p->s ? p->s[h] : p->s_all, bb = p->b ? p->b[h] : p->b_all, a = 0, o = sc;
+        switch (p->mode) {
+        case SSMAX_MODE_SOFTMAX: break;
+        case SSMAX_MODE_SSMAX: a = s * sc, o = 0; break;
+        case SSMAX_MODE_SSMAX_BIAS: a = s * sc, o = bb * sc; break;
+        case SSMAX_MODE_LOGN: a = sc / log((double)p->train_len), o = 0; break;
+        case SSMAX_MODE_FLOOR_LOG: a = sc * p->floor_beta, o = sc; break;
+        }
+        pl->coef[2 * h] = (float)a;
+        pl->coef[2 * h + 1] = (float)o;
+    }
+    if (p->mode == SSMAX_MODE_LOGN)
+        pl->lo = (float)sc;
+    pl->x_floor = p->mode == SSMAX_MODE_FLOOR_LOG;
+    return SSMAX_OK;
+}
+
+/* The path and split count from the shape and the device's compute units. */
+static void plan_path(const struct ssmax_dev *dev, struct attn_plan *pl)
+{
+    const struct ssmax_attn_params *p = &pl->p;
+    const uint32_t cu = dev->info.compute_units ? dev->info.compute_units : 16;
+    enum ssmax_path path = p->path;
+    uint32_t splits = p->kv_splits;
+    if (pl->want_probs) {
+        path = SSMAX_PATH_UNFUSED;
+        ssmax_plan_why(pl, "path unfused: the attention weights were asked for");
+    } else if (path != SSMAX_PATH_AUTO) {
+        ssmax_plan_why(pl, "path %s: asked for", ssmax_path_name(path));
+    } else if (splits > 1) {
+        path = SSMAX_PATH_SPLIT_KV;
+        ssmax_plan_why(pl, "path split-kv: kv_splits %u asked for", splits);
+    } else {
+        path = SSMAX_PATH_FUSED;
+        uint64_t rows = (uint64_t)pl->group * p->q_len;
+        uint64_t groups = (uint64_t)p->batch * p->kv_heads * ((rows + 15) / 16);
+        if (!splits && rows <= 64 && p->kv_len >= 1024 && groups < 2ull * cu) {
+            uint64_t want = (2ull * cu + groups - 1) / groups;
+            uint64_t maxs = p->kv_len / 256;
+            if (want > maxs)
+                want = maxs;
+            if (want > 64)
+                want = 64;
+            if (want >= 2) {
+                path = SSMAX_PATH_SPLIT_KV;
+                splits = (uint32_t)want;
+                ssmax_plan_why(pl, "path split-kv, %u splits: %llu workgroups of 16 packed rows "
+                               "would leave most of %u compute units idle", splits,
+                               (unsigned long long)groups, cu);
+            }
+        }
+        if (path == SSMAX_PATH_FUSED)
+            ssmax_plan_why(pl, "path fused: %llu workgroups of 16 packed rows for %u compute units",
+                           (unsigned long long)groups, cu);
+    }
+    // Very long rows: split so no workgroup walks more than 64k keys (work per workgroup, and
+    // the loop limit of CPU drivers), whatever the parallelism heuristics said. Accuracy does not
+    // depend on it: the kernels sum each tile apart and fold it in, and forced paths run unsplit.
+    if (p->path == SSMAX_PATH_AUTO && !p->kv_splits && path != SSMAX_PATH_UNFUSED &&
+        p->kv_len > 65536) {
+        uint32_t need = (p->kv_len + 65535) / 65536;
+        if (need > 256)
+            need = 256;
+        if (path != SSMAX_PATH_SPLIT_KV || splits < need) {
+            path = SSMAX_PATH_SPLIT_KV;
+            splits = need;
+            ssmax_plan_why(pl, "split-kv, %u splits: %u keys, at most 65536 a workgroup", splits,
+                           p->kv_len);
+        }
+    }
+    if (path == SSMAX_PATH_SPLIT_KV && !splits) {
+        splits = p->kv_len / 256 < 2 * cu ? p->kv_len / 256 : 2 * cu;
+        if (splits > 64)
+            splits = 64;
+        if (splits < 2)
+            splits = p->kv_len >= 2 ? 2 : 1;
+        ssmax_plan_why(pl, "%u splits: two per compute unit, 256 keys or more each", splits);
+    }
+    pl->path = path;
+    pl->splits = path == SSMAX_PATH_SPLIT_KV ? splits : 1;
+}
+
+#define CDIV(a, b) (((a) + (b)-1) / (b))
+
+/* Scratch sizes and submissions from the tiles and the device limits the backend stated. */
+static int plan_work(ssmax_context *ctx, struct attn_plan *pl)
+{
+    const struct ssmax_attn_params *p = &pl->p;
+    const uint32_t D = p->head_dim;
+    const uint64_t cap = ctx->params.max_work_per_submit ? ctx->params.max_work_per_submit
+                                                         : SSMAX_DEFAULT_MAX_WORK;
+    pl->split_len = p->kv_len;
+    pl->nsplit = 1;
+    pl->submissions = 1;
+    if (pl->path != SSMAX_PATH_UNFUSED) {
+        if (pl->path == SSMAX_PATH_SPLIT_KV) {
+            pl->split_len = CDIV(p->kv_len, pl->splits);
+            pl->nsplit = CDIV(p->kv_len, pl->split_len);
+            pl->scr0_bytes = (uint64_t)pl->nsplit * pl->rows * D * 4;
+            pl->scr1_bytes = (uint64_t)pl->nsplit * pl->rows * 8;
+            if (pl->scr0_bytes > pl->scratch_max)
+                return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                       "kv_splits: %u splits of %llu rows x %u need %llu bytes of "
+                                       "scratch, over the device's %llu for one buffer",
+                                       pl->splits, (unsigned long long)pl->rows, D,
+                                       (unsigned long long)pl->scr0_bytes,
+                                       (unsigned long long)pl->scratch_max);
+        }
+        // Cut the launch so one submission carries at most max_work_per_submit multiply-adds
+        // (GPU watchdogs). Results do not change.
+        pl->blocks = (uint32_t)CDIV((uint64_t)pl->group * p->q_len, pl->br);
+        uint64_t per_block = 2ull * pl->br * p->kv_len * D * p->kv_heads * p->batch;
+        uint64_t chunk = cap / per_block ? cap / per_block : 1;
+        if (chunk > pl->max_groups_x)
+            chunk = pl->max_groups_x;
+        pl->blocks_per_sub = (uint32_t)(chunk < pl->blocks ? chunk : pl->blocks);
+        pl->submissions = CDIV(pl->blocks, pl->blocks_per_sub);
+    } else {
+        // The scores of a chunk of (batch, head) pairs, or of a chunk of one pair's query rows,
+        // in one scratch buffer of at most 256 MiB.
+        if ((uint64_t)p->kv_len * 4 * 16 > pl->scratch_max)
+            return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "kv_len: %u keys are too many for the unfused path's scores on "
+                                   "this device (%llu bytes for one buffer)", p->kv_len,
+                                   (unsigned long long)pl->scratch_max);
+        const uint64_t limit = pl->scratch_max < (256ull << 20) ? pl->scratch_max : 256ull << 20;
+        const uint64_t nbh = (uint64_t)p->batch * p->q_heads;
+        const uint64_t per_bh = (uint64_t)p->q_len * p->kv_len * 4;
+        pl->bh_per = 1;
+        pl->i_count = p->q_len;
+        if (per_bh <= limit) {
+            uint64_t n = limit / per_bh;
+            if (n > nbh)
+                n = nbh;
+            pl->bh_per = (uint32_t)(n < 65535 ? n : 65535); // a dispatch dimension
+        } else {
+            uint64_t n = limit / ((uint64_t)p->kv_len * 4);
+            pl->i_count = (uint32_t)(n ? n : 1);
+        }
+        // A chunk carries at most max_work_per_submit multiply-adds where one query row allows.
+        const uint64_t per_row = 2ull * p->kv_len * D;
+        if ((uint64_t)pl->bh_per * pl->i_count * per_row > cap) {
+            if (pl->i_count == p->q_len && per_row * p->q_len <= cap) {
+                pl->bh_per = (uint32_t)(cap / (per_row * p->q_len));
+            } else {
+                uint64_t n = cap / per_row;
+                pl->bh_per = 1;
+                pl->i_count = n < 1 ? 1 : n < pl->i_count ? (uint32_t)n : pl->i_count;
+            }
+        }
+        pl->scr0_bytes = (uint64_t)pl->bh_per * pl->i_count * p->kv_len * 4;
+        pl->nchunks = (uint32_t)(CDIV(nbh, pl->bh_per) * CDIV(p->q_len, pl->i_count));
+        uint64_t per_chunk = 2ull * pl->bh_per * pl->i_count * p->kv_len * D;
+        uint64_t k = CDIV(cap, per_chunk);
+        pl->chunks_per_sub = (uint32_t)(k < pl->nchunks ? k : pl->nchunks);
+        pl->submissions = CDIV(pl->nchunks, pl->chunks_per_sub);
+        if (pl->nchunks > 1)
+            ssmax_plan_why(pl, "scores in %u chunks of %u heads x %u rows (%llu bytes of scratch)",
+                           pl->nchunks, pl->bh_per, pl->i_count,
+                           (unsigned long long)pl->scr0_bytes);
+    }
+    if (pl->submissions > 1)
+        ssmax_plan_why(pl, "%u submissions: at most %llu multiply-adds each (max_work_per_submit)",
+                       pl->submissions, (unsigned long long)cap);
+    return SSMAX_OK;
+}
+
+int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                    const struct ssmax_attn_buffers *b, struct attn_plan *pl)
+{
+    memset(pl, 0, sizeof(*pl));
+    struct ssmax_dev *dev = ctx->dev;
+    int r = plan_problem(ctx, p, b, pl);
+    if (r < 0)
+        return r;
+    const struct ssmax_backend_fns *fns = dev->fns;
+    if (p->head_dim % fns->head_dim_step || p->head_dim > fns->head_dim_max)
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
+                               "head_dim: %u is not a multiple of %u in [%u, %u] (the %s kernels' "
+                               "range; the cpu device takes any in [1, %d])",
+                               p->head_dim, fns->head_dim_step, fns->head_dim_step,
+                               fns->head_dim_max, fns->name, SSMAX_MAX_REF_HEAD_DIM);
+    plan_path(dev, pl);
+    pl->scratch_max = UINT64_MAX;
+    pl->max_groups_x = UINT32_MAX;
+    if ((r = fns->plan(dev, pl)) < 0)
+        return r;
+    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl)) < 0)
+        return r;
+    if (pl->why[0])
+        ssmax_log(ctx, SSMAX_LOG_DEBUG, "plan: %s", pl->why);
+    return SSMAX_OK;
+}
+
+void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS])
+{
+    const uint32_t esz = pl->elem_size;
+    out[0] = (struct plan_tensor){ "q", pl->q_bytes, pl->q_off, esz };
+    out[1] = (struct plan_tensor){ "k", pl->kv_bytes, pl->k_off, esz };
+    out[2] = (struct plan_tensor){ "v", pl->kv_bytes, pl->v_off, esz };
+    out[3] = (struct plan_tensor){ "o", pl->o_bytes, pl->o_off, esz };
+    out[4] = (struct plan_tensor){ "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 };
+    out[5] = (struct plan_tensor){ "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 };
+}
+
+void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5], struct attn_block *out)
+{
+    const struct ssmax_attn_params *p = &pl->p;
+    *out = (struct attn_block){
+        .B = p->batch, .Hq = p->q_heads, .Hkv = p->kv_heads, .Lq = p->q_len, .Lk = p->kv_len,
+        .G = pl->group, .q_pos = pl->q_pos, .causal = (uint32_t)p->causal,
+        .x_floor = pl->x_floor, .pos_offset = p->pos_offset,
+        .floor_scale = p->floor_scale ? p->floor_scale : 1, .lo = pl->lo,
+        .q_off = elem_off[0], .k_off = elem_off[1], .v_off = elem_off[2], .o_off = elem_off[3],
+        .lse_off = elem_off[4], .want_lse = (uint32_t)pl->want_lse,
+        .split_len = pl->split_len, .nsplit = pl->nsplit,
+    };
+}
+
+/* The shared-memory tiles kernels' rules (also the OpenCL kernels'): see internal.h. */
+uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc)
+{
+    return 4ull * (br * D + bc * D + br * bc) + 16ull * br;
+}
+
+void ssmax_tiles_for_decode(struct attn_plan *pl)
+{
+    uint64_t rows = (uint64_t)pl->group * pl->p.q_len;
+    if (rows >= pl->br)
+        return;
+    pl->br = rows < 2 ? 2 : (uint32_t)(rows + 1) / 2 * 2;
+    if (pl->p.head_dim <= 64 && pl->br <= 8)
+        pl->bc = 64;
+    ssmax_plan_why(pl, "%llu packed rows a KV head, so BR %u", (unsigned long long)rows, pl->br);
+}

@@ -1,0 +1,178 @@
+/*
+ * The Vulkan backend's shared state. The backend is one file a responsibility:
+ *   vk_instance.c  loader, instances (the shared one and debug contexts' own), device listing
+ *   vk_device.c    device open and close, memory and buffers, command submission
+ *   vk_pipeline.c  pipelines from the embedded SPIR-V with specialization constants
+ *   vk_plan.c      the backend's part of the plan: kernel, tiles, driver limits
+ *   vk_attn.c      recording and submitting a plan, and the backend table
+ * No global Vulkan function pointers: each instance and device has its own table.
+ */
+#ifndef SSMAX_VK_INTERNAL_H
+#define SSMAX_VK_INTERNAL_H
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include "../../shaders/attn_iface.h"
+#include "../backend.h"
+#include "vk_shaders.h"
+
+#define INSTANCE_FNS(X)                                                                            \
+    X(vkDestroyInstance)                                                                           \
+    X(vkEnumeratePhysicalDevices)                                                                  \
+    X(vkGetPhysicalDeviceProperties)                                                               \
+    X(vkGetPhysicalDeviceProperties2)                                                              \
+    X(vkGetPhysicalDeviceFeatures2)                                                                \
+    X(vkGetPhysicalDeviceQueueFamilyProperties)                                                    \
+    X(vkGetPhysicalDeviceMemoryProperties)                                                         \
+    X(vkCreateDevice)                                                                              \
+    X(vkGetDeviceProcAddr)
+
+#define DEVICE_FNS(X)                                                                              \
+    X(vkDestroyDevice)                                                                             \
+    X(vkGetDeviceQueue)                                                                            \
+    X(vkCreateBuffer)                                                                              \
+    X(vkDestroyBuffer)                                                                             \
+    X(vkGetBufferMemoryRequirements)                                                               \
+    X(vkAllocateMemory)                                                                            \
+    X(vkFreeMemory)                                                                                \
+    X(vkBindBufferMemory)                                                                          \
+    X(vkMapMemory)                                                                                 \
+    X(vkUnmapMemory)                                                                               \
+    X(vkCreateCommandPool)                                                                         \
+    X(vkDestroyCommandPool)                                                                        \
+    X(vkAllocateCommandBuffers)                                                                    \
+    X(vkBeginCommandBuffer)                                                                        \
+    X(vkEndCommandBuffer)                                                                          \
+    X(vkResetCommandBuffer)                                                                        \
+    X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdPipelineBarrier)                                                                        \
+    X(vkCmdBindPipeline)                                                                           \
+    X(vkCmdBindDescriptorSets)                                                                     \
+    X(vkCmdPushConstants)                                                                          \
+    X(vkCmdDispatch)                                                                               \
+    X(vkCmdResetQueryPool)                                                                         \
+    X(vkCmdWriteTimestamp)                                                                         \
+    X(vkQueueSubmit)                                                                               \
+    X(vkCreateFence)                                                                               \
+    X(vkDestroyFence)                                                                              \
+    X(vkWaitForFences)                                                                             \
+    X(vkResetFences)                                                                               \
+    X(vkCreateQueryPool)                                                                           \
+    X(vkDestroyQueryPool)                                                                          \
+    X(vkGetQueryPoolResults)                                                                       \
+    X(vkCreateShaderModule)                                                                        \
+    X(vkDestroyShaderModule)                                                                       \
+    X(vkCreateComputePipelines)                                                                    \
+    X(vkDestroyPipeline)                                                                           \
+    X(vkCreatePipelineLayout)                                                                      \
+    X(vkDestroyPipelineLayout)                                                                     \
+    X(vkCreateDescriptorSetLayout)                                                                 \
+    X(vkDestroyDescriptorSetLayout)                                                                \
+    X(vkCreateDescriptorPool)                                                                      \
+    X(vkDestroyDescriptorPool)                                                                     \
+    X(vkAllocateDescriptorSets)                                                                    \
+    X(vkResetDescriptorPool)                                                                       \
+    X(vkUpdateDescriptorSets)                                                                      \
+    X(vkDeviceWaitIdle)
+
+#define DECL(f) PFN_##f f;
+
+struct vk_phys {
+    VkPhysicalDevice pd;
+    int loop_limited; // Mesa llvmpipe: 65535 loop iterations per invocation, all loops together
+    VkPhysicalDeviceProperties props;
+    uint32_t subgroup_size;
+    int shuffle; // subgroupShuffle in compute shaders
+    uint64_t max_alloc;
+};
+
+struct vk_inst {
+    int owned; // a debug context's own instance, destroyed with it; else the shared one
+    PFN_vkGetInstanceProcAddr gipa;
+    VkInstance inst;
+    VkDebugUtilsMessengerEXT messenger;
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy_messenger;
+    INSTANCE_FNS(DECL)
+    struct ssmax_device_info *infos;
+    struct vk_phys *phys;
+    int ndev;
+};
+
+struct vk_buf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    void *map; // persistently mapped when host-visible, else NULL (staging copies)
+    VkDeviceSize size;
+};
+
+struct vk_pipe {
+    uint32_t key[1 + SPEC_COUNT]; // shader id, specialization constants
+    VkPipeline pipe;
+};
+
+struct vk_dev {
+    struct ssmax_dev base;
+    struct vk_inst *vi;
+    struct vk_phys *ph;
+    VkDevice dev;
+    DEVICE_FNS(DECL)
+    VkQueue queue;
+    uint32_t qfam;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool qpool;
+    uint64_t ts_mask;
+    VkPhysicalDeviceMemoryProperties mem;
+    int unified;         // user buffers are host-visible and mapped
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkDescriptorPool dpool;
+    struct vk_pipe *pipes;
+    int npipes, cap_pipes;
+    struct vk_buf staging, coef, dummy, scr0, scr1;
+};
+
+/* vk_instance.c */
+int vk_init(struct ssmax_context *ctx, void **bpriv);
+void vk_uninit(struct ssmax_context *ctx, void *bpriv);
+int vk_enumerate(void *bpriv, struct ssmax_device_info *out, int cap);
+
+/* vk_device.c */
+/* The error for a failed Vulkan call: out of memory and device loss get their own codes. */
+int vk_err(struct ssmax_context *ctx, VkResult r, const char *what);
+int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out);
+void vk_close(struct ssmax_dev *base);
+int vk_buf_create(struct ssmax_dev *base, size_t size, void **out);
+void vk_buf_destroy(struct ssmax_dev *base, void *p);
+int vk_buf_write(struct ssmax_dev *base, void *p, size_t off, const void *src, size_t n);
+int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, size_t n);
+/* Grows an internal buffer to at least size bytes; host: 1 host-visible and mapped, 2 also
+ * cached (staging reads), 0 device-local. */
+int vk_buf_ensure(struct vk_dev *d, struct vk_buf *b, VkDeviceSize size, int host);
+/* The device's one command buffer: begin, and end + submit + wait on the fence. */
+int vk_cmd_begin(struct vk_dev *d);
+int vk_submit_wait(struct vk_dev *d);
+void vk_barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
+                VkPipelineStageFlags dst, VkAccessFlags da);
+
+/* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once. */
+int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC_COUNT],
+                VkPipeline *out);
+
+/* vk_plan.c */
+int vk_plan(struct ssmax_dev *base, struct attn_plan *pl);
+/* A tensor's binding: the offset rounded down to minStorageBufferOffsetAlignment, the range
+ * that covers the tensor from there, and the tensor's first element within the binding. */
+struct vk_bind {
+    VkDeviceSize base, range;
+    uint32_t elem_off;
+};
+struct vk_bind vk_bind_of(const struct vk_dev *d, uint64_t off, uint64_t bytes, uint32_t esz);
+
+/* vk_attn.c */
+int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
+            uint64_t *device_ns);
+
+#endif
