@@ -15,9 +15,15 @@ struct ssmax_backend_fns {
      * return SSMAX_OK with *bpriv NULL or with no devices, after logging why. */
     int (*init)(struct ssmax_context *ctx, void **bpriv);
     void (*uninit)(struct ssmax_context *ctx, void *bpriv);
-    /* Number of devices; fills out[0..cap) when out is not NULL. */
-    int (*enumerate)(void *bpriv, struct ssmax_device_info *out, int cap);
-    int (*open)(struct ssmax_context *ctx, void *bpriv, int local_index, struct ssmax_dev **out);
+    /* The backend's devices (*count of them), valid while bpriv lives. */
+    const struct ssmax_device_info *(*devices)(void *bpriv, int *count);
+    /* The backend's device struct, whose first member is a struct ssmax_dev: dev_size bytes,
+     * allocated zeroed (base.ctx set) and freed by the generic layer. */
+    size_t dev_size;
+    /* Opens device local_index of that list (the generic layer checks the index) into dev. On
+     * failure it releases what it made; close is not called then. */
+    int (*open)(struct ssmax_context *ctx, void *bpriv, int local_index, struct ssmax_dev *dev);
+    /* Releases what open made. */
     void (*close)(struct ssmax_dev *dev);
     int (*buf_create)(struct ssmax_dev *dev, size_t size, void **out);
     void (*buf_destroy)(struct ssmax_dev *dev, void *buf);
@@ -35,6 +41,29 @@ struct ssmax_backend_fns {
     int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);
 };
+
+/* A backend's entries, named p_init, p_uninit, ..., and its device struct p_dev: its table
+ * takes them with SSMAX_BACKEND_ENTRIES(p, name, ID) (ID: of enum ssmax_backend), its header
+ * declares them with SSMAX_BACKEND_DECLS(p). */
+#define SSMAX_BACKEND_ENTRIES(p, backend_name, ID)                                                 \
+    .name = #backend_name, .id = SSMAX_BACKEND_##ID,                                               \
+    .dev_size = sizeof(struct p##_dev), .init = p##_init, .uninit = p##_uninit,                   \
+    .devices = p##_devices, .open = p##_open,                                                      \
+    .close = p##_close, .buf_create = p##_buf_create, .buf_destroy = p##_buf_destroy,              \
+    .buf_write = p##_buf_write, .buf_read = p##_buf_read, .plan = p##_plan, .attn = p##_attn
+#define SSMAX_BACKEND_DECLS(p)                                                                     \
+    int p##_init(struct ssmax_context *ctx, void **bpriv);                                         \
+    void p##_uninit(struct ssmax_context *ctx, void *bpriv);                                       \
+    const struct ssmax_device_info *p##_devices(void *bpriv, int *count);                          \
+    int p##_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *base);         \
+    void p##_close(struct ssmax_dev *base);                                                        \
+    int p##_buf_create(struct ssmax_dev *base, size_t size, void **out);                           \
+    void p##_buf_destroy(struct ssmax_dev *base, void *buf);                                       \
+    int p##_buf_write(struct ssmax_dev *base, void *buf, size_t off, const void *src, size_t n);   \
+    int p##_buf_read(struct ssmax_dev *base, void *buf, size_t off, void *dst, size_t n);          \
+    int p##_plan(struct ssmax_dev *base, struct attn_plan *pl);                                    \
+    int p##_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,   \
+                 uint64_t *device_ns);
 
 extern const struct ssmax_backend_fns ssmax_backend_cpu;
 #ifdef SSMAX_HAVE_VULKAN

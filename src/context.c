@@ -241,9 +241,9 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
             ssmax_context_destroy(&ctx);
             return r;
         }
-        s->ndev = s->priv ? f->enumerate(s->priv, NULL, 0) : 0;
-        if (s->ndev < 0)
-            s->ndev = 0;
+        s->ndev = 0;
+        if (s->priv)
+            f->devices(s->priv, &s->ndev);
         total += s->ndev;
     }
     ctx->devs = ssmax_calloc(ctx, total ? (size_t)total : 1, sizeof(*ctx->devs));
@@ -258,9 +258,14 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
         struct backend_slot *s = &ctx->slots[order[o]];
         if (!s->fns || !s->ndev)
             continue;
-        int n = s->fns->enumerate(s->priv, ctx->devs + ctx->ndevs, s->ndev);
-        for (int k = 0; k < n; k++)
+        int n = 0;
+        const struct ssmax_device_info *list = s->fns->devices(s->priv, &n);
+        n = n < s->ndev ? n : s->ndev;
+        for (int k = 0; k < n; k++) {
+            ctx->devs[ctx->ndevs + k] = list[k];
+            ctx->devs[ctx->ndevs + k].index = k;
             ctx->dev_slot[ctx->ndevs + k] = order[o];
+        }
         ctx->ndevs += n;
     }
     *out = ctx;
@@ -273,8 +278,10 @@ static void close_device(ssmax_context *ctx)
         ssmax_buffer *b = ctx->buffers;
         ssmax_buffer_destroy(ctx, &b);
     }
-    if (ctx->dev)
+    if (ctx->dev) {
         ctx->dev->fns->close(ctx->dev);
+        ssmax_free(ctx, ctx->dev);
+    }
     ctx->dev = NULL;
     ctx->dev_index = -1;
 }
@@ -424,11 +431,15 @@ int ssmax_device_open(ssmax_context *ctx, int index)
     close_device(ctx);
     ctx->failed = 0;
     struct backend_slot *s = &ctx->slots[ctx->dev_slot[index]];
-    struct ssmax_dev *dev = NULL;
-    int r = s->fns->open(ctx, s->priv, ctx->devs[index].index, &dev);
-    if (r < 0)
-        return r;
+    struct ssmax_dev *dev = ssmax_calloc(ctx, 1, s->fns->dev_size);
+    if (!dev)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "device: out of host memory");
     dev->ctx = ctx;
+    int r = s->fns->open(ctx, s->priv, ctx->devs[index].index, dev);
+    if (r < 0) {
+        ssmax_free(ctx, dev);
+        return r;
+    }
     dev->fns = s->fns;
     dev->info = ctx->devs[index];
     ctx->dev = dev;

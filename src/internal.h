@@ -166,6 +166,20 @@ struct plan_tensor {
 };
 enum { PLAN_TENSORS = 6 };
 void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
+/* What a device allows each tensor of a plan: at most max_bytes (limit names it, as "largest
+ * allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"); with align, bindings start at the offset rounded
+ * down to it (align_name) and cover the tensor within max_bytes, and tensors that are never bound
+ * (probs) are not counted; with index32, elements from the buffer's start fit 32 bits. */
+struct plan_fit {
+    uint64_t max_bytes;
+    const char *limit;
+    uint64_t align;
+    const char *align_name;
+    int index32;
+};
+/* SSMAX_ERR_LIMIT_EXCEEDED naming the first tensor that breaks f, the limit and the values. */
+int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
+                   const struct plan_fit *f);
 
 /* Validation (validate.c): the parameters, each field named in the message. */
 int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len);

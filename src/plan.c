@@ -360,6 +360,39 @@ void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_
     out[5] = (struct plan_tensor){ "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 };
 }
 
+int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
+                   const struct plan_fit *f)
+{
+    struct plan_tensor ts[PLAN_TENSORS];
+    ssmax_plan_tensors(pl, ts);
+    const uint64_t a = f->align ? f->align : 1;
+    for (size_t i = 0; i < PLAN_TENSORS; i++) {
+        const struct plan_tensor *t = &ts[i];
+        if (!t->bytes || (f->align && !t->esz)) // not asked for; never bound
+            continue;
+        if (t->bytes > f->max_bytes)
+            return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu bytes exceed the device's %s, %llu bytes; split the "
+                                   "batch or the heads", t->name, (unsigned long long)t->bytes,
+                                   f->limit, (unsigned long long)f->max_bytes);
+        if (f->align && t->bytes + t->off % a > f->max_bytes)
+            return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s_off: %llu is %llu bytes past a multiple of %s %llu, so the "
+                                   "binding needs %llu bytes, over the %s, %llu bytes; align the "
+                                   "offset", t->name, (unsigned long long)t->off,
+                                   (unsigned long long)(t->off % a), f->align_name,
+                                   (unsigned long long)a,
+                                   (unsigned long long)(t->bytes + t->off % a), f->limit,
+                                   (unsigned long long)f->max_bytes);
+        if (f->index32 && t->esz && (t->off + t->bytes) / t->esz > UINT32_MAX)
+            return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu elements from the start of its buffer exceed 2^32 - 1 "
+                                   "(the kernels index in 32 bits)", t->name,
+                                   (unsigned long long)((t->off + t->bytes) / t->esz));
+    }
+    return SSMAX_OK;
+}
+
 void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5], struct attn_block *out)
 {
     const struct ssmax_attn_params *p = &pl->p;

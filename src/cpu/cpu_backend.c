@@ -15,47 +15,39 @@ struct cpu_dev {
 
 static int cpu_init(struct ssmax_context *ctx, void **bpriv)
 {
-    (void)ctx;
-    static int token;
-    *bpriv = &token;
-    return SSMAX_OK;
-}
-
-static void cpu_uninit(struct ssmax_context *ctx, void *bpriv) { (void)ctx, (void)bpriv; }
-
-static int cpu_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
-{
-    (void)bpriv;
-    if (out && cap >= 1) {
-        memset(out, 0, sizeof(*out));
-        out->backend = SSMAX_BACKEND_CPU;
-        out->type = SSMAX_DEVICE_CPU;
-        snprintf(out->name, sizeof(out->name), "CPU reference (float64)");
-        snprintf(out->vendor, sizeof(out->vendor), "ssmax");
-        snprintf(out->api_version, sizeof(out->api_version), "C11 float64");
-        snprintf(out->driver_version, sizeof(out->driver_version), "%s", ssmax_version());
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        out->compute_units = n > 0 ? (uint32_t)n : 1;
-        out->max_workgroup_size = 1;
-        out->max_buffer_size = out->max_alloc_size = SIZE_MAX / 2;
-        out->fp16_storage = 1;
-    }
-    return 1;
-}
-
-static int cpu_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
-{
-    (void)bpriv;
-    if (idx != 0)
-        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: cpu:%d does not exist", idx);
-    struct cpu_dev *d = ssmax_calloc(ctx, 1, sizeof(*d));
+    struct ssmax_device_info *d = ssmax_calloc(ctx, 1, sizeof(*d));
     if (!d)
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "device: out of host memory");
-    *out = &d->base;
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "cpu: out of host memory");
+    d->backend = SSMAX_BACKEND_CPU;
+    d->type = SSMAX_DEVICE_CPU;
+    snprintf(d->name, sizeof(d->name), "CPU reference (float64)");
+    snprintf(d->vendor, sizeof(d->vendor), "ssmax");
+    snprintf(d->api_version, sizeof(d->api_version), "C11 float64");
+    snprintf(d->driver_version, sizeof(d->driver_version), "%s", ssmax_version());
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    d->compute_units = n > 0 ? (uint32_t)n : 1;
+    d->max_workgroup_size = 1;
+    d->max_buffer_size = d->max_alloc_size = SIZE_MAX / 2;
+    d->fp16_storage = 1;
+    *bpriv = d;
     return SSMAX_OK;
 }
 
-static void cpu_close(struct ssmax_dev *dev) { ssmax_free(dev->ctx, dev); }
+static void cpu_uninit(struct ssmax_context *ctx, void *bpriv) { ssmax_free(ctx, bpriv); }
+
+static const struct ssmax_device_info *cpu_devices(void *bpriv, int *count)
+{
+    *count = 1;
+    return bpriv;
+}
+
+static int cpu_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *base)
+{
+    (void)ctx, (void)bpriv, (void)idx, (void)base;
+    return SSMAX_OK;
+}
+
+static void cpu_close(struct ssmax_dev *dev) { (void)dev; }
 
 static int cpu_buf_create(struct ssmax_dev *dev, size_t size, void **out)
 {
@@ -117,19 +109,6 @@ static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const str
 }
 
 const struct ssmax_backend_fns ssmax_backend_cpu = {
-    .name = "cpu",
-    .id = SSMAX_BACKEND_CPU,
-    .init = cpu_init,
-    .uninit = cpu_uninit,
-    .enumerate = cpu_enumerate,
-    .open = cpu_open,
-    .close = cpu_close,
-    .buf_create = cpu_buf_create,
-    .buf_destroy = cpu_buf_destroy,
-    .buf_write = cpu_buf_write,
-    .buf_read = cpu_buf_read,
-    .head_dim_step = 1,
-    .head_dim_max = SSMAX_MAX_REF_HEAD_DIM,
-    .plan = cpu_plan,
-    .attn = cpu_attn,
+    SSMAX_BACKEND_ENTRIES(cpu, cpu, CPU),
+    .head_dim_step = 1, .head_dim_max = SSMAX_MAX_REF_HEAD_DIM, .rows_kernel = 0,
 };

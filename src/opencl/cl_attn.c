@@ -189,20 +189,6 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 }
 
 const struct ssmax_backend_fns ssmax_backend_opencl = {
-    .name = "opencl",
-    .id = SSMAX_BACKEND_OPENCL,
-    .init = cl_init,
-    .uninit = cl_uninit,
-    .enumerate = cl_enumerate,
-    .open = cl_open,
-    .close = cl_close,
-    .buf_create = cl_buf_create,
-    .buf_destroy = cl_buf_destroy,
-    .buf_write = cl_buf_write,
-    .buf_read = cl_buf_read,
-    .head_dim_step = 8,
-    .head_dim_max = SSMAX_MAX_HEAD_DIM,
-    .rows_kernel = 0,
-    .plan = cl_plan,
-    .attn = cl_attn,
+    SSMAX_BACKEND_ENTRIES(cl, opencl, OPENCL),
+    .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 0,
 };

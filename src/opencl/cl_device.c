@@ -21,15 +21,10 @@ int cl_err(struct ssmax_context *ctx, cl_int e, const char *what)
 
 /* ---- device ---- */
 
-int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
+int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *base)
 {
     struct cl_inst *ci = bpriv;
-    if (!ci || idx < 0 || idx >= ci->ndev)
-        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: opencl:%d does not exist", idx);
-    struct cl_dev *d = ssmax_calloc(ctx, 1, sizeof(*d));
-    if (!d)
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
-    d->base.ctx = ctx;
+    struct cl_dev *d = (struct cl_dev *)base;
     d->ci = ci;
     d->rec = &ci->recs[idx];
     cl_int e;
@@ -40,14 +35,12 @@ int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **
     if (e == CL_SUCCESS)
         d->dummy = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, 256, NULL, &e);
     if (e == CL_SUCCESS)
-        d->params = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_ONLY, 32 * 4, NULL, &e);
+        d->params = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_ONLY, PARAM_WORDS * 4, NULL, &e);
     if (e != CL_SUCCESS) {
-        d->base.ctx = ctx;
         cl_close(&d->base);
         return cl_err(ctx, e, "context setup");
     }
     ssmax_cache_dir(ctx, d->cache_dir, sizeof(d->cache_dir));
-    *out = &d->base;
     return SSMAX_OK;
 }
 
@@ -66,7 +59,6 @@ void cl_close(struct ssmax_dev *base)
         f->clReleaseCommandQueue(d->q);
     if (d->cx)
         f->clReleaseContext(d->cx);
-    ssmax_free(base->ctx, d);
 }
 
 int cl_buf_create(struct ssmax_dev *base, size_t size, void **out)

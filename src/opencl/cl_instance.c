@@ -199,11 +199,9 @@ int cl_init(struct ssmax_context *ctx, void **bpriv)
     return SSMAX_OK;
 }
 
-int cl_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
+const struct ssmax_device_info *cl_devices(void *bpriv, int *count)
 {
-    struct cl_inst *ci = bpriv;
-    int n = ci->ndev < cap ? ci->ndev : cap;
-    if (out)
-        memcpy(out, ci->infos, sizeof(*out) * (size_t)(n > 0 ? n : 0));
-    return out ? n : ci->ndev;
+    const struct cl_inst *ci = bpriv;
+    *count = ci->ndev;
+    return ci->infos;
 }

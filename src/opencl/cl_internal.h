@@ -89,20 +89,13 @@ struct cl_dev {
     int mac_state;       // 0: not read yet, 1: mac_key valid, -1: no secret (no caching)
 };
 
-/* cl_instance.c */
-int cl_init(struct ssmax_context *ctx, void **bpriv);
-void cl_uninit(struct ssmax_context *ctx, void *bpriv);
-int cl_enumerate(void *bpriv, struct ssmax_device_info *out, int cap);
+/* The backend's entries (backend.h): cl_instance.c (init, uninit, devices), cl_device.c (open,
+ * close, buffers), cl_plan.c (plan), cl_attn.c (attn). */
+SSMAX_BACKEND_DECLS(cl)
 
 /* cl_device.c */
 /* The error for a failed OpenCL call: out of memory and size limits get their own codes. */
 int cl_err(struct ssmax_context *ctx, cl_int e, const char *what);
-int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out);
-void cl_close(struct ssmax_dev *base);
-int cl_buf_create(struct ssmax_dev *base, size_t size, void **out);
-void cl_buf_destroy(struct ssmax_dev *base, void *b);
-int cl_buf_write(struct ssmax_dev *base, void *b, size_t off, const void *src, size_t n);
-int cl_buf_read(struct ssmax_dev *base, void *b, size_t off, void *dst, size_t n);
 /* Grows a scratch buffer *m (of *have bytes) to at least need bytes. */
 int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
 
@@ -114,12 +107,5 @@ int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out);
 void cl_program_ran(struct cl_dev *d, struct cl_prog *pg, uint32_t launched);
 /* Releases the device's programs and their markers. */
 void cl_programs_release(struct cl_dev *d);
-
-/* cl_plan.c */
-int cl_plan(struct ssmax_dev *base, struct attn_plan *pl);
-
-/* cl_attn.c */
-int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
-            uint64_t *device_ns);
 
 #endif

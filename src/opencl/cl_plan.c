@@ -103,22 +103,10 @@ int cl_plan(struct ssmax_dev *base, struct attn_plan *pl)
     const uint64_t lim = base->info.max_alloc_size;
     // Each tensor is one cl_mem, so it must fit the device's largest allocation; the kernels index
     // elements from the start of their buffer in 32 bits (probs is only copied, by byte offsets).
-    struct plan_tensor ts[PLAN_TENSORS];
-    ssmax_plan_tensors(pl, ts);
-    for (size_t i = 0; i < PLAN_TENSORS; i++) {
-        if (ts[i].bytes > lim)
-            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                                   "%s: %llu bytes exceed the device's largest allocation %llu "
-                                   "(CL_DEVICE_MAX_MEM_ALLOC_SIZE); split the batch or the heads",
-                                   ts[i].name, (unsigned long long)ts[i].bytes,
-                                   (unsigned long long)lim);
-        if (ts[i].esz && (ts[i].off + ts[i].bytes) / ts[i].esz > UINT32_MAX)
-            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                                   "%s: %llu elements from the start of its buffer exceed 2^32 - 1 "
-                                   "(the OpenCL kernels index in 32 bits)",
-                                   ts[i].name,
-                                   (unsigned long long)((ts[i].off + ts[i].bytes) / ts[i].esz));
-    }
+    const struct plan_fit fit = { lim, "largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)", 0, NULL,
+                                  1 };
+    if ((r = ssmax_plan_fit(base->ctx, pl, &fit)) < 0)
+        return r;
     pl->bk_flags = (uint32_t)chunked(d);
     pl->kernel_name = pl->path == SSMAX_PATH_UNFUSED ? "qk+softmax_rows+pv"
                       : pl->bk_flags                 ? "flash_attn (chunked)"

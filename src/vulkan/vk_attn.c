@@ -223,20 +223,6 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 }
 
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
-    .name = "vulkan",
-    .id = SSMAX_BACKEND_VULKAN,
-    .init = vk_init,
-    .uninit = vk_uninit,
-    .enumerate = vk_enumerate,
-    .open = vk_open,
-    .close = vk_close,
-    .buf_create = vk_buf_create,
-    .buf_destroy = vk_buf_destroy,
-    .buf_write = vk_buf_write,
-    .buf_read = vk_buf_read,
-    .head_dim_step = 8,
-    .head_dim_max = SSMAX_MAX_HEAD_DIM,
-    .rows_kernel = 1,
-    .plan = vk_plan,
-    .attn = vk_attn,
+    SSMAX_BACKEND_ENTRIES(vk, vulkan, VULKAN),
+    .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
 };

@@ -156,15 +156,10 @@ void vk_barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
 
 /* ---- device ---- */
 
-int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out)
+int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *base)
 {
     struct vk_inst *vi = bpriv;
-    if (!vi || idx < 0 || idx >= vi->ndev)
-        return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: vulkan:%d does not exist", idx);
-    struct vk_dev *d = ssmax_calloc(ctx, 1, sizeof(*d));
-    if (!d)
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-    d->base.ctx = ctx;
+    struct vk_dev *d = (struct vk_dev *)base;
     d->vi = vi;
     d->ph = &vi->phys[idx];
     VkPhysicalDevice pd = d->ph->pd;
@@ -181,11 +176,9 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **
     for (uint32_t i = 0; i < nq && fam < 0; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
             fam = (int)i;
-    if (fam < 0) {
-        ssmax_free(ctx, d);
+    if (fam < 0)
         return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED, "vulkan: %s has no compute queue",
                                d->ph->props.deviceName);
-    }
     d->qfam = (uint32_t)fam;
     uint32_t tsbits = qf[fam].timestampValidBits;
     d->ts_mask = tsbits >= 64 ? ~0ull : ((1ull << tsbits) - 1);
@@ -199,7 +192,7 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **
                                .pQueueCreateInfos = &qci };
     VkResult r = vi->vkCreateDevice(pd, &dci, NULL, &d->dev);
     if (r != VK_SUCCESS) {
-        ssmax_free(ctx, d);
+        d->dev = VK_NULL_HANDLE;
         return vk_err(ctx, r, "vkCreateDevice");
     }
 #define LOAD_D(f)                                                                                  \
@@ -285,7 +278,6 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **
         vk_close(&d->base);
         return e;
     }
-    *out = &d->base;
     return SSMAX_OK;
 }
 
@@ -325,7 +317,7 @@ void vk_close(struct ssmax_dev *base)
             dd(d->dev, NULL);
     }
     ssmax_free(ctx, d->pipes);
-    ssmax_free(ctx, d);
+    d->pipes = NULL;
 }
 
 /* ---- user buffers ---- */

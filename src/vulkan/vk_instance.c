@@ -374,11 +374,9 @@ void vk_uninit(struct ssmax_context *ctx, void *bpriv)
         inst_free(vi);
 }
 
-int vk_enumerate(void *bpriv, struct ssmax_device_info *out, int cap)
+const struct ssmax_device_info *vk_devices(void *bpriv, int *count)
 {
-    struct vk_inst *vi = bpriv;
-    int n = vi->ndev < cap ? vi->ndev : cap;
-    if (out)
-        memcpy(out, vi->infos, sizeof(*out) * (size_t)(n > 0 ? n : 0));
-    return out ? n : vi->ndev;
+    const struct vk_inst *vi = bpriv;
+    *count = vi->ndev;
+    return vi->infos;
 }

@@ -134,20 +134,13 @@ struct vk_dev {
     struct vk_buf staging, coef, dummy, scr0, scr1;
 };
 
-/* vk_instance.c */
-int vk_init(struct ssmax_context *ctx, void **bpriv);
-void vk_uninit(struct ssmax_context *ctx, void *bpriv);
-int vk_enumerate(void *bpriv, struct ssmax_device_info *out, int cap);
+/* The backend's entries (backend.h): vk_instance.c (init, uninit, devices), vk_device.c (open,
+ * close, buffers), vk_plan.c (plan), vk_attn.c (attn). */
+SSMAX_BACKEND_DECLS(vk)
 
 /* vk_device.c */
 /* The error for a failed Vulkan call: out of memory and device loss get their own codes. */
 int vk_err(struct ssmax_context *ctx, VkResult r, const char *what);
-int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev **out);
-void vk_close(struct ssmax_dev *base);
-int vk_buf_create(struct ssmax_dev *base, size_t size, void **out);
-void vk_buf_destroy(struct ssmax_dev *base, void *p);
-int vk_buf_write(struct ssmax_dev *base, void *p, size_t off, const void *src, size_t n);
-int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, size_t n);
 /* Grows an internal buffer to at least size bytes; host: 1 host-visible and mapped, 2 also
  * cached (staging reads), 0 device-local. */
 int vk_buf_ensure(struct vk_dev *d, struct vk_buf *b, VkDeviceSize size, int host);
@@ -162,7 +155,6 @@ int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
                 VkPipeline *out);
 
 /* vk_plan.c */
-int vk_plan(struct ssmax_dev *base, struct attn_plan *pl);
 /* A tensor's binding: the offset rounded down to minStorageBufferOffsetAlignment, the range
  * that covers the tensor from there, and the tensor's first element within the binding. */
 struct vk_bind {
@@ -170,9 +162,5 @@ struct vk_bind {
     uint32_t elem_off;
 };
 struct vk_bind vk_bind_of(const struct vk_dev *d, uint64_t off, uint64_t bytes, uint32_t esz);
-
-/* vk_attn.c */
-int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
-            uint64_t *device_ns);
 
 #endif

@@ -281,33 +281,14 @@ int vk_plan(struct ssmax_dev *base, struct attn_plan *pl)
         return r;
     // A binding starts at the offset rounded down to minStorageBufferOffsetAlignment (see
     // vk_bind_of) and must cover the tensor: at most maxStorageBufferRange bytes in all. Planned
-    // without buffers, offsets are 0 and the tensor alone is compared.
+    // without buffers, offsets are 0 and the tensor alone is compared. probs is never bound (the
+    // scores scratch is copied into it).
     const uint64_t maxr = lim->maxStorageBufferRange;
-    uint64_t align = lim->minStorageBufferOffsetAlignment;
-    if (!align)
-        align = 1;
-    struct plan_tensor ts[PLAN_TENSORS];
-    ssmax_plan_tensors(pl, ts);
-    for (size_t i = 0; i < PLAN_TENSORS; i++) {
-        if (!ts[i].esz)
-            continue; // probs: the scores scratch is copied into it, never bound
-        if (ts[i].bytes > maxr)
-            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                                   "%s: %llu bytes exceed the device's storage buffer range %llu "
-                                   "(maxStorageBufferRange); split the batch or the heads",
-                                   ts[i].name, (unsigned long long)ts[i].bytes,
-                                   (unsigned long long)maxr);
-        if (ts[i].bytes + ts[i].off % align > maxr)
-            return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                                   "%s_off: %llu is %llu bytes past a multiple of "
-                                   "minStorageBufferOffsetAlignment %llu, so the binding needs "
-                                   "%llu bytes, over maxStorageBufferRange %llu; align the offset",
-                                   ts[i].name, (unsigned long long)ts[i].off,
-                                   (unsigned long long)(ts[i].off % align),
-                                   (unsigned long long)align,
-                                   (unsigned long long)(ts[i].bytes + ts[i].off % align),
-                                   (unsigned long long)maxr);
-    }
+    const struct plan_fit fit = { maxr, "storage buffer range (maxStorageBufferRange)",
+                                  lim->minStorageBufferOffsetAlignment,
+                                  "minStorageBufferOffsetAlignment", 0 };
+    if ((r = ssmax_plan_fit(base->ctx, pl, &fit)) < 0)
+        return r;
     if ((r = loop_limit(d, pl)) < 0)
         return r;
     const uint32_t *wg = lim->maxComputeWorkGroupCount;
