@@ -21,8 +21,9 @@
 #define SPEC_D 3       /* head dim */
 #define SPEC_TPR 4     /* invocations per query row (pv.comp) */
 #define SPEC_SPLIT 5   /* 1: write split-KV partials instead of O */
-#define SPEC_WIDE 6    /* 1: K and V read 4 words at a time (flash_rows.comp) */
-#define SPEC_COUNT 7
+#define SPEC_WIDE 6    /* 1: K and V read 4 words at a time (flash_rows.comp, flash_lanes.comp) */
+#define SPEC_LPR 7     /* lanes per query row (flash_lanes.comp) */
+#define SPEC_COUNT 8
 
 /* The parameter block, X(type, name) a word, in order; type is uint or float. One call's values,
  * the same for every kernel of the call except the chunk fields:

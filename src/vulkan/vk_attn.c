@@ -63,12 +63,15 @@ static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pi
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
     int r;
     if (pl->path != SSMAX_PATH_UNFUSED) {
-        const int rows = pl->kernel == KERNEL_ROWS;
-        const uint32_t fs[SPEC_COUNT] = { [SPEC_WG] = rows ? sg : 16, [SPEC_BR] = pl->br,
+        const uint32_t wg = pl->kernel == KERNEL_ROWS    ? sg
+                            : pl->kernel == KERNEL_LANES ? pl->wg
+                                                         : 16;
+        const uint32_t fs[SPEC_COUNT] = { [SPEC_WG] = wg, [SPEC_BR] = pl->br,
                                           [SPEC_BC] = pl->bc, [SPEC_D] = D,
                                           [SPEC_TPR] = pl->tpr,
                                           [SPEC_SPLIT] = pl->path == SSMAX_PATH_SPLIT_KV,
-                                          [SPEC_WIDE] = rows ? pl->bk_flags : 0 };
+                                          [SPEC_WIDE] = pl->kernel != KERNEL_TILES ? pl->bk_flags : 0,
+                                          [SPEC_LPR] = pl->kernel == KERNEL_LANES ? pl->lpr : 1 };
         const uint32_t ms[SPEC_COUNT] = { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
                                           [SPEC_D] = D, [SPEC_TPR] = 1 };
         r = vk_pipeline(d, (enum vk_shader_id)pl->bk_kernel, fs, &pipe[0]);

@@ -11,10 +11,47 @@
 
 #define CDIV(a, b) (((a) + (b)-1) / (b))
 
-/* Shared memory the plan's fused or P V kernel needs (the rows kernel: none). */
+/* Shared memory the plan's fused or P V kernel needs (the rows kernel: none; the lanes kernel:
+ * the key groups' merge). */
 static uint64_t shared_bytes(const struct attn_plan *pl)
 {
-    return pl->kernel == KERNEL_ROWS ? 0 : ssmax_tiles_shared_bytes(pl->p.head_dim, pl->br, pl->bc);
+    if (pl->kernel == KERNEL_ROWS)
+        return 0;
+    if (pl->kernel == KERNEL_LANES)
+        return pl->kgroups > 1 ? 4ull * pl->kgroups * pl->br * (pl->p.head_dim + 2) : 12;
+    return ssmax_tiles_shared_bytes(pl->p.head_dim, pl->br, pl->bc);
+}
+
+/* The vendor and class a plan is made for: the device's, or SSMAX_VK_PLAN_AS=VENDOR (amd,
+ * nvidia, intel, arm, qualcomm, imagination, apple: that vendor's discrete or integrated GPU), so
+ * the kernels and tiles a GPU would get run, and are tested, on any device that can run them. */
+struct plan_as {
+    uint32_t vendor;
+    int cpu;
+    const char *what; // for the reasons: "the device" or "SSMAX_VK_PLAN_AS=amd"
+};
+
+static int plan_as(const struct vk_dev *d, struct plan_as *as)
+{
+    static const struct {
+        const char *name;
+        uint32_t vendor;
+    } vendors[] = { { "amd", 0x1002 }, { "nvidia", 0x10de }, { "intel", 0x8086 },
+                    { "arm", 0x13b5 }, { "qualcomm", 0x5143 }, { "imagination", 0x1010 },
+                    { "apple", 0x106b } };
+    const char *e = getenv("SSMAX_VK_PLAN_AS");
+    *as = (struct plan_as){ d->ph->props.vendorID,
+                            d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU, "the device" };
+    if (!e || !*e)
+        return SSMAX_OK;
+    for (size_t i = 0; i < SSMAX_ARRAY_LEN(vendors); i++)
+        if (!strcmp(e, vendors[i].name)) {
+            *as = (struct plan_as){ vendors[i].vendor, 0, "SSMAX_VK_PLAN_AS" };
+            return SSMAX_OK;
+        }
+    return ssmax_set_error(d->base.ctx, SSMAX_ERR_INVALID_ARG,
+                           "SSMAX_VK_PLAN_AS: '%s' is not amd, nvidia, intel, arm, qualcomm, "
+                           "imagination or apple", e);
 }
 
 /* SSMAX_VK_SUBGROUPS=0: no kernel that uses subgroup operations. */
@@ -41,7 +78,9 @@ static int rows_refused(const struct vk_dev *d, uint32_t D, char *why, size_t n)
 static int tiles_refused(const struct vk_dev *d, const struct attn_plan *pl, char *why, size_t n)
 {
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
-    const uint32_t inv = pl->kernel == KERNEL_ROWS ? d->ph->subgroup_size : pl->br * pl->tpr;
+    const uint32_t inv = pl->kernel == KERNEL_ROWS    ? d->ph->subgroup_size
+                         : pl->kernel == KERNEL_LANES ? pl->wg
+                                                      : pl->br * pl->tpr;
     if (shared_bytes(pl) <= lim->maxComputeSharedMemorySize &&
         inv <= lim->maxComputeWorkGroupInvocations && inv <= lim->maxComputeWorkGroupSize[0])
         return 0;
@@ -63,15 +102,65 @@ static void set_tiles(const struct vk_dev *d, const struct ssmax_tiles *t, struc
     }
 }
 
+/* The lanes kernel (flash_lanes.comp), the fused kernel for GPUs; 0 when the device cannot run
+ * it (no subgroup shuffles, or subgroups narrower than a row's lanes).
+ *   - lpr lanes a row, D / lpr dimensions each: 8 lanes split a 128-wide row into 16 registers of
+ *     query and 16 of output per lane, and the score's sum over the row's lanes is 3 xor-shuffle
+ *     stages (DPP moves on AMD, shuffles on NVIDIA and Intel);
+ *   - prefill: 16 rows a workgroup (8 at D 256), 128 invocations at lpr 8: whole subgroups of 32
+ *     and 64, every lane on a row;
+ *   - decode (fewer packed rows per KV head than that): exactly the rows there are, no padding,
+ *     and the keys split over key groups until the workgroup is a whole number of 64-lane
+ *     subgroups;
+ *   - BC keys a step: their loads are all issued before the first use; fewer at larger D so the
+ *     K/V registers (BC x D / lpr) stay within the register budget. */
+static int lanes_tiles(const struct vk_dev *d, struct attn_plan *pl)
+{
+    const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
+    const uint32_t lpr = D % 16 == 0 && D > 32 ? 8 : 4; // D / lpr even: output pairs per lane
+    if (!d->ph->shuffle || sg < lpr || no_subgroups())
+        return 0;
+    const uint64_t rows = (uint64_t)pl->group * pl->p.q_len;
+    const uint64_t budget = d->ph->props.limits.maxComputeSharedMemorySize / 2 < 16384
+                                ? d->ph->props.limits.maxComputeSharedMemorySize / 2
+                                : 16384;
+    uint32_t br = D <= 128 ? 16 : 8, kg = 1;
+    const char *why = "prefill";
+    if (rows < br) {
+        // The key groups' merge goes through shared memory: whole 64-lane subgroups where it
+        // fits the budget (a quarter of a 64 KiB device at most), else 32-lane ones, else one
+        // key group.
+        br = (uint32_t)rows;
+        const uint32_t lanes = br * lpr;
+        for (uint32_t unit = 64; unit >= 32; unit /= 2) {
+            uint32_t wg = lanes;
+            while (wg % unit)
+                wg += lanes;
+            kg = wg / lanes;
+            if (wg <= 1024 && 4ull * kg * br * (D + 2) <= budget)
+                break;
+            kg = 1;
+        }
+        why = "decode";
+    }
+    pl->kernel = KERNEL_LANES;
+    pl->br = br, pl->bc = D <= 64 ? 4 : D <= 128 ? 2 : 1, pl->tpr = 4;
+    pl->lpr = lpr, pl->kgroups = kg, pl->wg = kg * br * lpr;
+    ssmax_plan_why(pl, "lanes kernel (%s), %u rows x %u lanes x %u key groups, %u keys a step: a "
+                   "GPU", why, br, lpr, kg, pl->bc);
+    return 1;
+}
+
 /* The table by device class and vendor. */
-static void default_tiles(const struct vk_dev *d, struct attn_plan *pl)
+static void default_tiles(const struct vk_dev *d, const struct plan_as *as, struct attn_plan *pl)
 {
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
     const int fused = pl->path != SSMAX_PATH_UNFUSED;
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
     char why[200];
-    if (fused && d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU &&
-        !rows_refused(d, D, why, sizeof(why))) {
+    if (fused && !as->cpu && lanes_tiles(d, pl))
+        return;
+    if (fused && as->cpu && !rows_refused(d, D, why, sizeof(why))) {
         // CPU drivers: RL query rows per SIMD lane, everything in registers (flash_rows.comp).
         // On lavapipe every shared- or storage-memory read inside a loop is a per-lane loop with
         // a branch per word, which bounds the shared-memory tiles kernel. B1 H8 L1024, ms, with
@@ -92,8 +181,8 @@ static void default_tiles(const struct vk_dev *d, struct attn_plan *pl)
     // bench --tune` stores a measured choice per device. CPU drivers without subgroup
     // shuffles take large register blocks (lavapipe, B1 H8 L1024 D64: 16,32 419 ms; 32,32
     // 292; 32,48 277).
-    const uint32_t vendor = d->ph->props.vendorID;
-    const int cpu = d->ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const uint32_t vendor = as->vendor;
+    const int cpu = as->cpu;
     static const struct {
         uint32_t vendor; // 0: any vendor
         int cpu;         // -1: any device type
@@ -120,8 +209,8 @@ static void default_tiles(const struct vk_dev *d, struct attn_plan *pl)
             pl->br = table[i].br, pl->bc = table[i].bc, what = table[i].what;
             break;
         }
-    ssmax_plan_why(pl, "tiles %u,%u,%u: the table's for %s at head_dim %u", pl->br, pl->bc,
-                   pl->tpr, what, D);
+    ssmax_plan_why(pl, "tiles %u,%u,%u: the table's for %s at head_dim %u (%s)", pl->br, pl->bc,
+                   pl->tpr, what, D, as->what);
     ssmax_tiles_for_decode(pl);
     while (shared_bytes(pl) > lim->maxComputeSharedMemorySize && pl->bc > 8)
         pl->bc /= 2;
@@ -137,7 +226,11 @@ static int choose_tiles(struct vk_dev *d, struct attn_plan *pl)
     const int fused = pl->path != SSMAX_PATH_UNFUSED;
     struct ssmax_tiles t;
     char why[320];
-    int src = ssmax_tiles_asked(&d->base, "SSMAX_VK_TILES", D, fused, &t);
+    struct plan_as as;
+    int src = plan_as(d, &as);
+    if (src < 0)
+        return src;
+    src = ssmax_tiles_asked(&d->base, "SSMAX_VK_TILES", D, fused, &t);
     if (src < 0)
         return src;
     if (src != TILES_DEFAULT) {
@@ -161,7 +254,7 @@ static int choose_tiles(struct vk_dev *d, struct attn_plan *pl)
         }
     }
     if (src == TILES_DEFAULT)
-        default_tiles(d, pl);
+        default_tiles(d, &as, pl);
     // Decode on the rows kernel (table or tuned): no more rows per lane than there are rows.
     const uint64_t rows = (uint64_t)pl->group * pl->p.q_len;
     if (pl->kernel == KERNEL_ROWS && src != TILES_OVERRIDE && pl->br > sg && pl->br - sg >= rows) {
@@ -197,6 +290,8 @@ static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct attn_plan 
         return UINT32_MAX;
     if (pl->kernel == KERNEL_ROWS) // one loop iteration per step of BC keys; the rest unrolled
         return LOOP_BUDGET - 8;
+    if (pl->kernel == KERNEL_LANES) // the same, a key group taking every kgroups-th step
+        return (LOOP_BUDGET - 8 - 2 * pl->kgroups) * pl->kgroups;
     // flash_attn.comp per tile (16 invocations): K and V staging BC*D/64 each, scores D, row max
     // BC/4 (for BR/16 rows), P V BC, plus the tile loop; Q staging and the output once.
     const uint32_t D = pl->p.head_dim, br = pl->br, bc = pl->bc;
@@ -249,6 +344,16 @@ static void choose_shader(const struct vk_dev *d, struct attn_plan *pl)
     const uint32_t sg = d->ph->subgroup_size;
     if (pl->path == SSMAX_PATH_UNFUSED) {
         pl->kernel_name = "qk+softmax+pv";
+        return;
+    }
+    if (pl->kernel == KERNEL_LANES) {
+        // K and V 4 words a read (WIDE) when every such read is aligned
+        const uint32_t esz = pl->elem_size;
+        pl->bk_kernel = f16 ? VK_SH_FLASHL_F16 : VK_SH_FLASHL_F32;
+        pl->bk_flags = (pl->p.head_dim / pl->lpr) % 4 == 0 &&
+                       vk_bind_of(d, pl->k_off, pl->kv_bytes, esz).elem_off % 4 == 0 &&
+                       vk_bind_of(d, pl->v_off, pl->kv_bytes, esz).elem_off % 4 == 0;
+        pl->kernel_name = "flash_lanes";
         return;
     }
     if (pl->kernel == KERNEL_ROWS) {

@@ -46,6 +46,13 @@ static const uint32_t flashs_f16[] =
 #include "flashs_f16.spv.inc"
     ;
 
+static const uint32_t flashl_f32[] =
+#include "flashl_f32.spv.inc"
+    ;
+static const uint32_t flashl_f16[] =
+#include "flashl_f16.spv.inc"
+    ;
+
 #define S(x) { #x, x, sizeof(x) }
 const struct vk_shader_code ssmax_vk_shaders[VK_SHADER_COUNT] = {
     [VK_SH_FLASH_F32] = S(flash_f32), [VK_SH_FLASH_F16] = S(flash_f16),
@@ -54,5 +61,6 @@ const struct vk_shader_code ssmax_vk_shaders[VK_SHADER_COUNT] = {
     [VK_SH_SOFTMAX] = S(softmax_f32), [VK_SH_PV_F32] = S(pv_f32),
     [VK_SH_PV_F16] = S(pv_f16),       [VK_SH_FLASHR_F32] = S(flashr_f32),
     [VK_SH_FLASHR_F16] = S(flashr_f16), [VK_SH_FLASHS_F32] = S(flashs_f32),
-    [VK_SH_FLASHS_F16] = S(flashs_f16),
+    [VK_SH_FLASHS_F16] = S(flashs_f16), [VK_SH_FLASHL_F32] = S(flashl_f32),
+    [VK_SH_FLASHL_F16] = S(flashl_f16),
 };

@@ -1,0 +1,192 @@
+#version 450
+// Fused SSMax flash attention for GPUs (the "lanes" kernel), and its split-KV variant (SPLIT = 1).
+// Same bindings, grid and results as flash_attn.comp and flash_rows.comp.
+//
+// Every invocation works; none waits at a barrier inside the key loop, and no shared memory is
+// used there:
+//   - a query row is held by LPR neighbouring lanes of one subgroup, each with DL = D / LPR of its
+//     dimensions of the scaled query and of the output accumulator, in registers;
+//   - a workgroup of WG invocations is KG key groups of BR rows x LPR lanes (WG = KG * BR * LPR).
+//     Rows are packed as in the other kernels (R = i * G + hh), so the G query heads of one KV head
+//     share every K and V read. Prefill takes KG = 1 and many rows; decode takes as many rows as
+//     there are (no padding) and splits the keys over KG key groups, merged once at the end
+//     through a little shared memory;
+//   - per step of BC keys, each lane loads its DL words of the BC K rows first (wide loads when
+//     WIDE), then the partial dot products, then the LPR-lane sums by xor shuffles (the same
+//     value in every lane of the row: each stage adds the same two numbers), then the running
+//     max and sum once for the step, then V likewise. Lanes of different rows that read the same
+//     K or V words in the same instruction are served by one cache access.
+// f16 storage is converted as it is used (compilers fuse the conversion into a mixed-precision
+// FMA where the hardware has one); logits, the factor, running max and sum stay fp32.
+// Masked keys (causal edge, key tail) are selected away, never multiplied: NaN or Inf in a hidden
+// key or value never reaches O.
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#include "attn_common.glsl"
+
+layout(constant_id = SPEC_BR) const uint BR = 16; // rows per key group
+layout(constant_id = SPEC_BC) const uint BC = 4;  // keys per step
+layout(constant_id = SPEC_D) const uint D = 64;
+layout(constant_id = SPEC_SPLIT) const uint SPLIT = 0;
+layout(constant_id = SPEC_WIDE) const uint WIDE = 0; // 1: K and V read 4 elements at a time
+layout(constant_id = SPEC_LPR) const uint LPR = 8;   // lanes per row: 1, 2, 4, 8 or 16
+const uint DL = D / LPR;          // dimensions per lane, even
+const uint KG = WG / (BR * LPR);  // key groups
+const uint DH = D / 2u;
+const uint MERGE_ROWS = KG > 1u ? KG * BR : 1u;
+const uint MERGE_WORDS = KG > 1u ? KG * BR * D : 1u;
+
+#ifdef IO_F16
+layout(binding = BIND_K, std430) readonly buffer BufK4 { uvec2 k_wide[]; };
+layout(binding = BIND_V, std430) readonly buffer BufV4 { uvec2 v_wide[]; };
+vec4 load4(uvec2 w) { return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+#else
+layout(binding = BIND_K, std430) readonly buffer BufK4 { vec4 k_wide[]; };
+layout(binding = BIND_V, std430) readonly buffer BufV4 { vec4 v_wide[]; };
+vec4 load4(vec4 w) { return w; }
+#endif
+
+layout(binding = BIND_SCR0, std430) writeonly buffer BufPO { vec2 part_o[]; };
+layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
+
+shared float sh_ml[2u * MERGE_ROWS]; // key groups' (max, sum) per row
+shared float sh_o[MERGE_WORDS];      // key groups' output accumulators
+
+float qv[DL], ov[DL]; // this lane's dimensions of its row's scaled query and of its output
+float m_run, l_run;
+
+// This lane's DL words of the step's BC rows of K or V (keys past ke_wg read the last key, so
+// nothing outside the tensor is touched; they are masked).
+#define READ_WORDS(dst, wide, data, off)                                                           \
+    [[unroll]] for (uint c = 0u; c < BC; c++) {                                                    \
+        const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;                           \
+        if (WIDE != 0u) {                                                                          \
+            [[unroll]] for (uint u = 0u; u < DL; u += 4u) {                                        \
+                const vec4 x = load4(wide[((off) + e + u) / 4u]);                                  \
+                [[unroll]] for (uint w = 0u; w < 4u; w++)                                          \
+                    dst[c * DL + u + w] = x[w];                                                    \
+            }                                                                                      \
+        } else {                                                                                   \
+            [[unroll]] for (uint u = 0u; u < DL; u++)                                              \
+                dst[c * DL + u] = LOAD(data, (off), e + u);                                        \
+        }                                                                                          \
+    }
+
+// One step over keys [kt, kt + BC): keys at or past ke_row are not seen by this row.
+void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg)
+{
+    float kr[BC * DL];
+    READ_WORDS(kr, k_wide, k_data, pc.k_off);
+    float s[BC];
+    [[unroll]] for (uint c = 0u; c < BC; c++) {
+        float x = 0.0;
+        [[unroll]] for (uint u = 0u; u < DL; u++)
+            x = fma(qv[u], kr[c * DL + u], x);
+        s[c] = x;
+    }
+    // (stages written out: a loop here would count against llvmpipe's loop budget)
+    [[unroll]] for (uint c = 0u; c < BC; c++) {
+        if (LPR > 1u)
+            s[c] += subgroupShuffleXor(s[c], 1u);
+        if (LPR > 2u)
+            s[c] += subgroupShuffleXor(s[c], 2u);
+        if (LPR > 4u)
+            s[c] += subgroupShuffleXor(s[c], 4u);
+        if (LPR > 8u)
+            s[c] += subgroupShuffleXor(s[c], 8u);
+    }
+
+    float mt = m_run;
+    [[unroll]] for (uint c = 0u; c < BC; c++)
+        mt = kt + c < ke_row ? max(mt, s[c]) : mt;
+    const float a = exp(m_run - mt);
+    m_run = mt;
+    float p[BC], ps = 0.0;
+    [[unroll]] for (uint c = 0u; c < BC; c++) {
+        p[c] = kt + c < ke_row ? exp(s[c] - mt) : 0.0;
+        ps += p[c];
+    }
+    // Blocked sums: the step's terms are summed from 0 and folded in once (see flash_rows.comp).
+    l_run = fma(l_run, a, ps);
+
+    READ_WORDS(kr, v_wide, v_data, pc.v_off);
+    [[unroll]] for (uint u = 0u; u < DL; u++) {
+        float acc = 0.0;
+        [[unroll]] for (uint c = 0u; c < BC; c++) // select: NaN in a hidden V stays out
+            acc = kt + c < ke_row ? fma(p[c], kr[c * DL + u], acc) : acc;
+        ov[u] = fma(ov[u], a, acc);
+    }
+}
+
+void main()
+{
+    // Lanes of a row are neighbours in one subgroup (LPR divides the subgroup size).
+    const uint inv = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+    const uint lane = inv % LPR, slot = inv / LPR, r = slot % BR, kg = slot / BR;
+    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
+    const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
+    const uint GL = pc.G * pc.Lq;
+    const uint first = blk * BR, last = min(first + BR, GL) - 1u;
+    const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
+    const uint ke_wg = min(ke_split, kv_end(last / pc.G)); // keys the last row sees
+    const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
+
+    const uint R = first + r, RR = R < GL ? R : last;
+    const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
+    const uint row = (b * pc.Hq + hq) * pc.Lq + i;
+    const uint ke_row = R < GL ? min(ke_split, kv_end(i)) : 0u;
+    const float f = row_factor(hq, i);
+    [[unroll]] for (uint u = 0u; u < DL; u++) {
+        qv[u] = LOAD(q_data, pc.q_off, row * D + lane * DL + u) * f;
+        ov[u] = 0.0;
+    }
+    m_run = M_INIT;
+    l_run = 0.0;
+
+    // Key group kg takes every KG-th step; the bounds are the same for every lane of a row.
+    for (uint kt = ks + kg * BC; kt < ke_wg; kt += KG * BC)
+        step(kt, kvbase, lane, ke_row, ke_wg);
+
+    if (KG > 1u) { // fold the key groups into key group 0
+        const uint me = kg * BR + r;
+        if (lane == 0u) {
+            sh_ml[2u * me] = m_run;
+            sh_ml[2u * me + 1u] = l_run;
+        }
+        [[unroll]] for (uint u = 0u; u < DL; u++)
+            sh_o[me * D + lane * DL + u] = ov[u];
+        barrier();
+        if (kg != 0u)
+            return;
+        float mx = M_INIT;
+        for (uint k = 0u; k < KG; k++)
+            mx = max(mx, sh_ml[2u * (k * BR + r)]);
+        float l = 0.0;
+        [[unroll]] for (uint u = 0u; u < DL; u++)
+            ov[u] = 0.0;
+        for (uint k = 0u; k < KG; k++) {
+            const uint src = k * BR + r;
+            const float w = exp(sh_ml[2u * src] - mx);
+            l = fma(sh_ml[2u * src + 1u], w, l);
+            [[unroll]] for (uint u = 0u; u < DL; u++)
+                ov[u] = fma(sh_o[src * D + lane * DL + u], w, ov[u]);
+        }
+        m_run = mx;
+        l_run = l;
+    }
+    if (R >= GL)
+        return;
+    if (SPLIT == 0u) {
+        const float invl = l_run == 0.0 ? 0.0 : 1.0 / l_run;
+        [[unroll]] for (uint u = 0u; u < DL; u += 2u)
+            store_o2(row * D + lane * DL + u, vec2(ov[u], ov[u + 1u]) * invl);
+        if (pc.want_lse != 0u && lane == 0u)
+            lse_data[pc.lse_off + row] = l_run == 0.0 ? NEG_INF : m_run + log(l_run);
+    } else {
+        const uint prow = sp * (pc.B * pc.Hq * pc.Lq) + row;
+        [[unroll]] for (uint u = 0u; u < DL; u += 2u)
+            part_o[prow * DH + (lane * DL + u) / 2u] = vec2(ov[u], ov[u + 1u]);
+        if (lane == 0u)
+            part_ml[prow] = vec2(m_run, l_run);
+    }
+}
