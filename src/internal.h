@@ -101,6 +101,7 @@ struct attn_plan {
     const char *kernel_name;   // for reports: "flash_attn", "flash_rows", "qk+softmax+pv", ...
     uint32_t br, bc, tpr;      // tiles (see enum attn_kernel)
     uint32_t lpr, kgroups, wg; // KERNEL_LANES: lanes per row, key groups, workgroup size
+    uint32_t subgroup;         // the subgroup size the fused kernel asks for; 0: the driver's
     uint32_t bk_kernel;        // the backend's own kernel id (Vulkan: enum vk_shader_id)
     uint32_t bk_flags;         // the backend's kernel options (Vulkan: wide reads; OpenCL: layout)
     /* Set by the backend's plan entry for the generic arithmetic below. */

@@ -74,9 +74,9 @@ static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pi
                                           [SPEC_LPR] = pl->kernel == KERNEL_LANES ? pl->lpr : 1 };
         const uint32_t ms[SPEC_COUNT] = { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
                                           [SPEC_D] = D, [SPEC_TPR] = 1 };
-        r = vk_pipeline(d, (enum vk_shader_id)pl->bk_kernel, fs, &pipe[0]);
+        r = vk_pipeline(d, (enum vk_shader_id)pl->bk_kernel, fs, pl->subgroup, &pipe[0]);
         if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
-            r = vk_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, ms, &pipe[1]);
+            r = vk_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, ms, 0, &pipe[1]);
         return r;
     }
     const uint32_t qs[SPEC_COUNT] = { [SPEC_WG] = 256, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
@@ -85,11 +85,11 @@ static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pi
                                       [SPEC_TPR] = 1 };
     const uint32_t ps[SPEC_COUNT] = { [SPEC_WG] = pl->br * pl->tpr, [SPEC_BR] = pl->br,
                                       [SPEC_BC] = pl->bc, [SPEC_D] = D, [SPEC_TPR] = pl->tpr };
-    r = vk_pipeline(d, f16 ? VK_SH_QK_F16 : VK_SH_QK_F32, qs, &pipe[0]);
+    r = vk_pipeline(d, f16 ? VK_SH_QK_F16 : VK_SH_QK_F32, qs, 0, &pipe[0]);
     if (r == 0)
-        r = vk_pipeline(d, VK_SH_SOFTMAX, ss, &pipe[1]);
+        r = vk_pipeline(d, VK_SH_SOFTMAX, ss, 0, &pipe[1]);
     if (r == 0)
-        r = vk_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, ps, &pipe[2]);
+        r = vk_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, ps, 0, &pipe[2]);
     return r;
 }
 

@@ -187,9 +187,21 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
                                     .queueFamilyIndex = d->qfam,
                                     .queueCount = 1,
                                     .pQueuePriorities = &prio };
+    // Subgroup size control where offered: the GPU kernels ask for the size they are shaped for.
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT,
+        .subgroupSizeControl = VK_TRUE
+    };
+    const char *exts[1];
+    uint32_t next = 0;
+    if (d->ph->sg_control)
+        exts[next++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
     VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                               .pNext = d->ph->sg_control ? &sgf : NULL,
                                .queueCreateInfoCount = 1,
-                               .pQueueCreateInfos = &qci };
+                               .pQueueCreateInfos = &qci,
+                               .enabledExtensionCount = next,
+                               .ppEnabledExtensionNames = exts };
     VkResult r = vi->vkCreateDevice(pd, &dci, NULL, &d->dev);
     if (r != VK_SUCCESS) {
         d->dev = VK_NULL_HANDLE;

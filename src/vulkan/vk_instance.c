@@ -87,6 +87,20 @@ static const char *vendor_name(uint32_t id)
     }
 }
 
+static int has_dev_ext(struct vk_inst *vi, VkPhysicalDevice pd, const char *name)
+{
+    uint32_t n = 0;
+    if (vi->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || !n)
+        return 0;
+    VkExtensionProperties *e = calloc(n, sizeof(*e));
+    int found = 0;
+    if (e && vi->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, e) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++)
+            found |= !strcmp(e[i].extensionName, name);
+    free(e);
+    return found;
+}
+
 static void fill_info(struct vk_inst *vi, int idx)
 {
     struct vk_phys *ph = &vi->phys[idx];
@@ -101,10 +115,19 @@ static void fill_info(struct vk_inst *vi, int idx)
     };
     VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                        .pNext = &sg };
+    VkPhysicalDeviceSubgroupSizeControlPropertiesEXT sgc = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT
+    };
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT
+    };
     vi->vkGetPhysicalDeviceProperties(ph->pd, &ph->props);
     int have12 = ph->props.apiVersion >= VK_API_VERSION_1_2;
+    const int have_sgc = has_dev_ext(vi, ph->pd, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
     if (have12)
         m3.pNext = &drv;
+    if (have_sgc)
+        sgc.pNext = p2.pNext, p2.pNext = &sgc;
     vi->vkGetPhysicalDeviceProperties2(ph->pd, &p2);
     VkPhysicalDevice16BitStorageFeatures s16 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES
@@ -114,6 +137,8 @@ static void fill_info(struct vk_inst *vi, int idx)
     };
     VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                      .pNext = have12 ? (void *)&f16 : (void *)&s16 };
+    if (have_sgc)
+        sgf.pNext = f2.pNext, f2.pNext = &sgf;
     vi->vkGetPhysicalDeviceFeatures2(ph->pd, &f2);
     VkPhysicalDeviceMemoryProperties mp;
     vi->vkGetPhysicalDeviceMemoryProperties(ph->pd, &mp);
@@ -162,6 +187,11 @@ static void fill_info(struct vk_inst *vi, int idx)
     ph->shuffle = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                   (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     ph->loop_limited = have12 && drv.driverID == VK_DRIVER_ID_MESA_LLVMPIPE;
+    ph->sg_control = have_sgc && sgf.subgroupSizeControl &&
+                     (sgc.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                     sgc.minSubgroupSize >= 1 && sgc.minSubgroupSize <= sgc.maxSubgroupSize;
+    ph->sg_min = sgc.minSubgroupSize, ph->sg_max = sgc.maxSubgroupSize;
+    ph->sg_max_subgroups = sgc.maxComputeWorkgroupSubgroups;
     ph->max_alloc = m3.maxMemoryAllocationSize;
 }
 

@@ -26,6 +26,7 @@
     X(vkGetPhysicalDeviceQueueFamilyProperties)                                                    \
     X(vkGetPhysicalDeviceMemoryProperties)                                                         \
     X(vkCreateDevice)                                                                              \
+    X(vkEnumerateDeviceExtensionProperties)                                                        \
     X(vkGetDeviceProcAddr)
 
 #define DEVICE_FNS(X)                                                                              \
@@ -85,6 +86,10 @@ struct vk_phys {
     uint32_t subgroup_size;
     int shuffle; // subgroupShuffle in compute shaders
     uint64_t max_alloc;
+    /* VK_EXT_subgroup_size_control for compute: a pipeline may ask for a subgroup size in
+     * [sg_min, sg_max] and for workgroups of at most sg_max_subgroups subgroups. */
+    int sg_control;
+    uint32_t sg_min, sg_max, sg_max_subgroups;
 };
 
 struct vk_inst {
@@ -107,7 +112,7 @@ struct vk_buf {
 };
 
 struct vk_pipe {
-    uint32_t key[1 + SPEC_COUNT]; // shader id, specialization constants
+    uint32_t key[2 + SPEC_COUNT]; // shader id, required subgroup size, specialization constants
     VkPipeline pipe;
 };
 
@@ -150,9 +155,10 @@ int vk_submit_wait(struct vk_dev *d);
 void vk_barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
                 VkPipelineStageFlags dst, VkAccessFlags da);
 
-/* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once. */
+/* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once;
+ * subgroup > 0 asks for that subgroup size (VK_EXT_subgroup_size_control; 0: the driver's). */
 int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC_COUNT],
-                VkPipeline *out);
+                uint32_t subgroup, VkPipeline *out);
 
 /* vk_plan.c */
 /* A tensor's binding: the offset rounded down to minStorageBufferOffsetAlignment, the range

@@ -8,10 +8,10 @@
 #include "vk_internal.h"
 
 int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC_COUNT],
-                VkPipeline *out)
+                uint32_t subgroup, VkPipeline *out)
 {
-    uint32_t key[1 + SPEC_COUNT] = { (uint32_t)id };
-    memcpy(key + 1, spec, SPEC_COUNT * sizeof(uint32_t));
+    uint32_t key[2 + SPEC_COUNT] = { (uint32_t)id, subgroup };
+    memcpy(key + 2, spec, SPEC_COUNT * sizeof(uint32_t));
     for (int i = 0; i < d->npipes; i++)
         if (!memcmp(d->pipes[i].key, key, sizeof(key))) {
             *out = d->pipes[i].pipe;
@@ -43,9 +43,14 @@ int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
     for (uint32_t i = 0; i < SPEC_COUNT; i++)
         ents[i] = (VkSpecializationMapEntry){ i, i * 4, 4 };
     VkSpecializationInfo si = { SPEC_COUNT, ents, SPEC_COUNT * sizeof(uint32_t), spec };
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT rss = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
+        .requiredSubgroupSize = subgroup
+    };
     VkComputePipelineCreateInfo cpci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = { .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                   .pNext = subgroup ? &rss : NULL,
                    .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                    .module = mod,
                    .pName = "main",

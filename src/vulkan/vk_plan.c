@@ -114,7 +114,7 @@ static void set_tiles(const struct vk_dev *d, const struct ssmax_tiles *t, struc
  *     subgroups;
  *   - BC keys a step: their loads are all issued before the first use; fewer at larger D so the
  *     K/V registers (BC x D / lpr) stay within the register budget. */
-static int lanes_tiles(const struct vk_dev *d, struct attn_plan *pl)
+static int lanes_tiles(const struct vk_dev *d, const struct plan_as *as, struct attn_plan *pl)
 {
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
     const uint32_t lpr = D % 16 == 0 && D > 32 ? 8 : 4; // D / lpr even: output pairs per lane
@@ -148,6 +148,19 @@ static int lanes_tiles(const struct vk_dev *d, struct attn_plan *pl)
     pl->lpr = lpr, pl->kgroups = kg, pl->wg = kg * br * lpr;
     ssmax_plan_why(pl, "lanes kernel (%s), %u rows x %u lanes x %u key groups, %u keys a step: a "
                    "GPU", why, br, lpr, kg, pl->bc);
+    // AMD RDNA runs waves of 32 or 64: 64 for prefill (more rows share each K/V load, fewer
+    // waves to schedule), 32 for decode (more waves in flight, the work of few rows spread
+    // wide). Clamped to what the device offers (lavapipe: 8), and kept whole: the workgroup must
+    // fit the device's subgroups per workgroup, and a row's lanes one subgroup.
+    if (d->ph->sg_control && as->vendor == 0x1002) {
+        uint32_t want = kg == 1 ? 64 : 32;
+        want = want < d->ph->sg_min ? d->ph->sg_min : want > d->ph->sg_max ? d->ph->sg_max : want;
+        if (want >= lpr && pl->wg % want == 0 &&
+            (uint64_t)pl->wg <= (uint64_t)d->ph->sg_max_subgroups * want) {
+            pl->subgroup = want;
+            ssmax_plan_why(pl, "subgroups of %u", want);
+        }
+    }
     return 1;
 }
 
@@ -158,7 +171,7 @@ static void default_tiles(const struct vk_dev *d, const struct plan_as *as, stru
     const int fused = pl->path != SSMAX_PATH_UNFUSED;
     const VkPhysicalDeviceLimits *lim = &d->ph->props.limits;
     char why[200];
-    if (fused && !as->cpu && lanes_tiles(d, pl))
+    if (fused && !as->cpu && lanes_tiles(d, as, pl))
         return;
     if (fused && as->cpu && !rows_refused(d, D, why, sizeof(why))) {
         // CPU drivers: RL query rows per SIMD lane, everything in registers (flash_rows.comp).
