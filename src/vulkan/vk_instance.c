@@ -128,6 +128,17 @@ static void fill_info(struct vk_inst *vi, int idx)
         m3.pNext = &drv;
     if (have_sgc)
         sgc.pNext = p2.pNext, p2.pNext = &sgc;
+    // Compute units, for the planner's split of the keys (decode): AMD and NVIDIA say.
+    VkPhysicalDeviceShaderCorePropertiesAMD amd = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD
+    };
+    VkPhysicalDeviceShaderSMBuiltinsPropertiesNV nv = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV
+    };
+    if (has_dev_ext(vi, ph->pd, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME))
+        amd.pNext = p2.pNext, p2.pNext = &amd;
+    if (has_dev_ext(vi, ph->pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME))
+        nv.pNext = p2.pNext, p2.pNext = &nv;
     vi->vkGetPhysicalDeviceProperties2(ph->pd, &p2);
     VkPhysicalDevice16BitStorageFeatures s16 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES
@@ -148,6 +159,9 @@ static void fill_info(struct vk_inst *vi, int idx)
     d->backend = SSMAX_BACKEND_VULKAN;
     d->index = idx;
     d->type = map_type(ph->props.deviceType);
+    d->compute_units = amd.shaderEngineCount * amd.shaderArraysPerEngineCount *
+                           amd.computeUnitsPerShaderArray +
+                       nv.shaderSMCount;
     if (ph->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         // Vulkan reports no core count. CPU drivers (lavapipe: LP_NUM_THREADS, default the online
         // CPUs) run one workgroup per host thread.
