@@ -33,8 +33,8 @@ layout(constant_id = SPEC_LPR) const uint LPR = 8;   // lanes per row: 1, 2, 4, 
 const uint DL = D / LPR;          // dimensions per lane, even
 const uint KG = WG / (BR * LPR);  // key groups
 const uint DH = D / 2u;
-const uint MERGE_ROWS = KG > 1u ? KG * BR : 1u;
-const uint MERGE_WORDS = KG > 1u ? KG * BR * D : 1u;
+const uint MERGE_ROWS = KG > 1u ? (KG - 1u) * BR : 1u; // key groups 1.. hand over to group 0
+const uint MERGE_WORDS = KG > 1u ? (KG - 1u) * BR * D : 1u;
 
 #ifdef IO_F16
 layout(binding = BIND_K, std430) readonly buffer BufK4 { uvec2 k_wide[]; };
@@ -147,25 +147,28 @@ void main()
     for (uint kt = ks + kg * BC; kt < ke_wg; kt += KG * BC)
         step(kt, kvbase, lane, ke_row, ke_wg);
 
-    if (KG > 1u) { // fold the key groups into key group 0
-        const uint me = kg * BR + r;
-        if (lane == 0u) {
-            sh_ml[2u * me] = m_run;
-            sh_ml[2u * me + 1u] = l_run;
+    if (KG > 1u) { // fold key groups 1.. into key group 0, which keeps its own in registers
+        if (kg != 0u) {
+            const uint me = (kg - 1u) * BR + r;
+            if (lane == 0u) {
+                sh_ml[2u * me] = m_run;
+                sh_ml[2u * me + 1u] = l_run;
+            }
+            [[unroll]] for (uint u = 0u; u < DL; u++)
+                sh_o[me * D + lane * DL + u] = ov[u];
         }
-        [[unroll]] for (uint u = 0u; u < DL; u++)
-            sh_o[me * D + lane * DL + u] = ov[u];
         barrier();
         if (kg != 0u)
             return;
-        float mx = M_INIT;
-        for (uint k = 0u; k < KG; k++)
-            mx = max(mx, sh_ml[2u * (k * BR + r)]);
-        float l = 0.0;
+        float mx = m_run;
+        for (uint k = 1u; k < KG; k++)
+            mx = max(mx, sh_ml[2u * ((k - 1u) * BR + r)]);
+        const float w0 = exp(m_run - mx);
+        float l = l_run * w0;
         [[unroll]] for (uint u = 0u; u < DL; u++)
-            ov[u] = 0.0;
-        for (uint k = 0u; k < KG; k++) {
-            const uint src = k * BR + r;
+            ov[u] *= w0;
+        for (uint k = 1u; k < KG; k++) {
+            const uint src = (k - 1u) * BR + r;
             const float w = exp(sh_ml[2u * src] - mx);
             l = fma(sh_ml[2u * src + 1u], w, l);
             [[unroll]] for (uint u = 0u; u < DL; u++)

@@ -18,7 +18,7 @@ static uint64_t shared_bytes(const struct attn_plan *pl)
     if (pl->kernel == KERNEL_ROWS)
         return 0;
     if (pl->kernel == KERNEL_LANES)
-        return pl->kgroups > 1 ? 4ull * pl->kgroups * pl->br * (pl->p.head_dim + 2) : 12;
+        return pl->kgroups > 1 ? 4ull * (pl->kgroups - 1) * pl->br * (pl->p.head_dim + 2) : 12;
     return ssmax_tiles_shared_bytes(pl->p.head_dim, pl->br, pl->bc);
 }
 
@@ -103,17 +103,26 @@ static void set_tiles(const struct vk_dev *d, const struct ssmax_tiles *t, struc
 }
 
 /* The lanes kernel (flash_lanes.comp), the fused kernel for GPUs; 0 when the device cannot run
- * it (no subgroup shuffles, or subgroups narrower than a row's lanes).
- *   - lpr lanes a row, D / lpr dimensions each: 8 lanes split a 128-wide row into 16 registers of
- *     query and 16 of output per lane, and the score's sum over the row's lanes is 3 xor-shuffle
- *     stages (DPP moves on AMD, shuffles on NVIDIA and Intel);
- *   - prefill: 16 rows a workgroup (8 at D 256), 128 invocations at lpr 8: whole subgroups of 32
- *     and 64, every lane on a row;
+ * it (no subgroup shuffles, or subgroups narrower than a row's lanes: ARM Bifrost's 4 and 8, which
+ * then take the shared-memory tiles from the table below).
+ *
+ * One shape serves every GPU vendor; the numbers are what AMD's compiler reports for it (RADV
+ * null hardware, Mesa 22.3, `ssmax pipelines`; bench/results/), and they sit inside every other
+ * vendor's published budget (NVIDIA: 64 registers a thread for full occupancy at 128-thread
+ * blocks; Intel Xe: 128 registers a SIMD16 thread; Apple: 32-wide SIMD groups, 64 registers;
+ * ARM Valhall and Qualcomm Adreno: 64 registers before occupancy halves):
+ *   - lpr = 8 lanes a row (4 when D / 8 would be odd): D / 8 dimensions of the scaled query and
+ *     of the output a lane (8 registers each at D 64, 16 at D 128) and 3 xor-shuffle stages a
+ *     score (DPP moves on AMD);
+ *   - prefill: 16 rows a workgroup (8 at D 256): 128 invocations, whole subgroups of 32 and 64,
+ *     every lane on a row. BC = 4 keys a step at D <= 64, 2 at D <= 128, 1 above: the step's K
+ *     and V registers (BC x D / 8) stay at 16 to 32. RDNA2 f16: 64 VGPRs at D 64 (16 waves a
+ *     SIMD), 80 at D 128 (12); GCN5: 64 and 84 (4 and 3);
  *   - decode (fewer packed rows per KV head than that): exactly the rows there are, no padding,
- *     and the keys split over key groups until the workgroup is a whole number of 64-lane
- *     subgroups;
- *   - BC keys a step: their loads are all issued before the first use; fewer at larger D so the
- *     K/V registers (BC x D / lpr) stay within the register budget. */
+ *     the keys split over key groups until the workgroup is a whole number of 64-lane subgroups
+ *     (32 when the merge would not fit 16 KiB), merged once through shared memory; one key a step
+ *     above D 64, so registers stay at 64: RDNA2 f16 D 128 with 4 query heads a KV head, 64
+ *     VGPRs, 2.5 KiB shared, 16 waves a SIMD; GCN5 4 (ggml-vulkan's scalar kernel: 16 and 4). */
 static int lanes_tiles(const struct vk_dev *d, const struct plan_as *as, struct attn_plan *pl)
 {
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
@@ -124,27 +133,25 @@ static int lanes_tiles(const struct vk_dev *d, const struct plan_as *as, struct 
     const uint64_t budget = d->ph->props.limits.maxComputeSharedMemorySize / 2 < 16384
                                 ? d->ph->props.limits.maxComputeSharedMemorySize / 2
                                 : 16384;
-    uint32_t br = D <= 128 ? 16 : 8, kg = 1;
+    uint32_t br = D <= 128 ? 16 : 8, kg = 1, bc = D <= 64 ? 4 : D <= 128 ? 2 : 1;
     const char *why = "prefill";
     if (rows < br) {
-        // The key groups' merge goes through shared memory: whole 64-lane subgroups where it
-        // fits the budget (a quarter of a 64 KiB device at most), else 32-lane ones, else one
-        // key group.
         br = (uint32_t)rows;
+        bc = D <= 64 ? 4 : 1;
         const uint32_t lanes = br * lpr;
         for (uint32_t unit = 64; unit >= 32; unit /= 2) {
             uint32_t wg = lanes;
             while (wg % unit)
                 wg += lanes;
             kg = wg / lanes;
-            if (wg <= 1024 && 4ull * kg * br * (D + 2) <= budget)
+            if (wg <= 1024 && 4ull * (kg - 1) * br * (D + 2) <= budget)
                 break;
             kg = 1;
         }
         why = "decode";
     }
     pl->kernel = KERNEL_LANES;
-    pl->br = br, pl->bc = D <= 64 ? 4 : D <= 128 ? 2 : 1, pl->tpr = 4;
+    pl->br = br, pl->bc = bc, pl->tpr = 4;
     pl->lpr = lpr, pl->kgroups = kg, pl->wg = kg * br * lpr;
     ssmax_plan_why(pl, "lanes kernel (%s), %u rows x %u lanes x %u key groups, %u keys a step: a "
                    "GPU", why, br, lpr, kg, pl->bc);
