@@ -72,8 +72,10 @@ float m_run, l_run;
         }                                                                                          \
     }
 
-// One step over keys [kt, kt + BC): keys at or past ke_row are not seen by this row.
-void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg)
+// One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this row (the
+// step crosses the causal edge or the key tail); otherwise every row sees every key of the step
+// and no select is needed.
+void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg, bool masked)
 {
     float kr[BC * DL];
     READ_WORDS(kr, k_wide, k_data, pc.k_off);
@@ -96,14 +98,17 @@ void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg)
             s[c] += subgroupShuffleXor(s[c], 8u);
     }
 
+    bool vis[BC];
+    [[unroll]] for (uint c = 0u; c < BC; c++)
+        vis[c] = !masked || kt + c < ke_row;
     float mt = m_run;
     [[unroll]] for (uint c = 0u; c < BC; c++)
-        mt = kt + c < ke_row ? max(mt, s[c]) : mt;
+        mt = vis[c] ? max(mt, s[c]) : mt;
     const float a = exp(m_run - mt);
     m_run = mt;
     float p[BC], ps = 0.0;
     [[unroll]] for (uint c = 0u; c < BC; c++) {
-        p[c] = kt + c < ke_row ? exp(s[c] - mt) : 0.0;
+        p[c] = vis[c] ? exp(s[c] - mt) : 0.0;
         ps += p[c];
     }
     // Blocked sums: the step's terms are summed from 0 and folded in once (see flash_rows.comp).
@@ -113,7 +118,7 @@ void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg)
     [[unroll]] for (uint u = 0u; u < DL; u++) {
         float acc = 0.0;
         [[unroll]] for (uint c = 0u; c < BC; c++) // select: NaN in a hidden V stays out
-            acc = kt + c < ke_row ? fma(p[c], kr[c * DL + u], acc) : acc;
+            acc = vis[c] ? fma(p[c], kr[c * DL + u], acc) : acc;
         ov[u] = fma(ov[u], a, acc);
     }
 }
@@ -143,9 +148,14 @@ void main()
     m_run = M_INIT;
     l_run = 0.0;
 
-    // Key group kg takes every KG-th step; the bounds are the same for every lane of a row.
-    for (uint kt = ks + kg * BC; kt < ke_wg; kt += KG * BC)
-        step(kt, kvbase, lane, ke_row, ke_wg);
+    // Key group kg takes every KG-th step; the bounds are the same for every lane of a row. Steps
+    // every row of the block sees whole run without selects.
+    const uint ke_min = min(ke_split, kv_end(first / pc.G));
+    uint kt = ks + kg * BC;
+    for (; kt + BC <= ke_min; kt += KG * BC)
+        step(kt, kvbase, lane, ke_row, ke_wg, false);
+    for (; kt < ke_wg; kt += KG * BC)
+        step(kt, kvbase, lane, ke_row, ke_wg, true);
 
     if (KG > 1u) { // fold key groups 1.. into key group 0, which keeps its own in registers
         if (kg != 0u) {
