@@ -413,6 +413,19 @@ uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc)
     return 4ull * (br * D + bc * D + br * bc) + 16ull * br;
 }
 
+uint64_t ssmax_role_shared_bytes(enum attn_role role, int rows, uint32_t D, uint32_t br,
+                                 uint32_t bc)
+{
+    switch (role) {
+    case ROLE_FUSED: return rows ? 0 : ssmax_tiles_shared_bytes(D, br, bc);
+    case ROLE_MERGE: return 0;
+    case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each
+    case ROLE_SOFTMAX: return 64 * 4;          // one float per invocation of 64
+    case ROLE_PV: return 4ull * br * bc + 4ull * bc * D; // P tile and V tile
+    }
+    return 0;
+}
+
 void ssmax_tiles_for_decode(struct attn_plan *pl)
 {
     uint64_t rows = (uint64_t)pl->group * pl->p.q_len;
