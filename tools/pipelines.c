@@ -342,6 +342,12 @@ int cmd_pipelines(int argc, char **argv)
     }
     struct ssmax_device_info di;
     ssmax_device_get_info(ctx, idx, &di);
+    if (di.backend == SSMAX_BACKEND_CPU) {
+        fprintf(stderr, "ssmax pipelines: the cpu device builds no pipelines (name a vulkan or "
+                "opencl device)\n");
+        code = EXIT_BAD_INPUT;
+        goto out;
+    }
     int r = ssmax_device_open(ctx, idx);
     if (r < 0) {
         fprintf(stderr, "ssmax pipelines: %s\n", ssmax_last_error(ctx));
