@@ -24,7 +24,7 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
 
 int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 {
-    int r = ssmax_need_device(ctx);
+    int r = ssmax_need_runnable(ctx);
     if (r < 0)
         return r;
     struct attn_plan pl;
@@ -36,7 +36,7 @@ int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_params *p,
                          const struct ssmax_attn_buffers *bufs, struct ssmax_plan_info *out)
 {
-    int r = ssmax_need_device(ctx);
+    int r = ssmax_need_runnable(ctx);
     if (r < 0)
         return r;
     if (!out)
@@ -49,10 +49,31 @@ int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_params *p,
     return r;
 }
 
+int ssmax_attn_pipelines(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                         struct ssmax_plan_info *out, ssmax_pipe_cb cb, void *priv)
+{
+    int r = ssmax_need_device(ctx); // compile_only devices too: they exist for this
+    if (r < 0)
+        return r;
+    if (!cb)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "cb: must not be NULL");
+    if (!ctx->dev->fns->pipelines)
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED, "the %s device builds no pipelines",
+                               ctx->dev->fns->name);
+    struct attn_plan pl;
+    r = ssmax_plan_make(ctx, p, NULL, &pl);
+    if (r == SSMAX_OK && out)
+        plan_info(&pl, out);
+    if (r == SSMAX_OK)
+        r = ctx->dev->fns->pipelines(ctx->dev, &pl, cb, priv);
+    ssmax_plan_free(ctx, &pl);
+    return r;
+}
+
 int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
                const struct ssmax_attn_buffers *b)
 {
-    int r = ssmax_need_device(ctx);
+    int r = ssmax_need_runnable(ctx);
     if (r < 0)
         return r;
     if (!b)

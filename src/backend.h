@@ -7,6 +7,7 @@
 #define SSMAX_BACKEND_H
 
 #include "internal.h"
+#include "pipelines.h"
 
 struct ssmax_backend_fns {
     const char *name;
@@ -40,6 +41,10 @@ struct ssmax_backend_fns {
     /* Runs the plan and waits for it; *device_ns gets the device time. */
     int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);
+    /* Optional (pipelines.h): builds each pipeline the plan runs, with the driver's statistics,
+     * and hands it to cb; works on compile_only devices. */
+    int (*pipelines)(struct ssmax_dev *dev, const struct attn_plan *plan, ssmax_pipe_cb cb,
+                     void *priv);
 };
 
 /* A backend's entries, named p_init, p_uninit, ..., and its device struct p_dev: its table

@@ -8,7 +8,7 @@
 
 int ssmax_buffer_create(ssmax_context *ctx, size_t size, ssmax_buffer **out)
 {
-    int r = ssmax_need_device(ctx);
+    int r = ssmax_need_runnable(ctx);
     if (r < 0)
         return r;
     if (!out)

@@ -1,6 +1,7 @@
 /*
  * Context lifetime, device enumeration and selection, errors, logging, host allocation hooks.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,27 @@ int ssmax_fault_alloc(struct ssmax_context *ctx)
 int ssmax_fault_lost(struct ssmax_context *ctx)
 {
     return ctx && ctx->fault_lost_at > 0 && ++ctx->fault_lost_n == ctx->fault_lost_at;
+}
+
+/* The device list's struct keeps its size and alignment: compile_only came out of reserved. */
+struct device_info_0_1 {
+    _Alignas(struct ssmax_device_info) char fields[offsetof(struct ssmax_device_info, compile_only)];
+    uint8_t reserved[32];
+};
+_Static_assert(sizeof(struct device_info_0_1) == sizeof(struct ssmax_device_info),
+               "struct ssmax_device_info changed size");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ssmax_device_info) == 688,
+               "struct ssmax_device_info changed size");
+
+int ssmax_need_runnable(ssmax_context *ctx)
+{
+    int r = ssmax_need_device(ctx);
+    if (r < 0 || !ctx->dev->info.compile_only)
+        return r;
+    const struct ssmax_device_info *d = &ctx->dev->info;
+    return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
+                           "device %s:%d (%s) compiles pipelines but cannot run them: %s",
+                           ctx->dev->fns->name, d->index, d->name, ctx->dev->cannot_run);
 }
 
 int ssmax_need_device(ssmax_context *ctx)
@@ -326,6 +348,8 @@ int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_inf
 /* Higher is better for "auto": real GPUs first, then Vulkan, OpenCL, the reference. */
 static int auto_score(const struct ssmax_device_info *d)
 {
+    if (d->compile_only) // never chosen: it cannot run anything
+        return -1;
     int s = 0;
     switch (d->type) {
     case SSMAX_DEVICE_DISCRETE_GPU: s = 400; break;
@@ -399,6 +423,11 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
         }
         if (best >= 0)
             return best;
+        if (count && want < 0)
+            return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
+                                   "device: '%s': every %s device here compiles pipelines but "
+                                   "cannot run them; name one as %s:N", spec, names[k].name,
+                                   names[k].name);
         if (!ctx->slots[names[k].id].fns)
             return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
                                    "device: '%s': the %s backend is not built in or not enabled",
@@ -442,6 +471,9 @@ int ssmax_device_open(ssmax_context *ctx, int index)
     }
     dev->fns = s->fns;
     dev->info = ctx->devs[index];
+    if (dev->info.compile_only && !dev->cannot_run[0])
+        snprintf(dev->cannot_run, sizeof(dev->cannot_run),
+                 "the driver offers no memory or queue to run work on");
     ctx->dev = dev;
     ctx->dev_index = index;
     ssmax_tune_load(dev);

@@ -27,6 +27,9 @@ struct ssmax_dev {
     /* 1 while ssmax_tune_store tries an entry: the tuned tiles win over SSMAX_*_TILES, and tiles
      * the device refuses are an error. 0: a refused tuned entry is logged and dropped. */
     int tune_strict;
+    /* Why a compile_only device cannot run (the backend's open says; the generic layer's text when
+     * it does not): the message of every call that would need memory or a queue. */
+    char cannot_run[256];
 };
 
 struct ssmax_buffer {
@@ -214,6 +217,14 @@ int ssmax_fault_lost(struct ssmax_context *ctx);
 
 /* SSMAX_OK when ctx has an open, working device, else the error (message set). */
 int ssmax_need_device(struct ssmax_context *ctx);
+/* ssmax_need_device, and the device can run work: a compile_only device gives
+ * SSMAX_ERR_UNSUPPORTED naming it and why (buffers, attention and the plan calls). */
+int ssmax_need_runnable(struct ssmax_context *ctx);
+/* Workgroup-shared memory in bytes of the plan's kernel in a role: the fused kernel (tiles,
+ * rows or lanes), the split-KV merge (none), and the unfused kernels qk, softmax and pv. The same
+ * on both GPU backends (shaders/, cl/attn.cl). */
+enum attn_role { ROLE_FUSED, ROLE_MERGE, ROLE_QK, ROLE_SOFTMAX, ROLE_PV };
+uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role);
 /* mkdir -p, best effort. */
 void ssmax_mkdirs(const char *dir);
 /* Cache directory (params, $SSMAX_CACHE_DIR, $XDG_CACHE_HOME/ssmax, ~/.cache/ssmax); "" if none. */

@@ -413,6 +413,24 @@ uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc)
     return 4ull * (br * D + bc * D + br * bc) + 16ull * br;
 }
 
+uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role)
+{
+    const uint32_t D = pl->p.head_dim, br = pl->br, bc = pl->bc;
+    switch (role) {
+    case ROLE_FUSED:
+        if (pl->kernel == KERNEL_ROWS)
+            return 0;
+        if (pl->kernel == KERNEL_LANES) // the key groups' merge (one float each when none)
+            return pl->kgroups > 1 ? 4ull * (pl->kgroups - 1) * br * (D + 2) : 12;
+        return ssmax_tiles_shared_bytes(D, br, bc);
+    case ROLE_MERGE: return 0;
+    case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each
+    case ROLE_SOFTMAX: return 64 * 4;          // one float per invocation of 64
+    case ROLE_PV: return 4ull * br * bc + 4ull * bc * D; // P tile and V tile
+    }
+    return 0;
+}
+
 void ssmax_tiles_for_decode(struct attn_plan *pl)
 {
     uint64_t rows = (uint64_t)pl->group * pl->p.q_len;

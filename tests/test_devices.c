@@ -39,6 +39,10 @@ static void test_listing(void **state)
             assert_int_equal(d.fp16_arith, 0);
         }
         cpu += d.backend == SSMAX_BACKEND_CPU;
+        if (d.compile_only) { // RADV_FORCE_FAMILY in the caller's environment: see radv-null
+            printf("#   compile only: not run\n");
+            continue;
+        }
         if (d.backend != SSMAX_BACKEND_CPU) {
             assert_int_equal(ssmax_device_open(ctx, i), SSMAX_OK);
             ssmax_buffer *b = NULL;
@@ -64,8 +68,75 @@ static void test_listing(void **state)
     ssmax_context_destroy(&ctx);
 }
 
-int main(void)
+/* RADV's null hardware (RADV_FORCE_FAMILY=navi21, set by main before any context): listed as a
+ * device that compiles but cannot run; auto never picks it; opening it works and every call that
+ * would run fails by name. */
+static int null_index = -1;
+
+static void test_radv_null(void **state)
 {
+    (void)state;
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    struct ssmax_device_info d;
+    assert_int_equal(ssmax_device_get_info(ctx, null_index, &d), SSMAX_OK);
+    assert_int_equal(d.compile_only, 1);
+    for (size_t i = 0; i < sizeof(d.reserved); i++)
+        assert_int_equal(d.reserved[i], 0);
+    int a = ssmax_device_find(ctx, "auto"), v = ssmax_device_find(ctx, "vulkan");
+    assert_true(a >= 0 && a != null_index);
+    assert_true(v != null_index);
+    struct ssmax_device_info ai;
+    assert_int_equal(ssmax_device_get_info(ctx, a, &ai), SSMAX_OK);
+    assert_int_equal(ai.compile_only, 0);
+    assert_int_equal(ssmax_device_open(ctx, -1), SSMAX_OK); // auto
+    struct ssmax_device_info cur;
+    assert_int_equal(ssmax_device_current(ctx, &cur), SSMAX_OK);
+    assert_int_equal(cur.compile_only, 0);
+
+    assert_int_equal(ssmax_device_open(ctx, null_index), SSMAX_OK);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_buffer_create(ctx, 1000, &b), SSMAX_ERR_UNSUPPORTED);
+    assert_null(b);
+    assert_non_null(strstr(ssmax_last_error(ctx), "Null hardware"));
+    assert_non_null(strstr(ssmax_last_error(ctx), "cannot run"));
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.batch = p.q_heads = p.kv_heads = p.q_len = p.kv_len = 1;
+    p.head_dim = 64;
+    struct ssmax_attn_buffers bufs;
+    memset(&bufs, 0, sizeof(bufs));
+    assert_int_equal(ssmax_attn(ctx, &p, &bufs), SSMAX_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssmax_last_error(ctx), "vulkan:"));
+    assert_int_equal(ssmax_attn_supported(ctx, &p), SSMAX_ERR_UNSUPPORTED);
+    struct ssmax_plan_info pi;
+    assert_int_equal(ssmax_attn_plan_info(ctx, &p, NULL, &pi), SSMAX_ERR_UNSUPPORTED);
+    assert_int_equal(ssmax_validation_errors(ctx), 0);
+    ssmax_context_destroy(&ctx); // closes the null device: no crash
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "radv-null")) {
+        // This process only: the shared Vulkan instance is made with the first context.
+        setenv("RADV_FORCE_FAMILY", "navi21", 1);
+        ssmax_context *ctx = NULL;
+        if (ssmax_context_create(NULL, &ctx) < 0)
+            return 1;
+        for (int i = 0, n = ssmax_device_count(ctx); i < n; i++) {
+            struct ssmax_device_info d;
+            ssmax_device_get_info(ctx, i, &d);
+            if (d.backend == SSMAX_BACKEND_VULKAN && !strncmp(d.name, "Null hardware", 13))
+                null_index = i;
+        }
+        ssmax_context_destroy(&ctx);
+        if (null_index < 0) {
+            printf("RADV's null hardware is not listed (RADV missing?): skipped\n");
+            return 77;
+        }
+        const struct CMUnitTest tests[] = { cmocka_unit_test(test_radv_null) };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+    }
     ssmax_context *ctx = NULL;
     if (ssmax_context_create(NULL, &ctx) < 0)
         return 1;

@@ -393,13 +393,17 @@ int cmd_bench(int argc, char **argv)
         for (int i = 0; i < ndev; i++) {
             struct ssmax_device_info d;
             ssmax_device_get_info(ctx, i, &d);
-            if (d.backend != SSMAX_BACKEND_CPU)
+            if (d.backend != SSMAX_BACKEND_CPU && !d.compile_only)
                 devs[nd++] = i;
         }
     } else {
         int i = cli_find_device(ctx, "ssmax bench", dev);
         if (i < 0) {
             code = EXIT_BAD_INPUT;
+            goto out;
+        }
+        if (cli_refuse_compile_only(ctx, "ssmax bench", i)) {
+            code = EXIT_DEVICE;
             goto out;
         }
         devs[nd++] = i;

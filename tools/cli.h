@@ -38,5 +38,10 @@ struct run_opts {
 /* 0 ok, 1 --help, -1 bad arguments (message written to err when not NULL). */
 int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err);
 int cmd_bench(int argc, char **argv);
+int cmd_pipelines(int argc, char **argv);
+/* A device that compiles but cannot run (info.compile_only) given to a command that runs work:
+ * prints "CMD: vulkan:N (NAME) compiles pipelines but cannot run them: WHY" and returns 1 (the
+ * command then exits EXIT_DEVICE); 0 for any other device. Opens the device to learn why. */
+int cli_refuse_compile_only(ssmax_context *ctx, const char *cmd, int idx);
 
 #endif

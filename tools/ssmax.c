@@ -4,6 +4,7 @@
  *   ssmax run --q Q.npy --k K.npy --v V.npy --out O.npy [options]
  *   ssmax verify [--device all|SPEC]
  *   ssmax bench [...]
+ *   ssmax pipelines [--device SPEC] [--json FILE] [--spirv DIR]
  */
 #include <errno.h>
 #include <math.h>
@@ -28,6 +29,9 @@ static const char *usage_main =
     "  verify [--device all|SPEC]\n"
     "                          self-test against the float64 reference on each device\n"
     "  bench [options]         verify, then time attention (ssmax bench --help)\n"
+    "  pipelines [--device SPEC] [--json FILE] [--spirv DIR]\n"
+    "                          build every pipeline the planner can choose on a device and print\n"
+    "                          the driver's statistics (ssmax pipelines --help)\n"
     "  --version               print the library version\n"
     "\n"
     "Environment: SSMAX_DEVICE (default device), SSMAX_VALIDATION=1 (Vulkan validation layer),\n"
@@ -66,14 +70,19 @@ static const char *usage_run =
     "Exit codes: 0 ok, 2 bad input (options, input files, a device spec naming no device, an\n"
     "output that cannot be written), 3 check mismatch, 4 device failure.\n";
 
-static const char *usage_devices = "usage: ssmax devices [--json]\n"
-                                   "List every Vulkan, OpenCL and CPU device with its limits.\n";
+static const char *usage_devices =
+    "usage: ssmax devices [--json]\n"
+    "List every Vulkan, OpenCL and CPU device with its limits. A device marked \"compile only\"\n"
+    "(JSON: \"compile_only\": true) builds pipelines but cannot run them (RADV's null hardware under\n"
+    "RADV_FORCE_FAMILY is one): `ssmax pipelines --device` takes it, run, verify and bench refuse\n"
+    "it (exit 4), and auto never picks it.\n";
 
 static const char *usage_verify =
     "usage: ssmax verify [--device all|SPEC] [--seed N]\n"
     "Runs a seeded set of attention problems (all modes, f32/f16, causal, GQA, odd sizes, every\n"
-    "path) on each device and compares with the float64 reference. Exit 0 if all pass, 2 for a bad\n"
-    "option or a device spec naming no device, 3 if any mismatches, 4 if a device fails.\n";
+    "path) on each device (all: each that can run; a device that only compiles is refused when\n"
+    "named) and compares with the float64 reference. Exit 0 if all pass, 2 for a bad option or a\n"
+    "device spec naming no device, 3 if any mismatches, 4 if a device fails.\n";
 
 int cli_exit_code(int err)
 {
@@ -121,6 +130,24 @@ static const char *type_name(enum ssmax_device_type t)
 static const char *backend_name(enum ssmax_backend b)
 {
     return b == SSMAX_BACKEND_VULKAN ? "vulkan" : b == SSMAX_BACKEND_OPENCL ? "opencl" : "cpu";
+}
+
+int cli_refuse_compile_only(ssmax_context *ctx, const char *cmd, int idx)
+{
+    struct ssmax_device_info d;
+    if (ssmax_device_get_info(ctx, idx, &d) < 0 || !d.compile_only)
+        return 0;
+    // The library names the device and why: any call that needs to run says so.
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.batch = p.q_heads = p.kv_heads = p.q_len = p.kv_len = 1;
+    p.head_dim = 8;
+    if (ssmax_device_open(ctx, idx) < 0 || ssmax_attn_supported(ctx, &p) < 0)
+        fprintf(stderr, "%s: %s\n", cmd, ssmax_last_error(ctx));
+    else
+        fprintf(stderr, "%s: %s:%d (%s) compiles pipelines but cannot run them\n", cmd,
+                backend_name(d.backend), d.index, d.name);
+    return 1;
 }
 
 int cli_find_device(ssmax_context *ctx, const char *cmd, const char *spec)
@@ -188,15 +215,18 @@ static int cmd_devices(int argc, char **argv)
             printf(", \"vendor_id\": %u, \"device_id\": %u, \"compute_units\": %u, "
                    "\"subgroup_size\": %u, \"max_workgroup_size\": %u, \"shared_memory\": %llu, "
                    "\"max_buffer_size\": %llu, \"max_alloc_size\": %llu, \"global_memory\": %llu, "
-                   "\"fp16_arith\": %s, \"fp16_storage\": %s, \"subgroups\": %s, \"auto\": %s}%s\n",
+                   "\"fp16_arith\": %s, \"fp16_storage\": %s, \"subgroups\": %s, "
+                   "\"compile_only\": %s, \"auto\": %s}%s\n",
                    d.vendor_id, d.device_id, d.compute_units, d.subgroup_size, d.max_workgroup_size,
                    (unsigned long long)d.shared_memory, (unsigned long long)d.max_buffer_size,
                    (unsigned long long)d.max_alloc_size, (unsigned long long)d.global_memory,
                    d.fp16_arith ? "true" : "false", d.fp16_storage ? "true" : "false",
-                   d.subgroups ? "true" : "false", i == best ? "true" : "false",
+                   d.subgroups ? "true" : "false", d.compile_only ? "true" : "false",
+                   i == best ? "true" : "false",
                    i + 1 < n ? "," : "");
         } else {
-            printf("%s%-10s %s\n", i == best ? "* " : "  ", spec, d.name);
+            printf("%s%-10s %s%s\n", i == best ? "* " : "  ", spec, d.name,
+                   d.compile_only ? "  [compile only: builds pipelines, cannot run them]" : "");
             printf("    vendor %s (0x%04x), type %s, %s, driver %s\n", d.vendor, d.vendor_id,
                    type_name(d.type), d.api_version, d.driver_version);
             printf("    compute units %u, subgroup %u, workgroup <= %u, shared memory %llu KiB\n",
@@ -376,6 +406,10 @@ static int cmd_run(int argc, char **argv)
     int idx = cli_find_device(ctx, "ssmax run", dev);
     if (idx < 0) {
         code = EXIT_BAD_INPUT;
+        goto out;
+    }
+    if (cli_refuse_compile_only(ctx, "ssmax run", idx)) {
+        code = EXIT_DEVICE;
         goto out;
     }
     if ((idx = ssmax_device_open(ctx, idx)) < 0) {
@@ -624,6 +658,15 @@ static int cmd_verify(int argc, char **argv)
         ssmax_device_get_info(ctx, i, &d);
         printf("%s:%d %s (seed %llu)\n", backend_name(d.backend), d.index, d.name,
                (unsigned long long)seed);
+        fflush(stdout);
+        if (only < 0 && d.compile_only) { // "all": the devices that can run
+            printf("  skipped: compiles pipelines but cannot run them\n");
+            continue;
+        }
+        if (cli_refuse_compile_only(ctx, "  device failure", i)) {
+            devfail++;
+            continue;
+        }
         int r = ssmax_device_open(ctx, i);
         if (r >= 0)
             r = verify_device(ctx, seed, &fails);
@@ -660,6 +703,8 @@ static int run_command(int argc, char **argv)
         return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "pipelines"))
+        return cmd_pipelines(argc - 2, argv + 2);
     fprintf(stderr, "ssmax: unknown command '%s'\n", cmd);
     cli_usage(stderr, usage_main);
     return EXIT_BAD_INPUT;

@@ -135,7 +135,12 @@ struct ssmax_device_info {
     int fp16_arith;               ///< shaderFloat16 / cl_khr_fp16
     int fp16_storage;             ///< 16-bit storage buffers (Vulkan); OpenCL: vload_half, always
     int subgroups;                ///< subgroup arithmetic usable in compute
-    uint8_t reserved[32];
+    /** 1: the device compiles pipelines but cannot run them: it has no memory the host can map or
+     *  no queue that executes (RADV's null hardware under RADV_FORCE_FAMILY is one). "auto" never
+     *  picks it; it opens, and ssmax_buffer_create, ssmax_attn, ssmax_attn_supported and
+     *  ssmax_attn_plan_info on it give SSMAX_ERR_UNSUPPORTED naming the device and why. */
+    uint8_t compile_only;
+    uint8_t reserved[31];         ///< zero
 };
 
 /** Host allocation hooks: malloc and free must be set. */
@@ -264,7 +269,8 @@ SSMAX_API int ssmax_device_count(ssmax_context *ctx);
 SSMAX_API int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_info *out);
 /** Which device "spec" names: "auto", "cpu", "vulkan", "vulkan:N", "opencl", "opencl:N".
  *  NULL: $SSMAX_DEVICE, else "auto". "auto" picks a real GPU first (discrete, then integrated), then
- *  Vulkan, then OpenCL, then the CPU. Returns the device's list index, or a negative error. */
+ *  Vulkan, then OpenCL, then the CPU, never a compile_only device; so does "vulkan" or "opencl"
+ *  without an index. Returns the device's list index, or a negative error. */
 SSMAX_API int ssmax_device_find(ssmax_context *ctx, const char *spec);
 /** Opens a device by list index (index < 0: "auto"); closes the one open before, with its buffers.
  *  @return SSMAX_OK, SSMAX_ERR_NO_DEVICE, SSMAX_ERR_BACKEND, ... */

@@ -129,6 +129,79 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
     return SSMAX_OK;
 }
 
+/* The program's build options for a plan: head dim, tiles, dtype and layout. */
+static void build_options(const struct attn_plan *pl, char *opts, size_t n)
+{
+    snprintf(opts, n, "-cl-std=CL1.2 -DD=%uu -DBR=%uu -DBC=%uu -DTPR=%uu -DWG=%uu%s%s",
+             pl->p.head_dim, pl->br, pl->bc, pl->tpr, pl->br * pl->tpr,
+             pl->p.dtype == SSMAX_F16 ? " -DIO_F16=1" : "", pl->bk_flags ? " -DCHUNKED=1" : "");
+}
+
+/* The kernels a plan launches with their work-group sizes (as enqueue_fused and enqueue_unfused
+ * launch them), and clGetKernelWorkGroupInfo's view of each, for `ssmax pipelines`. */
+static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb,
+                        void *priv)
+{
+    static const char *const roles[] = { "fused", "merge", "qk", "softmax", "pv" };
+    struct cl_dev *d = (struct cl_dev *)base;
+    struct cl_fns *f = &d->ci->f;
+    char opts[160];
+    build_options(pl, opts, sizeof(opts));
+    struct cl_prog *pg = NULL;
+    int r = cl_program_get(d, opts, &pg);
+    if (r < 0)
+        return r;
+    struct cl_pipe_k {
+        int k;
+        enum attn_role role;
+        uint32_t wg;
+    } ks[3];
+    int n = 0;
+    if (pl->path != SSMAX_PATH_UNFUSED) {
+        ks[n++] = (struct cl_pipe_k){ pl->path == SSMAX_PATH_SPLIT_KV ? K_FLASH_SPLIT : K_FLASH,
+                                       ROLE_FUSED, 16 };
+        if (pl->path == SSMAX_PATH_SPLIT_KV)
+            ks[n++] = (struct cl_pipe_k){ K_MERGE, ROLE_MERGE, 64 };
+    } else {
+        ks[n++] = (struct cl_pipe_k){ K_QK, ROLE_QK, 256 };
+        ks[n++] = (struct cl_pipe_k){ K_SOFTMAX, ROLE_SOFTMAX, 64 };
+        ks[n++] = (struct cl_pipe_k){ K_PV, ROLE_PV, pl->br * pl->tpr };
+    }
+    for (int i = 0; i < n; i++) {
+        struct ssmax_pipe_info pi;
+        memset(&pi, 0, sizeof(pi));
+        pi.role = roles[ks[i].role];
+        snprintf(pi.kernel, sizeof(pi.kernel), "%s", cl_kernel_names[ks[i].k]);
+        snprintf(pi.options, sizeof(pi.options), "%s", opts);
+        pi.workgroup_size = ks[i].wg;
+        pi.shared_bytes = ssmax_role_shared_bytes(pl, ks[i].role);
+        pi.nstats = -1;
+        cl_kernel k = pg->k[ks[i].k];
+        size_t wgs = 0, mult = 0;
+        cl_ulong lm = 0, pm = 0;
+        cl_int e = f->clGetKernelWorkGroupInfo(k, d->rec->dev, CL_KERNEL_WORK_GROUP_SIZE,
+                                               sizeof(wgs), &wgs, NULL);
+        if (e == CL_SUCCESS)
+            e = f->clGetKernelWorkGroupInfo(k, d->rec->dev,
+                                            CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
+                                            sizeof(mult), &mult, NULL);
+        if (e == CL_SUCCESS)
+            e = f->clGetKernelWorkGroupInfo(k, d->rec->dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof(lm),
+                                            &lm, NULL);
+        if (e == CL_SUCCESS)
+            e = f->clGetKernelWorkGroupInfo(k, d->rec->dev, CL_KERNEL_PRIVATE_MEM_SIZE,
+                                            sizeof(pm), &pm, NULL);
+        if (e != CL_SUCCESS)
+            return cl_err(base->ctx, e, "clGetKernelWorkGroupInfo");
+        pi.cl_info = 1;
+        pi.cl_work_group_size = wgs, pi.cl_preferred_multiple = mult;
+        pi.cl_local_mem_size = lm, pi.cl_private_mem_size = pm;
+        if ((r = cb(priv, &pi)) < 0)
+            return r;
+    }
+    return SSMAX_OK;
+}
+
 int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
             uint64_t *device_ns)
 {
@@ -138,9 +211,7 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     const struct ssmax_attn_params *p = &pl->p;
     const uint32_t esz = pl->elem_size;
     char opts[160];
-    snprintf(opts, sizeof(opts), "-cl-std=CL1.2 -DD=%uu -DBR=%uu -DBC=%uu -DTPR=%uu -DWG=%uu%s%s",
-             p->head_dim, pl->br, pl->bc, pl->tpr, pl->br * pl->tpr,
-             p->dtype == SSMAX_F16 ? " -DIO_F16=1" : "", pl->bk_flags ? " -DCHUNKED=1" : "");
+    build_options(pl, opts, sizeof(opts));
     struct cl_prog *pg = NULL;
     int r;
     if ((r = cl_program_get(d, opts, &pg)) < 0 ||
@@ -190,5 +261,6 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 
 const struct ssmax_backend_fns ssmax_backend_opencl = {
     SSMAX_BACKEND_ENTRIES(cl, opencl, OPENCL),
+    .pipelines = cl_pipelines,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 0,
 };

@@ -37,6 +37,7 @@
     X(clGetProgramInfo)                                                                            \
     X(clReleaseProgram)                                                                            \
     X(clCreateKernel)                                                                              \
+    X(clGetKernelWorkGroupInfo)                                                                    \
     X(clReleaseKernel)                                                                             \
     X(clSetKernelArg)                                                                              \
     X(clEnqueueNDRangeKernel)                                                                      \
@@ -100,6 +101,8 @@ int cl_err(struct ssmax_context *ctx, cl_int e, const char *what);
 int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
 
 /* cl_program.c */
+/* The kernels' names in cl/attn.cl, by K_*. */
+extern const char *const cl_kernel_names[K_COUNT];
 /* The program built with these options (from the cache, or the source), made once per device. */
 int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out);
 /* After a successful call that launched the kernels in launched: saves the binary again when it

@@ -16,7 +16,7 @@
 #include "attn.cl.inc"
 #include "cl_internal.h"
 
-static const char *const kernel_names[K_COUNT] = { "flash_attn", "flash_attn_split", "split_merge",
+const char *const cl_kernel_names[K_COUNT] = { "flash_attn", "flash_attn_split", "split_merge",
                                                    "qk", "softmax_rows", "pv" };
 
 /* ---- program binary cache ----
@@ -302,7 +302,7 @@ static cl_int make_kernels(struct cl_dev *d, struct cl_prog *pg, int *bad)
     struct cl_fns *f = &d->ci->f;
     cl_int e = CL_SUCCESS;
     for (int k = 0; k < K_COUNT; k++) {
-        pg->k[k] = f->clCreateKernel(pg->prog, kernel_names[k], &e);
+        pg->k[k] = f->clCreateKernel(pg->prog, cl_kernel_names[k], &e);
         if (e != CL_SUCCESS) {
             for (int j = 0; j < k; j++)
                 f->clReleaseKernel(pg->k[j]);
@@ -381,7 +381,7 @@ int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out)
             f->clReleaseProgram(pg->prog);
             return ssmax_set_error(ctx, SSMAX_ERR_KERNEL_BUILD,
                                    "opencl: kernel %s missing from the program (error %d)",
-                                   kernel_names[bad], (int)e);
+                                   cl_kernel_names[bad], (int)e);
         }
     }
     snprintf(pg->marker, sizeof(pg->marker), "%s", mpath);

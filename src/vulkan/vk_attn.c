@@ -56,41 +56,56 @@ static int sub_end(struct vk_dev *d, uint64_t *device_ns)
     return SSMAX_OK;
 }
 
-/* The plan's pipelines: fused (and merge), or the three unfused kernels. */
-static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[3])
+int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_pipe_req out[3])
 {
     const int f16 = pl->p.dtype == SSMAX_F16;
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
-    int r;
     if (pl->path != SSMAX_PATH_UNFUSED) {
         const uint32_t wg = pl->kernel == KERNEL_ROWS    ? sg
                             : pl->kernel == KERNEL_LANES ? pl->wg
                                                          : 16;
-        const uint32_t fs[SPEC_COUNT] = { [SPEC_WG] = wg, [SPEC_BR] = pl->br,
-                                          [SPEC_BC] = pl->bc, [SPEC_D] = D,
-                                          [SPEC_TPR] = pl->tpr,
-                                          [SPEC_SPLIT] = pl->path == SSMAX_PATH_SPLIT_KV,
-                                          [SPEC_WIDE] = pl->kernel != KERNEL_TILES ? pl->bk_flags : 0,
-                                          [SPEC_LPR] = pl->kernel == KERNEL_LANES ? pl->lpr : 1 };
-        const uint32_t ms[SPEC_COUNT] = { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
-                                          [SPEC_D] = D, [SPEC_TPR] = 1 };
-        r = vk_pipeline(d, (enum vk_shader_id)pl->bk_kernel, fs, pl->subgroup, &pipe[0]);
-        if (r == 0 && pl->path == SSMAX_PATH_SPLIT_KV)
-            r = vk_pipeline(d, f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32, ms, 0, &pipe[1]);
-        return r;
+        out[0] = (struct vk_pipe_req){ (enum vk_shader_id)pl->bk_kernel,
+                                       { [SPEC_WG] = wg, [SPEC_BR] = pl->br, [SPEC_BC] = pl->bc,
+                                         [SPEC_D] = D, [SPEC_TPR] = pl->tpr,
+                                         [SPEC_SPLIT] = pl->path == SSMAX_PATH_SPLIT_KV,
+                                         [SPEC_WIDE] = pl->kernel != KERNEL_TILES ? pl->bk_flags
+                                                                                  : 0,
+                                         [SPEC_LPR] = pl->kernel == KERNEL_LANES ? pl->lpr : 1 },
+                                       pl->subgroup, ROLE_FUSED };
+        if (pl->path != SSMAX_PATH_SPLIT_KV)
+            return 1;
+        out[1] = (struct vk_pipe_req){ f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32,
+                                       { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
+                                         [SPEC_D] = D, [SPEC_TPR] = 1 },
+                                       0, ROLE_MERGE };
+        return 2;
     }
-    const uint32_t qs[SPEC_COUNT] = { [SPEC_WG] = 256, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
-                                      [SPEC_TPR] = 1 };
-    const uint32_t ss[SPEC_COUNT] = { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
-                                      [SPEC_TPR] = 1 };
-    const uint32_t ps[SPEC_COUNT] = { [SPEC_WG] = pl->br * pl->tpr, [SPEC_BR] = pl->br,
-                                      [SPEC_BC] = pl->bc, [SPEC_D] = D, [SPEC_TPR] = pl->tpr };
-    r = vk_pipeline(d, f16 ? VK_SH_QK_F16 : VK_SH_QK_F32, qs, 0, &pipe[0]);
-    if (r == 0)
-        r = vk_pipeline(d, VK_SH_SOFTMAX, ss, 0, &pipe[1]);
-    if (r == 0)
-        r = vk_pipeline(d, f16 ? VK_SH_PV_F16 : VK_SH_PV_F32, ps, 0, &pipe[2]);
-    return r;
+    out[0] = (struct vk_pipe_req){ f16 ? VK_SH_QK_F16 : VK_SH_QK_F32,
+                                   { [SPEC_WG] = 256, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
+                                     [SPEC_TPR] = 1 },
+                                   0, ROLE_QK };
+    out[1] = (struct vk_pipe_req){ VK_SH_SOFTMAX,
+                                   { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
+                                     [SPEC_TPR] = 1 },
+                                   0, ROLE_SOFTMAX };
+    out[2] = (struct vk_pipe_req){ f16 ? VK_SH_PV_F16 : VK_SH_PV_F32,
+                                   { [SPEC_WG] = pl->br * pl->tpr, [SPEC_BR] = pl->br,
+                                     [SPEC_BC] = pl->bc, [SPEC_D] = D, [SPEC_TPR] = pl->tpr },
+                                   0, ROLE_PV };
+    return 3;
+}
+
+/* The plan's pipelines: fused (and merge), or the three unfused kernels. */
+static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[3])
+{
+    struct vk_pipe_req req[3];
+    const int n = vk_plan_pipes(d, pl, req);
+    for (int i = 0; i < n; i++) {
+        int r = vk_pipeline(d, req[i].id, req[i].spec, req[i].subgroup, &pipe[i]);
+        if (r < 0)
+            return r;
+    }
+    return SSMAX_OK;
 }
 
 /* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a submission, then the
@@ -227,5 +242,6 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
     SSMAX_BACKEND_ENTRIES(vk, vulkan, VULKAN),
+    .pipelines = vk_pipelines,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
 };

@@ -138,6 +138,7 @@ int vk_submit_wait(struct vk_dev *d)
         r = d->vkQueueSubmit(d->queue, 1, &si, d->fence);
     if (r != VK_SUCCESS)
         return vk_err(d->base.ctx, r, "vkQueueSubmit");
+    d->submitted = 1;
     r = d->vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, 600ull * 1000000000ull);
     if (r == VK_TIMEOUT)
         return ssmax_set_error(d->base.ctx, SSMAX_ERR_DEVICE_LOST,
@@ -176,6 +177,13 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
     for (uint32_t i = 0; i < nq && fam < 0; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
             fam = (int)i;
+    d->compile_only = d->ph->compile_only;
+    if (d->compile_only) {
+        // Pipelines only: the device needs a queue to be created, any will do.
+        snprintf(base->cannot_run, sizeof(base->cannot_run), "%s", d->ph->cannot_run);
+        if (fam < 0 && nq > 0 && qf[0].queueCount > 0)
+            fam = 0;
+    }
     if (fam < 0)
         return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED, "vulkan: %s has no compute queue",
                                d->ph->props.deviceName);
@@ -188,16 +196,29 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
                                     .queueCount = 1,
                                     .pQueuePriorities = &prio };
     // Subgroup size control where offered: the GPU kernels ask for the size they are shaped for.
+    // Pipeline statistics (`ssmax pipelines`) where offered; pipelines capture them only when
+    // asked (VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR).
     VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgf = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT,
         .subgroupSizeControl = VK_TRUE
     };
-    const char *exts[1];
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE
+    };
+    const char *exts[2];
     uint32_t next = 0;
-    if (d->ph->sg_control)
+    void *chain = NULL;
+    if (d->ph->sg_control) {
         exts[next++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
+        sgf.pNext = chain, chain = &sgf;
+    }
+    if (d->ph->exec_props) {
+        exts[next++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+        pe.pNext = chain, chain = &pe;
+    }
     VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                               .pNext = d->ph->sg_control ? &sgf : NULL,
+                               .pNext = chain,
                                .queueCreateInfoCount = 1,
                                .pQueueCreateInfos = &qci,
                                .enabledExtensionCount = next,
@@ -213,6 +234,12 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         return ssmax_set_error(ctx, SSMAX_ERR_BACKEND, "vulkan: the driver lacks %s", #f);         \
     }
     DEVICE_FNS(LOAD_D)
+    if (d->ph->exec_props) {
+        d->get_exec_props = (PFN_vkGetPipelineExecutablePropertiesKHR)vi->vkGetDeviceProcAddr(
+            d->dev, "vkGetPipelineExecutablePropertiesKHR");
+        d->get_exec_stats = (PFN_vkGetPipelineExecutableStatisticsKHR)vi->vkGetDeviceProcAddr(
+            d->dev, "vkGetPipelineExecutableStatisticsKHR");
+    }
     d->vkGetDeviceQueue(d->dev, d->qfam, 0, &d->queue);
     vi->vkGetPhysicalDeviceMemoryProperties(pd, &d->mem);
     // Unified memory: device-local and host-visible; CPU drivers and integrated GPUs map directly.
@@ -257,13 +284,16 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
     VkQueryPoolCreateInfo qpci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                    .queryType = VK_QUERY_TYPE_TIMESTAMP,
                                    .queryCount = 2 };
-    if ((r = d->vkCreateCommandPool(d->dev, &cpi, NULL, &d->pool)) != VK_SUCCESS ||
-        (cai.commandPool = d->pool,
-         (r = d->vkAllocateCommandBuffers(d->dev, &cai, &d->cmd)) != VK_SUCCESS) ||
-        (r = d->vkCreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS ||
-        (r = d->vkCreateDescriptorSetLayout(d->dev, &dslci, NULL, &d->dsl)) != VK_SUCCESS ||
-        (r = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &d->dpool)) != VK_SUCCESS ||
-        (tsbits && (r = d->vkCreateQueryPool(d->dev, &qpci, NULL, &d->qpool)) != VK_SUCCESS)) {
+    // A compile_only device gets what pipelines need (the layouts) and nothing that runs.
+    const int run = !d->compile_only;
+    if ((r = d->vkCreateDescriptorSetLayout(d->dev, &dslci, NULL, &d->dsl)) != VK_SUCCESS ||
+        (run && (r = d->vkCreateCommandPool(d->dev, &cpi, NULL, &d->pool)) != VK_SUCCESS) ||
+        (run && (cai.commandPool = d->pool,
+                 (r = d->vkAllocateCommandBuffers(d->dev, &cai, &d->cmd)) != VK_SUCCESS)) ||
+        (run && (r = d->vkCreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS) ||
+        (run && (r = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &d->dpool)) != VK_SUCCESS) ||
+        (run && tsbits &&
+         (r = d->vkCreateQueryPool(d->dev, &qpci, NULL, &d->qpool)) != VK_SUCCESS)) {
         vk_close(&d->base);
         return vk_err(ctx, r, "device setup");
     }
@@ -285,7 +315,7 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         if (d->vkCreateBuffer(d->dev, &bad, NULL, &vb) == VK_SUCCESS && vb)
             d->vkDestroyBuffer(d->dev, vb, NULL);
     }
-    int e = vk_buf_ensure(d, &d->dummy, 256, 0);
+    int e = run ? vk_buf_ensure(d, &d->dummy, 256, 0) : SSMAX_OK;
     if (e < 0) {
         vk_close(&d->base);
         return e;
@@ -298,7 +328,10 @@ void vk_close(struct ssmax_dev *base)
     struct vk_dev *d = (struct vk_dev *)base;
     struct ssmax_context *ctx = base->ctx;
     if (d->dev) {
-        if (d->vkDeviceWaitIdle)
+        // Only work we submitted is waited for: a device that never ran anything is idle, and a
+        // device that cannot run (RADV's null winsys) has no idle to wait for: its
+        // vkDeviceWaitIdle calls through a null winsys entry.
+        if (d->submitted && d->vkDeviceWaitIdle)
             d->vkDeviceWaitIdle(d->dev);
         if (d->vkDestroyBuffer) {
             vk_buf_free(d, &d->staging);

@@ -87,7 +87,7 @@ static const char *vendor_name(uint32_t id)
     }
 }
 
-static int has_dev_ext(struct vk_inst *vi, VkPhysicalDevice pd, const char *name)
+static int has_dev_ext(const struct vk_inst *vi, VkPhysicalDevice pd, const char *name)
 {
     uint32_t n = 0;
     if (vi->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || !n)
@@ -99,6 +99,37 @@ static int has_dev_ext(struct vk_inst *vi, VkPhysicalDevice pd, const char *name
             found |= !strcmp(e[i].extensionName, name);
     free(e);
     return found;
+}
+
+/* Whether the device compiles pipelines but cannot run them, by what it offers: no memory type a
+ * buffer could be mapped from (we map user buffers, or stage through host-visible memory), or no
+ * queue family with compute. RADV's null winsys (RADV_FORCE_FAMILY=navi21 and the like on a
+ * machine without that GPU, listed as "Null hardware (RADV NAVI21)") is such a device: it reports
+ * no memory heaps or types at all (and fails vkCreateFence), but compiles with ACO and reports
+ * the compiler's statistics; so the device name is not what is tested. */
+static void compile_only(const struct vk_inst *vi, struct vk_phys *ph,
+                         const VkPhysicalDeviceMemoryProperties *mp)
+{
+    int host_visible = 0, compute = 0;
+    for (uint32_t i = 0; i < mp->memoryTypeCount; i++)
+        host_visible |= (mp->memoryTypes[i].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) &&
+                        mp->memoryHeaps[mp->memoryTypes[i].heapIndex].size > 0;
+    uint32_t nq = 0;
+    vi->vkGetPhysicalDeviceQueueFamilyProperties(ph->pd, &nq, NULL);
+    VkQueueFamilyProperties qf[16];
+    nq = nq > 16 ? 16 : nq;
+    vi->vkGetPhysicalDeviceQueueFamilyProperties(ph->pd, &nq, qf);
+    for (uint32_t i = 0; i < nq; i++)
+        compute |= (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && qf[i].queueCount > 0;
+    ph->compile_only = !host_visible || !compute;
+    if (!mp->memoryTypeCount)
+        snprintf(ph->cannot_run, sizeof(ph->cannot_run), "the driver reports no memory types%s",
+                 !compute ? " and no compute queue" : "");
+    else if (!host_visible)
+        snprintf(ph->cannot_run, sizeof(ph->cannot_run),
+                 "no memory type the host can map%s", !compute ? ", and no compute queue" : "");
+    else if (!compute)
+        snprintf(ph->cannot_run, sizeof(ph->cannot_run), "no queue family with compute");
 }
 
 static void fill_info(struct vk_inst *vi, int idx)
@@ -207,6 +238,18 @@ static void fill_info(struct vk_inst *vi, int idx)
     ph->sg_min = sgc.minSubgroupSize, ph->sg_max = sgc.maxSubgroupSize;
     ph->sg_max_subgroups = sgc.maxComputeWorkgroupSubgroups;
     ph->max_alloc = m3.maxMemoryAllocationSize;
+    ph->exec_props = has_dev_ext(vi, ph->pd, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+    if (ph->exec_props) {
+        VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR
+        };
+        VkPhysicalDeviceFeatures2 pf = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                         .pNext = &pe };
+        vi->vkGetPhysicalDeviceFeatures2(ph->pd, &pf);
+        ph->exec_props = pe.pipelineExecutableInfo == VK_TRUE;
+    }
+    compile_only(vi, ph, &mp);
+    d->compile_only = (uint8_t)ph->compile_only;
 }
 
 /* ---- the process-wide driver ----

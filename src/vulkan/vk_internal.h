@@ -90,6 +90,9 @@ struct vk_phys {
      * [sg_min, sg_max] and for workgroups of at most sg_max_subgroups subgroups. */
     int sg_control;
     uint32_t sg_min, sg_max, sg_max_subgroups;
+    int exec_props;       // VK_KHR_pipeline_executable_properties with pipelineExecutableInfo
+    int compile_only;     // compiles pipelines, cannot run them (fill_info says what is detected)
+    char cannot_run[200]; // ... and why
 };
 
 struct vk_inst {
@@ -137,6 +140,10 @@ struct vk_dev {
     struct vk_pipe *pipes;
     int npipes, cap_pipes;
     struct vk_buf staging, coef, dummy, scr0, scr1;
+    int compile_only; // no command pool, fence, query pool or buffers: pipelines only
+    int submitted;    // work was submitted: close waits for the device to be idle
+    PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props; // NULL: no statistics
+    PFN_vkGetPipelineExecutableStatisticsKHR get_exec_stats;
 };
 
 /* The backend's entries (backend.h): vk_instance.c (init, uninit, devices), vk_device.c (open,
@@ -159,6 +166,19 @@ void vk_barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
  * subgroup > 0 asks for that subgroup size (VK_EXT_subgroup_size_control; 0: the driver's). */
 int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC_COUNT],
                 uint32_t subgroup, VkPipeline *out);
+/* The backend's pipelines entry (backend.h): each pipeline of the plan built anew, with
+ * VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR where the device offers the statistics. */
+int vk_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb, void *priv);
+
+/* vk_attn.c: the pipelines a plan runs, in dispatch order: the shader, its specialization
+ * constants and its part in the call. Returns how many (at most 3). */
+struct vk_pipe_req {
+    enum vk_shader_id id;
+    uint32_t spec[SPEC_COUNT];
+    uint32_t subgroup; // the subgroup size asked for, 0: the driver's
+    enum attn_role role;
+};
+int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_pipe_req out[3]);
 
 /* vk_plan.c */
 /* A tensor's binding: the offset rounded down to minStorageBufferOffsetAlignment, the range

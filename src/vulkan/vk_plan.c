@@ -216,9 +216,11 @@ static void default_tiles(const struct vk_dev *d, const struct plan_as *as, stru
         { 0x13b5, -1, 64, 8, 32, "a mobile GPU" }, { 0x13b5, -1, 256, 4, 16, "a mobile GPU" },
         { 0x5143, -1, 64, 8, 32, "a mobile GPU" }, { 0x5143, -1, 256, 4, 16, "a mobile GPU" },
         { 0x1010, -1, 64, 8, 32, "a mobile GPU" }, { 0x1010, -1, 256, 4, 16, "a mobile GPU" },
-        // desktop GPUs (AMD, NVIDIA, Intel and the rest)
-        { 0, 0, 64, 16, 32, "a desktop GPU" }, { 0, 0, 128, 8, 32, "a desktop GPU" },
-        { 0, 0, 256, 4, 16, "a desktop GPU" },
+        // desktop GPUs (AMD, NVIDIA, Intel and the rest): the unfused P V kernel (16 rows x 4
+        // invocations: 64, whole subgroups of 32 and 64) and the fused tiles kernel where the
+        // lanes kernel cannot run; shared memory 10, 18 and 18 KiB
+        { 0, 0, 64, 16, 32, "a desktop GPU" }, { 0, 0, 128, 16, 16, "a desktop GPU" },
+        { 0, 0, 256, 16, 8, "a desktop GPU" },
     };
     pl->kernel = KERNEL_TILES;
     pl->br = 4, pl->bc = 16, pl->tpr = 4;
@@ -231,7 +233,8 @@ static void default_tiles(const struct vk_dev *d, const struct plan_as *as, stru
         }
     ssmax_plan_why(pl, "tiles %u,%u,%u: the table's for %s at head_dim %u (%s)", pl->br, pl->bc,
                    pl->tpr, what, D, as->what);
-    ssmax_tiles_for_decode(pl);
+    if (cpu || fused) // GPUs' unfused P V kernel keeps its 64 invocations: whole subgroups
+        ssmax_tiles_for_decode(pl);
     while (shared_bytes(pl) > lim->maxComputeSharedMemorySize && pl->bc > 8)
         pl->bc /= 2;
     while (shared_bytes(pl) > lim->maxComputeSharedMemorySize && pl->br > 1)
