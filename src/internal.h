@@ -66,8 +66,9 @@ enum attn_kernel {
     KERNEL_TILES,     // shared-memory tiles: BR query rows x BC keys a step (flash_attn, or qk,
                       // softmax_rows and pv on the unfused path with TPR invocations a row)
     KERNEL_ROWS,      // Vulkan flash_rows.comp: BR / subgroup size query rows per lane, BC keys a step
-    KERNEL_LANES,     // Vulkan flash_lanes.comp (GPUs): a row on lpr lanes, BR rows in each of
-                      // kgroups key groups, BC keys a step; wg = kgroups * BR * lpr invocations
+    KERNEL_LANES,     // GPUs: a row on lpr lanes, BR rows in each of kgroups key groups, BC keys
+                      // a step; wg = kgroups * BR * lpr invocations (Vulkan flash_lanes.comp), or
+                      // wg >= that, the extra slots more key groups (OpenCL flash_rowgroups)
 };
 
 /* The attention plan, made once per call (plan.c, ssmax_plan_make) and read by everything after:

@@ -340,6 +340,12 @@ static void test_plan(void **state)
             assert_true(pi.kv_splits <= cases[i].splits && pi.kv_splits >= 2);
         if (!strstr(pi.why, cases[i].why))
             fail_msg("plan %zu: '%s' not in the reasons '%s'", i, cases[i].why, pi.why);
+        // Planned as a GPU, OpenCL's fused and split-KV paths run the GPU kernel.
+        const char *as = getenv("SSMAX_CL_PLAN_AS");
+        if (!strcmp(TEST_BACKEND, "opencl") && as && !strcmp(as, "gpu") &&
+            pi.path != SSMAX_PATH_UNFUSED &&
+            (strcmp(pi.kernel, "flash_rowgroups") || !strstr(pi.why, "flash_rowgroups (")))
+            fail_msg("plan %zu: kernel %s planned as a GPU (%s)", i, pi.kernel, pi.why);
         if (strcmp(TEST_BACKEND, "cpu") && (!pi.tile_rows || !pi.tile_keys ||
                                             (pi.path != SSMAX_PATH_FUSED && !pi.scratch_bytes)))
             fail_msg("plan %zu: tiles %ux%u, scratch %llu", i, pi.tile_rows, pi.tile_keys,
