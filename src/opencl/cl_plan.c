@@ -72,8 +72,9 @@ static void default_tiles(const struct cl_dev *d, int gpu, struct attn_plan *pl)
         pl->br = big ? 64 : 8, pl->bc = big ? 64 : 32;
     else
         pl->br = big ? 32 : 4, pl->bc = big ? 64 : 16;
-    ssmax_plan_why(pl, "tiles %u,%u,%u: the defaults for %s local memory at head_dim %u", pl->br,
-                   pl->bc, pl->tpr, big ? "CPU-sized" : "GPU-sized", D);
+    ssmax_plan_why(pl, "tiles %u,%u,%u: the defaults for %s local memory at head_dim %u%s",
+                   pl->br, pl->bc, pl->tpr, big ? "CPU-sized" : "GPU-sized", D,
+                   gpu && d->base.info.type == SSMAX_DEVICE_CPU ? " (SSMAX_CL_PLAN_AS=gpu)" : "");
     ssmax_tiles_for_decode(pl);
     const uint64_t lm = d->base.info.shared_memory;
     while (ssmax_tiles_shared_bytes(D, pl->br, pl->bc) > lm && pl->bc >= 16)
