@@ -1,8 +1,11 @@
 // SSMax attention kernels: fused flash attention (and its split-KV form), the split merge, and
 // the unfused QK^T / softmax / PV path. The same algorithms as shaders/*.comp; see there and
 // DESIGN.md for the scheme. Masked keys are skipped by loop bounds, never multiplied by 0.
+// Built with -DLANES=1 the program holds the GPU kernel (flash_rowgroups, below) and the merge
+// instead: its tile defines differ (BR, BC, LPR, WG, MR).
 #include "attn_common.clh"
 
+#ifndef LANES
 inline float2 kv_pair(__local const float4 *T, uint c, uint p)
 {
     float4 x = T[c * D4 + (p >> 1)];
@@ -198,6 +201,8 @@ __kernel __attribute__((reqd_work_group_size(16, 1, 1))) void flash_attn_split(F
                Lrow, Crow);
 }
 
+#endif
+
 // Split-KV merge with the log-sum-exp rule; one work-group of 64 per row.
 __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
     __constant uint *P, __global const float2 *part_o, __global const float2 *part_ml,
@@ -226,6 +231,7 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
         lse[PV(lse_off) + row] = L == 0.0f ? -INFINITY : M + log(L);
 }
 
+#ifndef LANES
 // Unfused 1: scores = f * scale * Q K^T for rows [i0, i0 + ni) of (batch, head) pairs from bh0.
 // 16 x 16 work-items (flattened to 256), one score each.
 __kernel __attribute__((reqd_work_group_size(256, 1, 1))) void qk(
@@ -338,3 +344,193 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
         for (uint kk = 0u; kk < DP; kk++)
             ST2(o, PV(o_off), ((b * PV(Hq) + h) * PV(Lq) + i) * D + 2u * (tr + TPR * kk), acc[kk]);
 }
+#else
+// Fused flash attention for GPUs (flash_rowgroups), and its split-KV form. Needs no subgroup
+// extension: the lanes of a row meet through a little local memory.
+//   - a query row is held by LPR neighbouring work-items (lanes), each with DL = D / LPR of its
+//     dimensions of the scaled query and of the output accumulator, in registers;
+//   - a work-group is WG work-items, SLOTS = WG / LPR row slots. Slot s holds row s % BR, so with
+//     SLOTS = BR (prefill) every slot is its own row, and with SLOTS > BR (decode: exactly the rows
+//     there are) a row has several slots, its key groups, which take every KGr-th step of its
+//     keys and are merged once at the end. Rows are packed as in the other kernels
+//     (R = i * G + hh), so the G query heads of one KV head share every K and V read;
+//   - per step of BC keys: each lane's partial dot products over its dimensions go to local
+//     memory (double-buffered: one barrier a step), every lane of the row sums the LPR partials
+//     in the same order (the same score in every lane), then the running max and sum once for
+//     the step, and V in the lanes' dimensions. No barrier depends on the row: every work-item
+//     runs the same number of steps, masking what its row does not see.
+// Masked keys (causal edge, key tail, other rows' bounds) are selected away, never multiplied:
+// NaN or Inf in a hidden key or value never reaches O. f16 storage is converted as it is loaded;
+// logits, the factor, running max and sum stay fp32.
+#define SLOTS (WG / LPR)
+#define KGMIN (SLOTS / BR)            // key groups of every row (1 for prefill)
+#define KGMAX ((SLOTS + BR - 1) / BR) // ... of row 0
+#define DL (D / LPR)                  // dimensions a lane, even
+#define XW (BC * LPR + 4)             // words a slot of the score exchange (4: float4-aligned, and
+                                      // neighbouring slots in other local-memory banks)
+#define XWORDS (2 * SLOTS * XW)       // two buffers, alternating by step
+#define MWORDS (MR * (D + 4))         // key-group merge: MR rows' (max, sum, -, -, o) at a time
+#define LWORDS (XWORDS > MWORDS ? XWORDS : MWORDS)
+
+#if DL % 4 == 0
+#define LDV(p, off, e) LD4(p, off, e)
+#define VT float4
+#define VW 4u
+#define DOT(a, w_, s) fma(a[u], w_.x, fma(a[u + 1u], w_.y, fma(a[u + 2u], w_.z, fma(a[u + 3u], w_.w, s))))
+#elif defined(IO_F16)
+#define LDV(p, off, e) vload_half2(0, (p) + (off) + (e))
+#define VT float2
+#define VW 2u
+#define DOT(a, w_, s) fma(a[u], w_.x, fma(a[u + 1u], w_.y, s))
+#else
+#define LDV(p, off, e) vload2(0, (p) + (off) + (e))
+#define VT float2
+#define VW 2u
+#define DOT(a, w_, s) fma(a[u], w_.x, fma(a[u + 1u], w_.y, s))
+#endif
+
+inline void rowgroups_body(__constant uint *P, __global const float *coef, __global const io_t *q,
+                           __global const io_t *k, __global const io_t *v, __global io_t *o,
+                           __global float *lse, __global float2 *part_o, __global float2 *part_ml,
+                           uint row_base, const uint split, __local float *X)
+{
+    const uint t = get_local_id(0), lane = t % LPR, slot = t / LPR, r = slot % BR, kgi = slot / BR;
+    const uint kgr = (SLOTS - r + BR - 1u) / BR; // this row's key groups
+    const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
+    const uint b = get_group_id(2) / PV(nsplit), sp = get_group_id(2) % PV(nsplit);
+    const uint GL = PV(G) * PV(Lq);
+    const uint first = blk * BR, last = min(first + BR, GL) - 1u;
+    const uint ks = sp * PV(split_len), ke_split = min(ks + PV(split_len), PV(Lk));
+    const uint ke_wg = min(ke_split, kv_end(P, last / PV(G))); // keys the last row sees
+    const uint kvbase = (b * PV(Hkv) + g) * PV(Lk) * D;
+    const uint R = first + r, RR = R < GL ? R : last;
+    const uint i = RR / PV(G), hq = g * PV(G) + RR % PV(G);
+    const uint row = (b * PV(Hq) + hq) * PV(Lq) + i;
+    const uint ke_row = R < GL ? min(ke_split, kv_end(P, i)) : 0u;
+    const float f = row_factor(P, coef, hq, i);
+    float qv[DL], ov[DL];
+    for (uint u = 0u; u < DL; u++) {
+        qv[u] = LD(q, PV(q_off), row * D + lane * DL + u) * f;
+        ov[u] = 0.0f;
+    }
+    float m_run = M_INIT, l_run = 0.0f;
+    // Steps of BC keys from ks; each key group takes every kgr-th, all run the same count.
+    const uint nsteps = ke_wg > ks ? (ke_wg - ks + BC - 1u) / BC : 0u;
+    const uint rounds = (nsteps + KGMIN - 1u) / KGMIN;
+    for (uint n = 0u; n < rounds; n++) {
+        const uint kt = ks + (n * kgr + kgi) * BC;
+        __local float *x = X + ((n & 1u) * SLOTS + slot) * XW;
+        for (uint c = 0u; c < BC; c++) {
+            float s = 0.0f;
+            if (kt < ke_row) { // keys past ke_wg read the last one (nothing outside the tensor)
+                const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;
+                for (uint u = 0u; u < DL; u += VW) {
+                    const VT kx = LDV(k, PV(k_off), e + u);
+                    s = DOT(qv, kx, s);
+                }
+            }
+            x[c * LPR + lane] = s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (kt >= ke_row) // a step this row does not see: nothing to add (a = 1, p = 0)
+            continue;
+        float sc[BC];
+        float mt = m_run;
+        for (uint c = 0u; c < BC; c++) {
+            float4 w = vload4(0, x + c * LPR);
+            for (uint j = 4u; j < LPR; j += 4u)
+                w += vload4(0, x + c * LPR + j);
+            sc[c] = (w.x + w.y) + (w.z + w.w);
+            mt = kt + c < ke_row ? fmax(mt, sc[c]) : mt;
+        }
+        const float a = exp(m_run - mt);
+        m_run = mt;
+        // Blocked sums: the step's terms are summed from 0 and folded in once (see flash_body).
+        float ps = 0.0f, tacc[DL];
+        for (uint u = 0u; u < DL; u++)
+            tacc[u] = 0.0f;
+        for (uint c = 0u; c < BC; c++) {
+            const bool vis = kt + c < ke_row;
+            const float p = vis ? exp(sc[c] - mt) : 0.0f;
+            ps += p;
+            const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;
+            for (uint u = 0u; u < DL; u += VW) {
+                const VT vx = LDV(v, PV(v_off), e + u);
+                // select: NaN in a hidden V stays out
+                tacc[u] = vis ? fma(p, vx.x, tacc[u]) : tacc[u];
+                tacc[u + 1u] = vis ? fma(p, vx.y, tacc[u + 1u]) : tacc[u + 1u];
+#if VW == 4u
+                tacc[u + 2u] = vis ? fma(p, vx.z, tacc[u + 2u]) : tacc[u + 2u];
+                tacc[u + 3u] = vis ? fma(p, vx.w, tacc[u + 3u]) : tacc[u + 3u];
+#endif
+            }
+        }
+        l_run = fma(l_run, a, ps);
+        for (uint u = 0u; u < DL; u++)
+            ov[u] = fma(ov[u], a, tacc[u]);
+    }
+#if KGMAX > 1
+    // Fold each row's key groups into its first, MR rows at a time, one group at a time: the
+    // exchange's memory is reused, so local memory stays that of the exchange.
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint r0 = 0u; r0 < BR; r0 += MR) {
+        const bool mine = r >= r0 && r < r0 + MR;
+        __local float *mr = X + (mine ? r - r0 : 0u) * (D + 4u);
+        for (uint j = 1u; j < KGMAX; j++) {
+            if (mine && kgi == j) {
+                if (lane == 0u) {
+                    mr[0] = m_run;
+                    mr[1] = l_run;
+                }
+                for (uint u = 0u; u < DL; u++)
+                    mr[4u + lane * DL + u] = ov[u];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (mine && kgi == 0u && j < kgr) {
+                const float mo = mr[0], lo = mr[1], mx = fmax(m_run, mo);
+                const float w0 = exp(m_run - mx), w1 = exp(mo - mx);
+                l_run = fma(l_run, w0, lo * w1);
+                for (uint u = 0u; u < DL; u++)
+                    ov[u] = fma(ov[u], w0, mr[4u + lane * DL + u] * w1);
+                m_run = mx;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    if (kgi != 0u)
+        return;
+#endif
+    if (R >= GL)
+        return;
+    if (!split) {
+        const float invl = l_run == 0.0f ? 0.0f : 1.0f / l_run;
+        for (uint u = 0u; u < DL; u += 2u)
+            ST2(o, PV(o_off), row * D + lane * DL + u, (float2)(ov[u], ov[u + 1u]) * invl);
+        if (PV(want_lse) && lane == 0u)
+            lse[PV(lse_off) + row] = l_run == 0.0f ? -INFINITY : m_run + log(l_run);
+    } else {
+        const uint prow = sp * (PV(B) * PV(Hq) * PV(Lq)) + row;
+        for (uint u = 0u; u < DL; u += 2u)
+            part_o[prow * (D / 2u) + (lane * DL + u) / 2u] = (float2)(ov[u], ov[u + 1u]);
+        if (lane == 0u)
+            part_ml[prow] = (float2)(m_run, l_run);
+    }
+}
+
+#define ROWG_ARGS                                                                                  \
+    __constant uint *P, __global const float *coef, __global const io_t *q,                        \
+        __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
+        __global float2 *part_o, __global float2 *part_ml, uint row_base
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups(ROWG_ARGS)
+{
+    __local float4 X[LWORDS / 4];
+    rowgroups_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 0u, (__local float *)X);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups_split(ROWG_ARGS)
+{
+    __local float4 X[LWORDS / 4];
+    rowgroups_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 1u, (__local float *)X);
+}
+#endif

@@ -69,8 +69,9 @@ enum attn_kernel {
     KERNEL_TILES,     // shared-memory tiles: BR query rows x BC keys a step (flash_attn, or qk,
                       // softmax_rows and pv on the unfused path with TPR invocations a row)
     KERNEL_ROWS,      // Vulkan flash_rows.comp: BR / subgroup size query rows per lane, BC keys a step
-    KERNEL_LANES,     // Vulkan flash_lanes.comp (GPUs): a row on lpr lanes, BR rows in each of
-                      // kgroups key groups, BC keys a step; wg = kgroups * BR * lpr invocations
+    KERNEL_LANES,     // GPUs: a row on lpr lanes, BR rows in each of kgroups key groups, BC keys
+                      // a step; wg = kgroups * BR * lpr invocations (Vulkan flash_lanes.comp), or
+                      // wg >= that, the extra slots more key groups (OpenCL flash_rowgroups)
 };
 
 /* The attention plan, made once per call (plan.c, ssmax_plan_make) and read by everything after:
@@ -104,6 +105,7 @@ struct attn_plan {
     const char *kernel_name;   // for reports: "flash_attn", "flash_rows", "qk+softmax+pv", ...
     uint32_t br, bc, tpr;      // tiles (see enum attn_kernel)
     uint32_t lpr, kgroups, wg; // KERNEL_LANES: lanes per row, key groups, workgroup size
+    uint64_t lanes_shared;     // KERNEL_LANES: the kernel's shared (local) memory in bytes
     uint32_t subgroup;         // the subgroup size the fused kernel asks for; 0: the driver's
     uint32_t bk_kernel;        // the backend's own kernel id (Vulkan: enum vk_shader_id)
     uint32_t bk_flags;         // the backend's kernel options (Vulkan: wide reads; OpenCL: layout)

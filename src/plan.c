@@ -420,8 +420,8 @@ uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role
     case ROLE_FUSED:
         if (pl->kernel == KERNEL_ROWS)
             return 0;
-        if (pl->kernel == KERNEL_LANES) // the key groups' merge (one float each when none)
-            return pl->kgroups > 1 ? 4ull * (pl->kgroups - 1) * br * (D + 2) : 12;
+        if (pl->kernel == KERNEL_LANES) // each backend's own layout
+            return pl->lanes_shared;
         return ssmax_tiles_shared_bytes(D, br, bc);
     case ROLE_MERGE: return 0;
     case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each

@@ -340,6 +340,12 @@ static void test_plan(void **state)
             assert_true(pi.kv_splits <= cases[i].splits && pi.kv_splits >= 2);
         if (!strstr(pi.why, cases[i].why))
             fail_msg("plan %zu: '%s' not in the reasons '%s'", i, cases[i].why, pi.why);
+        // Planned as a GPU, OpenCL's fused and split-KV paths run the GPU kernel.
+        const char *as = getenv("SSMAX_CL_PLAN_AS");
+        if (!strcmp(TEST_BACKEND, "opencl") && as && !strcmp(as, "gpu") &&
+            pi.path != SSMAX_PATH_UNFUSED &&
+            (strcmp(pi.kernel, "flash_rowgroups") || !strstr(pi.why, "flash_rowgroups (")))
+            fail_msg("plan %zu: kernel %s planned as a GPU (%s)", i, pi.kernel, pi.why);
         if (strcmp(TEST_BACKEND, "cpu") && (!pi.tile_rows || !pi.tile_keys ||
                                             (pi.path != SSMAX_PATH_FUSED && !pi.scratch_bytes)))
             fail_msg("plan %zu: tiles %ux%u, scratch %llu", i, pi.tile_rows, pi.tile_keys,
@@ -570,6 +576,30 @@ static void test_long_and_large(void **state)
         }
 }
 
+/* The GPU kernels' shapes at their edges, each head-dim class (4, 8 and 16 work-items or lanes a
+ * row; odd D / lanes), f32 and f16, fused and split-KV, causal with NaN in hidden V: decode with
+ * 15 and 3 packed rows (key groups uneven over the rows, and merged a batch of rows at a time at
+ * D 200 and 256) and prefill over several row blocks, the last one part empty. */
+static void test_gpu_shapes(void **state)
+{
+    (void)state;
+    static const uint32_t dims[] = { 8, 64, 128, 200, 256 };
+    static const uint32_t shapes[][3] = { { 15, 1, 1 }, { 3, 1, 1 }, { 4, 2, 37 } }; // Hq Hkv Lq
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
+        for (size_t sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); sh++)
+            for (int f16 = 0; f16 < 2; f16++)
+                for (int path = 1; path <= 2; path++) {
+                    struct hcase c = base_case(shapes[sh][0], shapes[sh][1], shapes[sh][2], 301,
+                                               dims[d]);
+                    c.p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+                    c.p.causal = 1;
+                    c.p.q_pos = 150;
+                    c.nan_v_hidden = 1;
+                    c.p.path = (enum ssmax_path)path;
+                    run_case(&c);
+                }
+}
+
 /* One long row on every forced path (and split-KV at a user's split count of 2): the fused
  * kernels' row sum and output took the keys one at a time in fp32 and lost the small terms against
  * the large totals (OpenCL, 1M keys in [-2, 2]: NMSE 2e-6 fused; the limit is 1e-8). 1M keys
@@ -771,7 +801,7 @@ int main(void)
         cmocka_unit_test(test_unaligned_inputs),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
-        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_plan),          cmocka_unit_test(test_gpu_shapes),
     };
     e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
     if (e && *e) {

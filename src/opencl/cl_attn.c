@@ -44,13 +44,16 @@ static cl_int launch(struct launches *ls, int kid, cl_uint dims, const size_t *g
     return CL_SUCCESS;
 }
 
-/* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a launch, then the merge. */
+/* The fused and split-KV paths: the plan's row blocks (a work-group each: 16 work-items for the
+ * tiles kernel, pl->wg for the GPU kernel), blocks_per_sub a launch, then the merge. */
 static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem m[9])
 {
     struct cl_dev *d = ls->d;
     const struct ssmax_attn_params *p = &pl->p;
     const size_t ms = sizeof(cl_mem), us = sizeof(cl_uint);
-    const int kid = pl->path == SSMAX_PATH_SPLIT_KV ? K_FLASH_SPLIT : K_FLASH;
+    const int lanes = pl->kernel == KERNEL_LANES, split = pl->path == SSMAX_PATH_SPLIT_KV;
+    const int kid = lanes ? (split ? K_ROWG_SPLIT : K_ROWG) : split ? K_FLASH_SPLIT : K_FLASH;
+    const size_t wg = lanes ? pl->wg : 16; // work-items a row block
     cl_kernel k = ls->pg->k[kid];
     cl_uint zero = 0;
     const size_t sz[] = { ms, ms, ms, ms, ms, ms, ms, ms, ms, us };
@@ -62,7 +65,7 @@ static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem
         if ((e = d->ci->f.clSetKernelArg(k, 9, us, &rb)) != CL_SUCCESS)
             break;
         size_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
-        size_t g[3] = { n * 16, p->kv_heads, (size_t)p->batch * pl->nsplit }, l[3] = { 16, 1, 1 };
+        size_t g[3] = { n * wg, p->kv_heads, (size_t)p->batch * pl->nsplit }, l[3] = { wg, 1, 1 };
         if ((e = launch(ls, kid, 3, g, l)) != CL_SUCCESS)
             break;
         if (x0 + pl->blocks_per_sub < pl->blocks)
@@ -129,14 +132,6 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
     return SSMAX_OK;
 }
 
-/* The program's build options for a plan: head dim, tiles, dtype and layout. */
-static void build_options(const struct attn_plan *pl, char *opts, size_t n)
-{
-    snprintf(opts, n, "-cl-std=CL1.2 -DD=%uu -DBR=%uu -DBC=%uu -DTPR=%uu -DWG=%uu%s%s",
-             pl->p.head_dim, pl->br, pl->bc, pl->tpr, pl->br * pl->tpr,
-             pl->p.dtype == SSMAX_F16 ? " -DIO_F16=1" : "", pl->bk_flags ? " -DCHUNKED=1" : "");
-}
-
 /* The kernels a plan launches with their work-group sizes (as enqueue_fused and enqueue_unfused
  * launch them), and clGetKernelWorkGroupInfo's view of each, for `ssmax pipelines`. */
 static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb,
@@ -146,7 +141,7 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
     struct cl_dev *d = (struct cl_dev *)base;
     struct cl_fns *f = &d->ci->f;
     char opts[160];
-    build_options(pl, opts, sizeof(opts));
+    cl_plan_opts(pl, opts, sizeof(opts));
     struct cl_prog *pg = NULL;
     int r = cl_program_get(d, opts, &pg);
     if (r < 0)
@@ -158,8 +153,10 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
     } ks[3];
     int n = 0;
     if (pl->path != SSMAX_PATH_UNFUSED) {
-        ks[n++] = (struct cl_pipe_k){ pl->path == SSMAX_PATH_SPLIT_KV ? K_FLASH_SPLIT : K_FLASH,
-                                       ROLE_FUSED, 16 };
+        const int lanes = pl->kernel == KERNEL_LANES, split = pl->path == SSMAX_PATH_SPLIT_KV;
+        ks[n++] = (struct cl_pipe_k){ lanes ? (split ? K_ROWG_SPLIT : K_ROWG)
+                                            : split ? K_FLASH_SPLIT : K_FLASH,
+                                      ROLE_FUSED, lanes ? pl->wg : 16 };
         if (pl->path == SSMAX_PATH_SPLIT_KV)
             ks[n++] = (struct cl_pipe_k){ K_MERGE, ROLE_MERGE, 64 };
     } else {
@@ -211,7 +208,7 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     const struct ssmax_attn_params *p = &pl->p;
     const uint32_t esz = pl->elem_size;
     char opts[160];
-    build_options(pl, opts, sizeof(opts));
+    cl_plan_opts(pl, opts, sizeof(opts));
     struct cl_prog *pg = NULL;
     int r;
     if ((r = cl_program_get(d, opts, &pg)) < 0 ||

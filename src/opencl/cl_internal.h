@@ -65,11 +65,17 @@ struct cl_inst {
     int ndev;
 };
 
-enum { K_FLASH, K_FLASH_SPLIT, K_MERGE, K_QK, K_SOFTMAX, K_PV, K_COUNT };
+/* The kernels of cl/attn.cl. A program holds the tiles kernels (K_TILES_SET), or, built with
+ * -DLANES=1, the GPU kernel and the merge (K_ROWG_SET). */
+enum { K_FLASH, K_FLASH_SPLIT, K_MERGE, K_QK, K_SOFTMAX, K_PV, K_ROWG, K_ROWG_SPLIT, K_COUNT };
+#define K_TILES_SET ((1u << K_FLASH) | (1u << K_FLASH_SPLIT) | (1u << K_MERGE) | (1u << K_QK) |    \
+                     (1u << K_SOFTMAX) | (1u << K_PV))
+#define K_ROWG_SET ((1u << K_ROWG) | (1u << K_ROWG_SPLIT) | (1u << K_MERGE))
 struct cl_prog {
     char opts[160];
     cl_program prog;
     cl_kernel k[K_COUNT];
+    uint32_t kmask; // the kernels the program holds (K_TILES_SET or K_ROWG_SET)
     uint32_t used;  // kernels launched in this process
     uint32_t saved; // kernels launched when the binary was last written
     char marker[800]; // loaded from the cache: the marker kept until every kernel ran (see there)
@@ -99,6 +105,10 @@ SSMAX_BACKEND_DECLS(cl)
 int cl_err(struct ssmax_context *ctx, cl_int e, const char *what);
 /* Grows a scratch buffer *m (of *have bytes) to at least need bytes. */
 int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
+
+/* cl_plan.c */
+/* The build options of the plan's program (cl/attn.cl's defines). */
+void cl_plan_opts(const struct attn_plan *pl, char *out, size_t n);
 
 /* cl_program.c */
 /* The kernels' names in cl/attn.cl, by K_*. */

@@ -17,7 +17,8 @@
 #include "cl_internal.h"
 
 const char *const cl_kernel_names[K_COUNT] = { "flash_attn", "flash_attn_split", "split_merge",
-                                                   "qk", "softmax_rows", "pv" };
+                                               "qk", "softmax_rows", "pv", "flash_rowgroups",
+                                               "flash_rowgroups_split" };
 
 /* ---- program binary cache ----
  * One file per (device, driver, platform, source, options): <dir>/<fnv64 of the key>.clbin with
@@ -296,16 +297,20 @@ static int build(struct cl_dev *d, cl_program prog, const char *opts, int from_b
     return r;
 }
 
-/* Every kernel of the program, or none (CL_SUCCESS, or the error with *bad the kernel it hit). */
+/* Every kernel of the program (pg->kmask), or none (CL_SUCCESS, or the error with *bad the kernel
+ * it hit). */
 static cl_int make_kernels(struct cl_dev *d, struct cl_prog *pg, int *bad)
 {
     struct cl_fns *f = &d->ci->f;
     cl_int e = CL_SUCCESS;
     for (int k = 0; k < K_COUNT; k++) {
+        if (!(pg->kmask & (1u << k)))
+            continue;
         pg->k[k] = f->clCreateKernel(pg->prog, cl_kernel_names[k], &e);
         if (e != CL_SUCCESS) {
             for (int j = 0; j < k; j++)
-                f->clReleaseKernel(pg->k[j]);
+                if (pg->k[j])
+                    f->clReleaseKernel(pg->k[j]);
             memset(pg->k, 0, sizeof(pg->k));
             *bad = k;
             return e;
@@ -337,6 +342,7 @@ int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out)
     struct cl_prog *pg = &d->progs[d->nprogs];
     memset(pg, 0, sizeof(*pg));
     snprintf(pg->opts, sizeof(pg->opts), "%s", opts);
+    pg->kmask = strstr(opts, "-DLANES=1") ? K_ROWG_SET : K_TILES_SET;
     char key[1024], path[700];
     cache_key(d, opts, key, sizeof(key), path, sizeof(path));
     size_t bsize = 0;
@@ -398,7 +404,7 @@ void cl_program_ran(struct cl_dev *d, struct cl_prog *pg, uint32_t launched)
         if (pg->saved != pg->used)
             cache_save(d, pg);
     }
-    if (pg->marker[0] && pg->used == (1u << K_COUNT) - 1) { // every kernel of the binary ran
+    if (pg->marker[0] && pg->used == pg->kmask) { // every kernel of the binary ran
         cache_marker_drop(pg->marker);
         pg->marker[0] = 0;
     }

@@ -15,11 +15,7 @@
  * the key groups' merge). */
 static uint64_t shared_bytes(const struct attn_plan *pl)
 {
-    if (pl->kernel == KERNEL_ROWS)
-        return 0;
-    if (pl->kernel == KERNEL_LANES)
-        return pl->kgroups > 1 ? 4ull * (pl->kgroups - 1) * pl->br * (pl->p.head_dim + 2) : 12;
-    return ssmax_tiles_shared_bytes(pl->p.head_dim, pl->br, pl->bc);
+    return ssmax_role_shared_bytes(pl, ROLE_FUSED);
 }
 
 /* The vendor and class a plan is made for: the device's, or SSMAX_VK_PLAN_AS=VENDOR (amd,
@@ -153,6 +149,7 @@ static int lanes_tiles(const struct vk_dev *d, const struct plan_as *as, struct 
     pl->kernel = KERNEL_LANES;
     pl->br = br, pl->bc = bc, pl->tpr = 4;
     pl->lpr = lpr, pl->kgroups = kg, pl->wg = kg * br * lpr;
+    pl->lanes_shared = kg > 1 ? 4ull * (kg - 1) * br * (D + 2) : 12; // the key groups' merge
     ssmax_plan_why(pl, "lanes kernel (%s), %u rows x %u lanes x %u key groups, %u keys a step: a "
                    "GPU", why, br, lpr, kg, pl->bc);
     // AMD RDNA runs waves of 32 or 64: 64 for prefill (more rows share each K/V load, fewer
