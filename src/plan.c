@@ -201,13 +201,13 @@ static void plan_path(const struct ssmax_dev *dev, struct attn_plan *pl)
             if (want >= 2) {
                 path = SSMAX_PATH_SPLIT_KV;
                 splits = (uint32_t)want;
-                ssmax_plan_why(pl, "path split-kv, %u splits: %llu workgroups of 16 packed rows "
+                ssmax_plan_why(pl, "path split-kv, %u splits: %llu blocks of up to 16 packed rows "
                                "would leave most of %u compute units idle", splits,
                                (unsigned long long)groups, cu);
             }
         }
         if (path == SSMAX_PATH_FUSED)
-            ssmax_plan_why(pl, "path fused: %llu workgroups of 16 packed rows for %u compute units",
+            ssmax_plan_why(pl, "path fused: %llu blocks of up to 16 packed rows for %u compute units",
                            (unsigned long long)groups, cu);
     }
     // Very long rows: split so no workgroup walks more than 64k keys (work per workgroup, and
