@@ -5,6 +5,12 @@
 // instead: its tile defines differ (BR, BC, LPR, WG, MR).
 #include "attn_common.clh"
 
+// The arguments of every fused kernel (flash_attn, flash_rowgroups and their split forms).
+#define FLASH_ARGS                                                                                 \
+    __constant uint *P, __global const float *coef, __global const io_t *q,                        \
+        __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
+        __global float2 *part_o, __global float2 *part_ml, uint row_base
+
 #ifndef LANES
 inline float2 kv_pair(__local const float4 *T, uint c, uint p)
 {
@@ -177,11 +183,6 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
     }
 }
-
-#define FLASH_ARGS                                                                                 \
-    __constant uint *P, __global const float *coef, __global const io_t *q,                        \
-        __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
-        __global float2 *part_o, __global float2 *part_ml, uint row_base
 
 #define FLASH_LOCALS                                                                               \
     __local float Qs[BR * D], KV[BC * D], Ps[BR * BC], Mrow[BR], Arow[BR], Lrow[BR];               \
@@ -517,18 +518,13 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
     }
 }
 
-#define ROWG_ARGS                                                                                  \
-    __constant uint *P, __global const float *coef, __global const io_t *q,                        \
-        __global const io_t *k, __global const io_t *v, __global io_t *o, __global float *lse,      \
-        __global float2 *part_o, __global float2 *part_ml, uint row_base
-
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups(ROWG_ARGS)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups(FLASH_ARGS)
 {
     __local float4 X[LWORDS / 4];
     rowgroups_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 0u, (__local float *)X);
 }
 
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups_split(ROWG_ARGS)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void flash_rowgroups_split(FLASH_ARGS)
 {
     __local float4 X[LWORDS / 4];
     rowgroups_body(P, coef, q, k, v, o, lse, part_o, part_ml, row_base, 1u, (__local float *)X);

@@ -179,6 +179,20 @@ static struct hcase base_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t l
     return c;
 }
 
+/* A causal case on a forced path, f32 or f16, with the query rows at q_pos and NaN in V where no
+ * row may see it. */
+static struct hcase causal_nan_case(uint32_t hq, uint32_t hkv, uint32_t lq, uint32_t lk,
+                                    uint32_t d, int f16, int path, uint32_t q_pos)
+{
+    struct hcase c = base_case(hq, hkv, lq, lk, d);
+    c.p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+    c.p.causal = 1;
+    c.p.q_pos = q_pos;
+    c.nan_v_hidden = 1;
+    c.p.path = (enum ssmax_path)path;
+    return c;
+}
+
 /* Numerical edges on every path: s = 0 (uniform weights), f16 inputs near 65504, NaN in one Q
  * row (that row only is NaN, as in the reference), NaN in one key of K or of V (exactly the rows
  * that see it). */
@@ -565,13 +579,8 @@ static void test_long_and_large(void **state)
     }
     for (int f16 = 0; f16 < 2; f16++)
         for (int path = 1; path <= 3; path++) {
-            struct hcase c = base_case(4, 4, 33, 77, 64);
+            struct hcase c = causal_nan_case(4, 4, 33, 77, 64, f16, path, 3);
             c.amp = f16 ? 12 : 40; // logits of several hundred to thousands
-            c.p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
-            c.p.causal = 1;
-            c.p.q_pos = 3;
-            c.nan_v_hidden = 1;
-            c.p.path = (enum ssmax_path)path;
             run_case(&c);
         }
 }
@@ -589,13 +598,8 @@ static void test_gpu_shapes(void **state)
         for (size_t sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); sh++)
             for (int f16 = 0; f16 < 2; f16++)
                 for (int path = 1; path <= 2; path++) {
-                    struct hcase c = base_case(shapes[sh][0], shapes[sh][1], shapes[sh][2], 301,
-                                               dims[d]);
-                    c.p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
-                    c.p.causal = 1;
-                    c.p.q_pos = 150;
-                    c.nan_v_hidden = 1;
-                    c.p.path = (enum ssmax_path)path;
+                    struct hcase c = causal_nan_case(shapes[sh][0], shapes[sh][1], shapes[sh][2],
+                                                     301, dims[d], f16, path, 150);
                     run_case(&c);
                 }
 }
