@@ -22,6 +22,20 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
     snprintf(out->why, sizeof(out->why), "%s", pl->why);
 }
 
+int ssmax_attn_buffers_resolve(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
+                               struct ssmax_attn_buffers *out)
+{
+    *out = *b;
+    if ((b->q && !(out->q = ssmax_buffer_resolve(ctx, b->q, "bufs->q"))) ||
+        (b->k && !(out->k = ssmax_buffer_resolve(ctx, b->k, "bufs->k"))) ||
+        (b->v && !(out->v = ssmax_buffer_resolve(ctx, b->v, "bufs->v"))) ||
+        (b->o && !(out->o = ssmax_buffer_resolve(ctx, b->o, "bufs->o"))) ||
+        (b->lse && !(out->lse = ssmax_buffer_resolve(ctx, b->lse, "bufs->lse"))) ||
+        (b->probs && !(out->probs = ssmax_buffer_resolve(ctx, b->probs, "bufs->probs"))))
+        return SSMAX_ERR_INVALID_ARG;
+    return SSMAX_OK;
+}
+
 int ssmax_attn_supported(ssmax_context *ctx, const struct ssmax_attn_params *p)
 {
     int r = ssmax_need_runnable(ctx);
@@ -41,8 +55,11 @@ int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_params *p,
         return r;
     if (!out)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "out: must not be NULL");
+    struct ssmax_attn_buffers rb;
+    if (bufs && (r = ssmax_attn_buffers_resolve(ctx, bufs, &rb)) < 0)
+        return r;
     struct attn_plan pl;
-    r = ssmax_plan_make(ctx, p, bufs, &pl);
+    r = ssmax_plan_make(ctx, p, bufs ? &rb : NULL, &pl);
     if (r == SSMAX_OK)
         plan_info(&pl, out);
     ssmax_plan_free(ctx, &pl);
@@ -78,6 +95,10 @@ int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
         return r;
     if (!b)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs: must not be NULL");
+    struct ssmax_attn_buffers rb;
+    if ((r = ssmax_attn_buffers_resolve(ctx, b, &rb)) < 0)
+        return r;
+    b = &rb;
     struct attn_plan pl;
     r = ssmax_plan_make(ctx, p, b, &pl);
     if (r == SSMAX_OK) {

@@ -242,6 +242,7 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     ctx->params = *p;
     ctx->alloc = a;
     ctx->dev_index = -1;
+    ssmax_handles_init(ctx);
     atomic_init(&ctx->validation_errors, 0);
     if (ssmax_env_int("SSMAX_VALIDATION", 0))
         ctx->params.debug = 1;
@@ -296,10 +297,7 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
 
 static void close_device(ssmax_context *ctx)
 {
-    while (ctx->buffers) {
-        ssmax_buffer *b = ctx->buffers;
-        ssmax_buffer_destroy(ctx, &b);
-    }
+    ssmax_handles_drop(ctx, HANDLE_BUFFER, ssmax_buffer_release);
     if (ctx->dev) {
         ctx->dev->fns->close(ctx->dev);
         ssmax_free(ctx, ctx->dev);
@@ -319,6 +317,7 @@ void ssmax_context_destroy(ssmax_context **pctx)
             ctx->slots[i].fns->uninit(ctx, ctx->slots[i].priv);
     ssmax_free(ctx, ctx->devs);
     ssmax_free(ctx, ctx->dev_slot);
+    ssmax_handles_release(ctx);
     struct ssmax_allocator a = ctx->alloc;
     a.free(a.priv, ctx);
     *pctx = NULL;

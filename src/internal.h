@@ -32,11 +32,17 @@ struct ssmax_dev {
     char cannot_run[256];
 };
 
+/* A buffer. The public ssmax_buffer pointers are handles (handle.c); the API entries resolve them
+ * to these, and everything inside the library holds the resolved objects. */
 struct ssmax_buffer {
-    struct ssmax_buffer *prev, *next; // the context's list of live buffers
     size_t size;
-    void *bk; // backend object
+    void *bk;     // backend object
+    void *handle; // the handle that names it
 };
+
+/* Checked handles (handle.c): what a handle names. */
+enum handle_kind { HANDLE_BUFFER = 1, HANDLE_PLAN = 2 };
+struct handle_slot;
 
 struct backend_slot {
     const struct ssmax_backend_fns *fns;
@@ -54,7 +60,9 @@ struct ssmax_context {
     int ndevs;
     struct ssmax_dev *dev; // open device, or NULL
     int dev_index;
-    struct ssmax_buffer *buffers;
+    uint32_t serial;               // the context's number in its handles
+    struct handle_slot *handles;   // live buffers and plans (handle.c)
+    uint32_t nhandles, caphandles, free_handle;
     int failed; // sticky: device lost
     _Atomic uint64_t validation_errors;
     int fault_alloc_at, fault_alloc_n; // test hooks: SSMAX_FAULT_DEVICE_ALLOC, _DEVICE_LOST
@@ -153,6 +161,29 @@ static inline uint32_t plan_visible(const struct attn_plan *pl, uint32_t i)
     uint64_t n = (uint64_t)pl->q_pos + i + 1;
     return n < pl->p.kv_len ? (uint32_t)n : pl->p.kv_len;
 }
+
+/* Checked handles (handle.c). init gives the context its serial; release frees the table. new
+ * makes a handle for obj in *out; get resolves h (an argument called arg) to its object, or sets
+ * SSMAX_ERR_INVALID_ARG saying whether h is of another context, destroyed or not a handle of this
+ * kind, and returns NULL; free kills h (slot reused with a new generation); drop frees every
+ * live handle of a kind, calling fn on each object after. */
+void ssmax_handles_init(struct ssmax_context *ctx);
+void ssmax_handles_release(struct ssmax_context *ctx);
+int ssmax_handle_new(struct ssmax_context *ctx, enum handle_kind kind, void *obj, void **out);
+void *ssmax_handle_get(struct ssmax_context *ctx, const void *h, enum handle_kind kind,
+                       const char *arg);
+void ssmax_handle_free(struct ssmax_context *ctx, const void *h);
+void ssmax_handles_drop(struct ssmax_context *ctx, enum handle_kind kind,
+                        void (*fn)(struct ssmax_context *ctx, void *obj));
+
+/* Buffers (buffer.c): resolve turns a handle (NULL stays NULL) into the object, or NULL with the
+ * error set; release frees an object whose handle is already dead. */
+ssmax_buffer *ssmax_buffer_resolve(struct ssmax_context *ctx, const ssmax_buffer *h, const char *arg);
+void ssmax_buffer_release(struct ssmax_context *ctx, void *obj);
+/* The buffers of b resolved into *out (objects in place of handles): SSMAX_OK, or the error of
+ * the first handle that does not resolve (attn.c). */
+int ssmax_attn_buffers_resolve(struct ssmax_context *ctx, const struct ssmax_attn_buffers *b,
+                               struct ssmax_attn_buffers *out);
 
 /* errors and logging (context.c); ctx may be NULL */
 int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)

@@ -35,7 +35,7 @@ static void test_buffers(void **state)
     assert_non_null(strstr(ssmax_last_error(ctx), "size"));
     assert_int_equal(ssmax_buffer_create(ctx, 16, NULL), SSMAX_ERR_INVALID_ARG);
     assert_int_equal(ssmax_buffer_create(ctx, 16, &b), SSMAX_OK);
-    assert_int_equal(ssmax_buffer_size(b), 16);
+    assert_int_equal(ssmax_buffer_size(ctx, b), 16);
     assert_int_equal(ssmax_buffer_write(ctx, b, 8, data, 9), SSMAX_ERR_INVALID_ARG);
     assert_non_null(strstr(ssmax_last_error(ctx), "exceeds the buffer size"));
     assert_int_equal(ssmax_buffer_write(ctx, b, SIZE_MAX, data, 2), SSMAX_ERR_INVALID_ARG);
@@ -52,6 +52,82 @@ static void test_buffers(void **state)
     ssmax_context_destroy(&ctx);
     ssmax_context_destroy(&ctx);
     ssmax_context_destroy(NULL);
+}
+
+/* Checked handles (ssmax.h, "Handles"): a buffer of another context, a destroyed one (also after
+ * its slot was reused), one whose device was closed, and a pointer that is no handle at all each
+ * give SSMAX_ERR_INVALID_ARG with the reason, and leave the owner's buffers and the outputs as
+ * they were. */
+static void test_checked_handles(void **state)
+{
+    (void)state;
+    ssmax_context *a = cpu_ctx(), *b = cpu_ctx();
+    ssmax_buffer *ba = NULL, *bb = NULL, *stale = NULL, *fresh = NULL;
+    const char data[8] = "abcdefg";
+    char back[8];
+    assert_int_equal(ssmax_buffer_create(a, 8, &ba), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_create(b, 8, &bb), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_write(a, ba, 0, data, 8), SSMAX_OK);
+
+    // another context's buffer: every entry refuses it; destroy leaves it alone
+    assert_int_equal(ssmax_buffer_write(b, ba, 0, "zzzzzzz", 8), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(b), "another context"));
+    assert_int_equal(ssmax_buffer_read(b, ba, 0, back, 8), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_buffer_size(b, ba), 0);
+    ssmax_buffer *alias = ba;
+    ssmax_buffer_destroy(b, &alias);
+    assert_ptr_equal(alias, ba);
+    assert_non_null(strstr(ssmax_last_error(b), "another context"));
+    assert_int_equal(ssmax_buffer_size(a, ba), 8);
+    assert_int_equal(ssmax_buffer_read(a, ba, 0, back, 8), SSMAX_OK);
+    assert_memory_equal(back, data, 8);
+    assert_int_equal(ssmax_buffer_size(b, bb), 8); // b's own still fine
+
+    // attention with a foreign output: refused before anything is written
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.batch = p.q_heads = p.kv_heads = p.q_len = p.kv_len = 1;
+    p.head_dim = 2;
+    struct ssmax_attn_buffers ab = { .q = bb, .k = bb, .v = bb, .o = ba };
+    assert_int_equal(ssmax_attn(b, &p, &ab), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(b), "bufs->o"));
+    assert_non_null(strstr(ssmax_last_error(b), "another context"));
+    assert_int_equal(ssmax_buffer_read(a, ba, 0, back, 8), SSMAX_OK);
+    assert_memory_equal(back, data, 8);
+
+    // destroyed, and its slot reused by a new buffer: the old handle stays dead
+    stale = ba;
+    ssmax_buffer_destroy(a, &ba);
+    assert_null(ba);
+    assert_int_equal(ssmax_buffer_read(a, stale, 0, back, 8), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(a), "destroyed"));
+    assert_int_equal(ssmax_buffer_create(a, 4, &fresh), SSMAX_OK);
+    assert_ptr_not_equal(fresh, stale);
+    assert_int_equal(ssmax_buffer_size(a, stale), 0);
+    assert_non_null(strstr(ssmax_last_error(a), "destroyed"));
+    ssmax_buffer *again = stale;
+    ssmax_buffer_destroy(a, &again); // a double destroy is refused, not a double free
+    assert_ptr_equal(again, stale);
+    assert_int_equal(ssmax_buffer_size(a, fresh), 4);
+
+    // the device closed (opened again): its buffers are gone
+    assert_int_equal(ssmax_device_open(a, ssmax_device_find(a, "cpu")), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_write(a, fresh, 0, data, 4), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(a), "closed"));
+
+    // not a handle at all
+    static int not_a_buffer;
+    assert_int_equal(ssmax_buffer_write(a, (ssmax_buffer *)(void *)&not_a_buffer, 0, data, 1),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(a), "not an ssmax_buffer handle"));
+
+    // a destroyed context's buffer given to a live one
+    ssmax_buffer *orphan = NULL;
+    assert_int_equal(ssmax_buffer_create(a, 4, &orphan), SSMAX_OK);
+    ssmax_context_destroy(&a);
+    assert_int_equal(ssmax_buffer_write(b, orphan, 0, data, 1), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(b), "another context"));
+    ssmax_context_destroy(&b);
 }
 
 static void test_device_strings(void **state)
@@ -129,7 +205,7 @@ static void test_cpu_device(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buffers),
+        cmocka_unit_test(test_buffers), cmocka_unit_test(test_checked_handles),
         cmocka_unit_test(test_device_strings), cmocka_unit_test(test_strerror_version),
         cmocka_unit_test(test_cpu_device),
     };

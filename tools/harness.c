@@ -212,7 +212,7 @@ static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const s
     for (int i = 0; i < 3; i++) {
         if (!outs[i])
             continue;
-        size_t n = ssmax_buffer_size(outs[i]);
+        size_t n = ssmax_buffer_size(ctx, outs[i]);
         uint8_t *fill = malloc(n);
         if (!fill)
             return SSMAX_ERR_OUT_OF_HOST_MEMORY;
@@ -234,7 +234,7 @@ static int guard_intact(ssmax_context *ctx, ssmax_buffer *b, const uint8_t *pat)
     if (!b)
         return 1;
     uint8_t g[GUARD];
-    size_t n = ssmax_buffer_size(b);
+    size_t n = ssmax_buffer_size(ctx, b);
     for (int side = 0; side < 2; side++) {
         if (ssmax_buffer_read(ctx, b, side ? n - GUARD : 0, g, GUARD) < 0)
             return 0;

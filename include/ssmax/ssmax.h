@@ -317,12 +317,22 @@ SSMAX_API int ssmax_tune_store(ssmax_context *ctx, uint32_t head_dim,
 
 /* ---- buffers (on the open device) ---- */
 
+/* Handles. An ssmax_buffer pointer is a checked handle, not an address: it names one buffer of one
+ * context. Given to a call of another context, after ssmax_buffer_destroy, or after the device it
+ * was made on was closed (ssmax_device_open of another device, ssmax_context_destroy), it gives
+ * SSMAX_ERR_INVALID_ARG with a message saying which, never a crash; a new buffer never takes an
+ * old handle's value while the context lives (generations of 2^23 per slot). The same holds for
+ * plans. Handles of a destroyed context are recognised as such as long as fewer than 2^20
+ * contexts were made since. */
+
 /** Allocates size bytes (>= 1) on the open device. Contents are undefined until written. */
 SSMAX_API int ssmax_buffer_create(ssmax_context *ctx, size_t size, ssmax_buffer **out);
-/** Frees the buffer. NULL-safe; sets *buf = NULL. */
+/** Frees the buffer and sets *buf = NULL. NULL-safe. A handle that is not a live buffer of ctx
+ *  is left as it is, with the reason in ssmax_last_error(ctx). */
 SSMAX_API void ssmax_buffer_destroy(ssmax_context *ctx, ssmax_buffer **buf);
-/** Size in bytes, 0 for NULL. */
-SSMAX_API size_t ssmax_buffer_size(const ssmax_buffer *buf);
+/** Size in bytes; 0 for NULL, and for a handle that is not a live buffer of ctx (the reason in
+ *  ssmax_last_error(ctx)). */
+SSMAX_API size_t ssmax_buffer_size(ssmax_context *ctx, const ssmax_buffer *buf);
 /** Copies size bytes from host src into dst at byte offset off; blocks until done. */
 SSMAX_API int ssmax_buffer_write(ssmax_context *ctx, ssmax_buffer *dst, size_t off, const void *src,
                                  size_t size);
