@@ -22,6 +22,25 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
     snprintf(out->why, sizeof(out->why), "%s", pl->why);
 }
 
+/* Runs a finished plan on resolved buffers; the reports take what ran. */
+static int run(ssmax_context *ctx, const struct attn_plan *pl, const struct ssmax_attn_buffers *b)
+{
+    struct attn_bufs ab = {
+        b->q->bk, b->k->bk, b->v->bk, b->o->bk, b->lse ? b->lse->bk : NULL,
+        b->probs ? b->probs->bk : NULL, b->q_off, b->k_off, b->v_off, b->o_off, b->lse_off,
+        b->probs_off,
+    };
+    uint64_t ns = 0;
+    int r = ctx->dev->fns->attn(ctx->dev, pl, &ab, &ns);
+    if (r == SSMAX_OK) {
+        ctx->last_ns = ns;
+        plan_info(pl, &ctx->last_plan);
+    } else if (r == SSMAX_ERR_DEVICE_LOST) {
+        ctx->failed = 1;
+    }
+    return r;
+}
+
 int ssmax_attn_buffers_resolve(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
                                struct ssmax_attn_buffers *out)
 {
@@ -98,25 +117,130 @@ int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
     struct ssmax_attn_buffers rb;
     if ((r = ssmax_attn_buffers_resolve(ctx, b, &rb)) < 0)
         return r;
-    b = &rb;
     struct attn_plan pl;
-    r = ssmax_plan_make(ctx, p, b, &pl);
-    if (r == SSMAX_OK) {
-        struct attn_bufs ab = {
-            b->q->bk, b->k->bk, b->v->bk, b->o->bk, b->lse ? b->lse->bk : NULL,
-            b->probs ? b->probs->bk : NULL, b->q_off, b->k_off, b->v_off, b->o_off, b->lse_off,
-            b->probs_off,
-        };
-        uint64_t ns = 0;
-        r = ctx->dev->fns->attn(ctx->dev, &pl, &ab, &ns);
-        if (r == SSMAX_OK) {
-            ctx->last_ns = ns;
-            plan_info(&pl, &ctx->last_plan);
-        } else if (r == SSMAX_ERR_DEVICE_LOST) {
-            ctx->failed = 1;
-        }
-    }
+    r = ssmax_plan_make(ctx, p, &rb, &pl);
+    if (r == SSMAX_OK)
+        r = run(ctx, &pl, &rb);
     ssmax_plan_free(ctx, &pl);
+    return r;
+}
+
+/* ---- plans ---- */
+
+struct ssmax_plan {
+    struct attn_plan pl; // made for the plan's kv_len; each execution derives its own from it
+    void *handle;
+};
+
+static void plan_release(ssmax_context *ctx, void *obj)
+{
+    struct ssmax_plan *plan = obj;
+    ssmax_plan_free(ctx, &plan->pl);
+    ssmax_free(ctx, plan);
+}
+
+void ssmax_exec_args_default(struct ssmax_exec_args *a)
+{
+    if (a) {
+        memset(a, 0, sizeof(*a));
+        a->q_pos = -1;
+    }
+}
+
+int ssmax_plan_create(ssmax_context *ctx, const struct ssmax_attn_params *p, uint32_t flags,
+                      ssmax_plan **out)
+{
+    int r = ssmax_need_runnable(ctx);
+    if (r < 0)
+        return r;
+    if (!out)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "out: must not be NULL");
+    *out = NULL;
+    if (flags & ~(uint32_t)(SSMAX_PLAN_LSE | SSMAX_PLAN_PROBS))
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "flags: 0x%x has bits outside SSMAX_PLAN_LSE | SSMAX_PLAN_PROBS",
+                               flags);
+    struct ssmax_plan *plan = ssmax_calloc(ctx, 1, sizeof(*plan));
+    if (!plan)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
+    r = ssmax_plan_make_for(ctx, p, NULL, !!(flags & SSMAX_PLAN_LSE),
+                            !!(flags & SSMAX_PLAN_PROBS), &plan->pl);
+    plan->pl.p.s = plan->pl.p.b = NULL; // the coefficients hold them; p's arrays may go
+    // Everything an execution needs that takes time: pipelines or programs, scratch.
+    if (r == SSMAX_OK && ctx->dev->fns->prepare)
+        r = ctx->dev->fns->prepare(ctx->dev, &plan->pl);
+    if (r == SSMAX_OK)
+        r = ssmax_handle_new(ctx, HANDLE_PLAN, plan, &plan->handle);
+    if (r < 0) {
+        if (r == SSMAX_ERR_DEVICE_LOST)
+            ctx->failed = 1;
+        plan_release(ctx, plan);
+        return r;
+    }
+    *out = plan->handle;
+    return SSMAX_OK;
+}
+
+void ssmax_plan_destroy(ssmax_context *ctx, ssmax_plan **pp)
+{
+    if (!ctx || !pp || !*pp)
+        return;
+    struct ssmax_plan *plan = ssmax_handle_get(ctx, *pp, HANDLE_PLAN, "plan");
+    if (!plan)
+        return;
+    ssmax_handle_free(ctx, plan->handle);
+    plan_release(ctx, plan);
+    *pp = NULL;
+}
+
+void ssmax_plans_drop(ssmax_context *ctx)
+{
+    ssmax_handles_drop(ctx, HANDLE_PLAN, plan_release);
+}
+
+int ssmax_plan_get_info(ssmax_context *ctx, const ssmax_plan *h, struct ssmax_plan_info *out)
+{
+    if (!ctx)
+        return ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
+    ssmax_error_clear(ctx);
+    if (!h || !out)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
+                               h ? "out" : "plan");
+    const struct ssmax_plan *plan = ssmax_handle_get(ctx, h, HANDLE_PLAN, "plan");
+    if (!plan)
+        return SSMAX_ERR_INVALID_ARG;
+    plan_info(&plan->pl, out);
+    return SSMAX_OK;
+}
+
+int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_attn_buffers *b,
+                       const struct ssmax_exec_args *args)
+{
+    int r = ssmax_need_runnable(ctx);
+    if (r < 0)
+        return r;
+    if (!h || !b)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
+                               h ? "bufs" : "plan");
+    const struct ssmax_plan *plan = ssmax_handle_get(ctx, h, HANDLE_PLAN, "plan");
+    if (!plan)
+        return SSMAX_ERR_INVALID_ARG;
+    struct ssmax_exec_args a;
+    ssmax_exec_args_default(&a);
+    if (args) {
+        a = *args;
+        for (size_t i = 0; i < sizeof(a.reserved); i++)
+            if (a.reserved[i])
+                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "args->reserved: must be zero");
+    }
+    struct ssmax_attn_buffers rb;
+    if ((r = ssmax_attn_buffers_resolve(ctx, b, &rb)) < 0)
+        return r;
+    struct attn_plan pl;
+    r = ssmax_plan_exec(ctx, &plan->pl, &rb, a.kv_len ? a.kv_len : plan->pl.p.kv_len, a.q_pos,
+                        &pl);
+    if (r == SSMAX_OK)
+        r = run(ctx, &pl, &rb);
     return r;
 }
 

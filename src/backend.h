@@ -38,6 +38,9 @@ struct ssmax_backend_fns {
      * the keys further where the device needs it (an AUTO path only, with the reason in why);
      * checks the device's limits (binding ranges, dispatch counts), naming the argument. */
     int (*plan)(struct ssmax_dev *dev, struct attn_plan *plan);
+    /* Optional: makes ready what the plan's executions need and would otherwise make at their
+     * first run, pipelines or programs and scratch (ssmax_plan_create). */
+    int (*prepare)(struct ssmax_dev *dev, const struct attn_plan *plan);
     /* Runs the plan and waits for it; *device_ns gets the device time. */
     int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);

@@ -52,7 +52,6 @@ void ssmax_buffer_destroy(ssmax_context *ctx, ssmax_buffer **pb)
 {
     if (!ctx || !pb || !*pb)
         return;
-    ssmax_error_clear(ctx);
     ssmax_buffer *b = ssmax_handle_get(ctx, *pb, HANDLE_BUFFER, "buf");
     if (!b)
         return; // not ours, or already gone: left alone, the message says which
@@ -67,7 +66,6 @@ size_t ssmax_buffer_size(ssmax_context *ctx, const ssmax_buffer *buf)
         ssmax_set_error(NULL, SSMAX_ERR_INVALID_ARG, "ctx: must not be NULL");
         return 0;
     }
-    ssmax_error_clear(ctx);
     if (!buf)
         return 0;
     const ssmax_buffer *b = ssmax_handle_get(ctx, buf, HANDLE_BUFFER, "buf");

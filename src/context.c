@@ -297,6 +297,7 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
 
 static void close_device(ssmax_context *ctx)
 {
+    ssmax_plans_drop(ctx);
     ssmax_handles_drop(ctx, HANDLE_BUFFER, ssmax_buffer_release);
     if (ctx->dev) {
         ctx->dev->fns->close(ctx->dev);

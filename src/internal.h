@@ -71,6 +71,28 @@ struct ssmax_context {
     struct ssmax_plan_info last_plan; // of the last successful ssmax_attn
 };
 
+struct attn_plan;
+
+/* The tensors of a plan, for the backends' size checks: name, bytes, byte offset in its buffer
+ * and element size (0: probs, which kernels never index). Outputs not asked for have 0 bytes. */
+struct plan_tensor {
+    const char *name;
+    uint64_t bytes, off;
+    uint32_t esz;
+};
+enum { PLAN_TENSORS = 6 };
+void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
+/* What a device allows each tensor of a plan: at most max_bytes (limit names it, as "largest
+ * allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"); with align, bindings start at the offset rounded
+ * down to it (align_name) and cover the tensor within max_bytes, and tensors that are never bound
+ * (probs) are not counted; with index32, elements from the buffer's start fit 32 bits. */
+struct plan_fit {
+    uint64_t max_bytes;
+    const char *limit;
+    uint64_t align;
+    const char *align_name;
+    int index32;
+};
 /* The kernels a plan can name. */
 enum attn_kernel {
     KERNEL_REFERENCE, // the cpu device: the float64 reference
@@ -117,7 +139,9 @@ struct attn_plan {
     uint32_t subgroup;         // the subgroup size the fused kernel asks for; 0: the driver's
     uint32_t bk_kernel;        // the backend's own kernel id (Vulkan: enum vk_shader_id)
     uint32_t bk_flags;         // the backend's kernel options (Vulkan: wide reads; OpenCL: layout)
-    /* Set by the backend's plan entry for the generic arithmetic below. */
+    /* Set by the backend's plan entry for the generic checks and arithmetic below. */
+    struct plan_fit fit;       // what the device allows each tensor (max_bytes 0: no limit);
+                               // checked when the buffers are known (each execution)
     uint64_t scratch_max;      // bytes one scratch buffer may hold on the device
     uint32_t max_groups_x;     // workgroups one dispatch may have along x
     /* Scratch and submissions (plan_work in plan.c). */
@@ -185,6 +209,9 @@ void ssmax_buffer_release(struct ssmax_context *ctx, void *obj);
 int ssmax_attn_buffers_resolve(struct ssmax_context *ctx, const struct ssmax_attn_buffers *b,
                                struct ssmax_attn_buffers *out);
 
+/* Frees every plan of the context (attn.c): their device is closing. */
+void ssmax_plans_drop(struct ssmax_context *ctx);
+
 /* errors and logging (context.c); ctx may be NULL */
 int ssmax_set_error(struct ssmax_context *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -197,26 +224,6 @@ void *ssmax_malloc(struct ssmax_context *ctx, size_t size);
 void *ssmax_calloc(struct ssmax_context *ctx, size_t n, size_t size);
 void ssmax_free(struct ssmax_context *ctx, void *ptr);
 
-/* The tensors of a plan, for the backends' size checks: name, bytes, byte offset in its buffer
- * and element size (0: probs, which kernels never index). Outputs not asked for have 0 bytes. */
-struct plan_tensor {
-    const char *name;
-    uint64_t bytes, off;
-    uint32_t esz;
-};
-enum { PLAN_TENSORS = 6 };
-void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
-/* What a device allows each tensor of a plan: at most max_bytes (limit names it, as "largest
- * allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"); with align, bindings start at the offset rounded
- * down to it (align_name) and cover the tensor within max_bytes, and tensors that are never bound
- * (probs) are not counted; with index32, elements from the buffer's start fit 32 bits. */
-struct plan_fit {
-    uint64_t max_bytes;
-    const char *limit;
-    uint64_t align;
-    const char *align_name;
-    int index32;
-};
 /* SSMAX_ERR_LIMIT_EXCEEDED naming the first tensor that breaks f, the limit and the values. */
 int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
                    const struct plan_fit *f);
@@ -228,6 +235,17 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
 int ssmax_plan_make(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
                     const struct ssmax_attn_buffers *b, struct attn_plan *out);
 void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl);
+/* ssmax_plan_make without buffers, for the outputs want_lse and want_probs (a plan object). */
+int ssmax_plan_make_for(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
+                        const struct ssmax_attn_buffers *b, int want_lse, int want_probs,
+                        struct attn_plan *pl);
+/* One execution of plan base: kv_len keys (at most the plan's) and query row 0 at q_pos (< 0:
+ * the default for kv_len) with the buffers b (resolved). *pl is base with the execution's values,
+ * buffers checked, and scratch and submissions worked out again: the path, kernel and tiles stay.
+ * pl shares base's coefficients: never ssmax_plan_free it. */
+int ssmax_plan_exec(struct ssmax_context *ctx, const struct attn_plan *base,
+                    const struct ssmax_attn_buffers *b, uint32_t kv_len, int64_t q_pos,
+                    struct attn_plan *pl);
 /* Shared memory of the tiles kernels at BR x BC and head dim D, in bytes. */
 uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc);
 /* Decode: fewer packed rows per KV head than pl->br; shrinks BR (and at D <= 64 widens BC) so

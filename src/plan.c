@@ -97,6 +97,29 @@ static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
     return SSMAX_OK;
 }
 
+/* The buffers of one execution against the plan's tensors: sizes at their offsets, reserved
+ * bytes, overlaps; then their offsets go into the plan. */
+static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
+                        struct attn_plan *pl)
+{
+    int r;
+    if ((r = check_buf(ctx, b->q, b->q_off, pl->q_bytes, "q")) < 0 ||
+        (r = check_buf(ctx, b->k, b->k_off, pl->kv_bytes, "k")) < 0 ||
+        (r = check_buf(ctx, b->v, b->v_off, pl->kv_bytes, "v")) < 0 ||
+        (r = check_buf(ctx, b->o, b->o_off, pl->o_bytes, "o")) < 0 ||
+        (b->lse && (r = check_buf(ctx, b->lse, b->lse_off, pl->lse_bytes, "lse")) < 0) ||
+        (b->probs && (r = check_buf(ctx, b->probs, b->probs_off, pl->probs_bytes, "probs")) < 0))
+        return r;
+    for (size_t i = 0; i < sizeof(b->reserved); i++)
+        if (b->reserved[i])
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
+    if ((r = check_overlap(ctx, b, pl)) < 0)
+        return r;
+    pl->q_off = b->q_off, pl->k_off = b->k_off, pl->v_off = b->v_off;
+    pl->o_off = b->o_off, pl->lse_off = b->lse_off, pl->probs_off = b->probs_off;
+    return SSMAX_OK;
+}
+
 /* The problem part of the plan: validated parameters and buffers, sizes, factor coefficients. */
 static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
                         const struct ssmax_attn_buffers *b, struct attn_plan *pl)
@@ -119,8 +142,10 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
     pl->q_bytes = pl->o_bytes = pl->rows * p->head_dim * pl->elem_size;
     pl->kv_bytes = (uint64_t)p->batch * p->kv_heads * p->kv_len * p->head_dim * pl->elem_size;
     pl->lse_bytes = pl->rows * 4;
-    pl->want_lse = b && b->lse;
-    pl->want_probs = b && b->probs;
+    if (b) {
+        pl->want_lse = b->lse != NULL;
+        pl->want_probs = b->probs != NULL;
+    }
     if (pl->want_probs) {
         uint64_t pb = pl->rows;
         if (!mul_ok(&pb, p->kv_len) || !mul_ok(&pb, 4) || pb > SIZE_MAX / 2)
@@ -128,25 +153,12 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
                                    "bufs->probs: batch*q_heads*q_len*kv_len overflows");
         pl->probs_bytes = pb;
     }
-    if (b) {
-        if ((r = check_buf(ctx, b->q, b->q_off, pl->q_bytes, "q")) < 0 ||
-            (r = check_buf(ctx, b->k, b->k_off, pl->kv_bytes, "k")) < 0 ||
-            (r = check_buf(ctx, b->v, b->v_off, pl->kv_bytes, "v")) < 0 ||
-            (r = check_buf(ctx, b->o, b->o_off, pl->o_bytes, "o")) < 0 ||
-            (b->lse && (r = check_buf(ctx, b->lse, b->lse_off, pl->lse_bytes, "lse")) < 0) ||
-            (b->probs && (r = check_buf(ctx, b->probs, b->probs_off, pl->probs_bytes, "probs")) < 0))
-            return r;
-        for (size_t i = 0; i < sizeof(b->reserved); i++)
-            if (b->reserved[i])
-                return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
-        if ((r = check_overlap(ctx, b, pl)) < 0)
-            return r;
-        pl->q_off = b->q_off, pl->k_off = b->k_off, pl->v_off = b->v_off;
-        pl->o_off = b->o_off, pl->lse_off = b->lse_off, pl->probs_off = b->probs_off;
-    }
+    if (b && (r = plan_buffers(ctx, b, pl)) < 0)
+        return r;
     if (pl->want_probs && p->path != SSMAX_PATH_UNFUSED && p->path != SSMAX_PATH_AUTO)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
-                               "bufs->probs: attention weights need path unfused or auto");
+                               "%s: attention weights need path unfused or auto",
+                               b ? "bufs->probs" : "flags: SSMAX_PLAN_PROBS");
 
     // Factor coefficients: fac = max(lo, a_h * ln(x) + b_h), already times the scale.
     pl->coef = ssmax_calloc(ctx, 2 * (size_t)p->q_heads, sizeof(float));
@@ -325,7 +337,16 @@ static int plan_work(ssmax_context *ctx, struct attn_plan *pl)
 int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
                     const struct ssmax_attn_buffers *b, struct attn_plan *pl)
 {
+    return ssmax_plan_make_for(ctx, p, b, 0, 0, pl);
+}
+
+int ssmax_plan_make_for(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                        const struct ssmax_attn_buffers *b, int want_lse, int want_probs,
+                        struct attn_plan *pl)
+{
     memset(pl, 0, sizeof(*pl));
+    pl->want_lse = want_lse;
+    pl->want_probs = want_probs;
     struct ssmax_dev *dev = ctx->dev;
     int r = plan_problem(ctx, p, b, pl);
     if (r < 0)
@@ -349,6 +370,60 @@ int ssmax_plan_make(ssmax_context *ctx, const struct ssmax_attn_params *p,
     return SSMAX_OK;
 }
 
+int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
+                    const struct ssmax_attn_buffers *b, uint32_t kv_len, int64_t q_pos,
+                    struct attn_plan *pl)
+{
+    const struct ssmax_attn_params *bp = &base->p;
+    if (kv_len < 1 || kv_len > bp->kv_len)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "args->kv_len: %u is not in [1, %u] (the plan's kv_len)", kv_len,
+                               bp->kv_len);
+    if (kv_len < bp->kv_len && (uint64_t)bp->batch * bp->kv_heads > 1)
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
+                               "args->kv_len: %u below the plan's %u needs batch 1 and one KV head "
+                               "(the kernels lay K and V out for the keys they read)", kv_len,
+                               bp->kv_len);
+    if (q_pos < 0)
+        q_pos = kv_len >= bp->q_len ? kv_len - bp->q_len : 0;
+    // The position rules of the parameters, against the plan's kv_len (SPEC.md section 7.2).
+    struct ssmax_attn_params chk = *bp;
+    chk.q_pos = q_pos;
+    chk.s = chk.b = NULL;
+    char msg[512];
+    int r = ssmax_validate_params(&chk, msg, sizeof(msg));
+    if (r < 0) {
+        const char *m = strncmp(msg, "q_pos", 5) ? msg : msg + 5;
+        return ssmax_set_error(ctx, r, "%s%s", m == msg ? "" : "args->q_pos", m);
+    }
+    *pl = *base; // shares coef: the caller never frees pl
+    pl->p.kv_len = kv_len;
+    pl->q_pos = (uint32_t)q_pos;
+    pl->p.q_pos = q_pos;
+    pl->kv_bytes = (uint64_t)bp->batch * bp->kv_heads * kv_len * bp->head_dim * pl->elem_size;
+    if (pl->want_probs) {
+        if (!b->probs)
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "bufs->probs: must not be NULL (the plan writes the attention "
+                                   "weights: SSMAX_PLAN_PROBS)");
+        pl->probs_bytes = pl->rows * kv_len * 4;
+    } else if (b->probs) {
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->probs: the plan was made without SSMAX_PLAN_PROBS");
+    }
+    if (b->lse && !pl->want_lse)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->lse: the plan was made without SSMAX_PLAN_LSE");
+    pl->want_lse = b->lse != NULL;
+    pl->why[0] = 0;
+    if ((r = plan_buffers(ctx, b, pl)) < 0 || (r = ssmax_plan_fit(ctx, pl, &pl->fit)) < 0)
+        return r;
+    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl)) < 0)
+        return r;
+    snprintf(pl->why, sizeof(pl->why), "%s", base->why);
+    return SSMAX_OK;
+}
+
 void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS])
 {
     const uint32_t esz = pl->elem_size;
@@ -363,6 +438,8 @@ void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_
 int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
                    const struct plan_fit *f)
 {
+    if (!f->max_bytes) // the backend states no limit (the cpu device)
+        return SSMAX_OK;
     struct plan_tensor ts[PLAN_TENSORS];
     ssmax_plan_tensors(pl, ts);
     const uint64_t a = f->align ? f->align : 1;

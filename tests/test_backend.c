@@ -390,6 +390,212 @@ static void test_plan(void **state)
     assert_int_equal(ssmax_last_plan(NULL, &last), SSMAX_ERR_INVALID_ARG);
 }
 
+/* Plans: made once for a KV cache of capacity CAP, executed as the cache fills (rows past the
+ * fill hold NaN and must never be read), each step checked against the reference over the keys
+ * filled so far; no execution builds a pipeline or program; bad execution arguments are named
+ * errors that leave O untouched; a plan dies with its device. */
+static int plan_builds; // "built" messages from the library while counting
+static int plan_counting;
+static void plan_log(void *priv, enum ssmax_log_level l, const char *msg)
+{
+    (void)priv;
+    if (plan_counting && strstr(msg, " built"))
+        plan_builds++;
+    if (l <= SSMAX_LOG_WARN)
+        fprintf(stderr, "%s\n", msg);
+}
+
+enum { CAP = 300, PD = 64 };
+
+static void plan_step_check(ssmax_context *c, ssmax_plan *plan, const struct ssmax_attn_params *pp,
+                            const struct ssmax_attn_buffers *ab, uint32_t kv_len, int64_t q_pos,
+                            const void *hq, const void *hk, const void *hv)
+{
+    struct ssmax_exec_args a;
+    ssmax_exec_args_default(&a);
+    a.kv_len = kv_len;
+    a.q_pos = q_pos;
+    plan_counting = 1;
+    int st = ssmax_plan_execute(c, plan, ab, &a);
+    plan_counting = 0;
+    if (st != SSMAX_OK)
+        fail_msg("execute kv_len %u: %d %s", kv_len, st, ssmax_last_error(c));
+    const size_t es = pp->dtype == SSMAX_F16 ? 2 : 4, rows = (size_t)pp->q_heads * pp->q_len;
+    void *o = malloc(rows * PD * es);
+    float *lse = malloc(rows * 4);
+    double *ro = malloc(rows * PD * 8), *rl = malloc(rows * 8);
+    assert_true(o && lse && ro && rl);
+    assert_int_equal(ssmax_buffer_read(c, ab->o, 0, o, rows * PD * es), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_read(c, ab->lse, 0, lse, rows * 4), SSMAX_OK);
+    struct ssmax_attn_params rp = *pp; // the reference sees exactly the filled keys
+    rp.kv_len = kv_len;
+    rp.q_pos = q_pos;
+    struct ssmax_attn_host io = { .q = hq, .k = hk, .v = hv, .o_f64 = ro, .lse_f64 = rl };
+    assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+    struct ssmax_compare co, cl;
+    double *rl32 = rl; // LSE compared as float32 against its float64 reference
+    if (pp->dtype == SSMAX_F16)
+        ssmax_compare_f16(ro, o, rows * PD, 0, &co);
+    else
+        ssmax_compare_f32(ro, o, rows * PD, 0, &co);
+    ssmax_compare_f32(rl32, lse, rows, 0, &cl);
+    struct htol to = h_tol_o(pp->dtype, co.max_ref), tl = h_tol_lse(cl.max_ref);
+    printf("# plan step kv_len %u q_pos %lld: O nmse %.2e max %.2e, LSE max %.2e\n", kv_len,
+           (long long)q_pos, co.nmse, co.max_abs, cl.max_abs);
+    if (co.nonfinite_mismatch || cl.nonfinite_mismatch || co.nmse > to.nmse ||
+        co.max_abs > to.max_abs || cl.max_abs > tl.max_abs)
+        fail_msg("plan step kv_len %u: O nmse %.2e (limit %.2e) max %.2e (%.2e), LSE max %.2e "
+                 "(%.2e), non-finite %zu/%zu", kv_len, co.nmse, to.nmse, co.max_abs, to.max_abs,
+                 cl.max_abs, tl.max_abs, co.nonfinite_mismatch, cl.nonfinite_mismatch);
+    if (plan_builds)
+        fail_msg("plan step kv_len %u: %d pipelines or programs built during an execution",
+                 kv_len, plan_builds);
+    free(o), free(lse), free(ro), free(rl);
+}
+
+static void test_plan_objects(void **state)
+{
+    (void)state;
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.debug = 1;
+    cp.log_cb = plan_log;
+    cp.log_level = SSMAX_LOG_DEBUG;
+    ssmax_context *c = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &c), SSMAX_OK);
+    open_backend(c, TEST_BACKEND);
+    uint64_t seed = base_seed + 4242;
+    printf("# plan objects: seed %llu\n", (unsigned long long)seed);
+    static const struct {
+        uint32_t hq, lq;
+        enum ssmax_path path;
+        int f16;
+    } cases[] = {
+        { 4, 1, SSMAX_PATH_AUTO, 0 },     { 4, 1, SSMAX_PATH_SPLIT_KV, 0 },
+        { 4, 1, SSMAX_PATH_FUSED, 1 },    { 2, 7, SSMAX_PATH_UNFUSED, 0 },
+        { 2, 7, SSMAX_PATH_AUTO, 1 },
+    };
+    static const uint32_t fills[] = { 1, 2, 7, 33, 113, CAP };
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        struct ssmax_attn_params p;
+        ssmax_attn_params_default(&p);
+        p.q_heads = cases[ci].hq, p.kv_heads = 1, p.q_len = cases[ci].lq, p.kv_len = CAP;
+        p.head_dim = PD, p.causal = 1, p.path = cases[ci].path;
+        p.dtype = cases[ci].f16 ? SSMAX_F16 : SSMAX_F32;
+        const size_t es = cases[ci].f16 ? 2 : 4, nq = (size_t)p.q_heads * p.q_len * PD;
+        const size_t nkv = (size_t)CAP * PD;
+        void *hq = malloc(nq * es), *hk = malloc(nkv * es), *hv = malloc(nkv * es);
+        assert_true(hq && hk && hv);
+        h_fill(hq, p.dtype, nq, 1, &seed);
+        h_fill(hk, p.dtype, nkv, 1, &seed);
+        h_fill(hv, p.dtype, nkv, 1, &seed);
+        ssmax_plan *plan = NULL;
+        plan_counting = 1;
+        plan_builds = 0;
+        assert_int_equal(ssmax_plan_create(c, &p, SSMAX_PLAN_LSE, &plan), SSMAX_OK);
+        plan_counting = 0;
+        printf("# plan case %zu: %d built while planning\n", ci, plan_builds);
+        plan_builds = 0;
+        struct ssmax_plan_info pi;
+        assert_int_equal(ssmax_plan_get_info(c, plan, &pi), SSMAX_OK);
+        printf("# plan case %zu: %s, %u splits, %s: %s\n", ci, h_path_name(pi.path), pi.kv_splits,
+               pi.kernel, pi.why);
+        if (p.path != SSMAX_PATH_AUTO)
+            assert_int_equal(pi.path, p.path);
+        ssmax_buffer *bq, *bk, *bv, *bo, *bl;
+        assert_int_equal(ssmax_buffer_create(c, nq * es, &bq), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_create(c, nkv * es, &bk), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_create(c, nkv * es, &bv), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_create(c, nq * es, &bo), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_create(c, (size_t)p.q_heads * p.q_len * 4, &bl), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_write(c, bq, 0, hq, nq * es), SSMAX_OK);
+        // The empty cache: NaN everywhere (all-ones bytes are NaN in f32 and f16).
+        unsigned char *nan = malloc(nkv * es);
+        assert_non_null(nan);
+        memset(nan, 0xff, nkv * es);
+        assert_int_equal(ssmax_buffer_write(c, bk, 0, nan, nkv * es), SSMAX_OK);
+        assert_int_equal(ssmax_buffer_write(c, bv, 0, nan, nkv * es), SSMAX_OK);
+        free(nan);
+        struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl };
+        uint32_t filled = 0;
+        for (size_t f = 0; f < sizeof(fills) / sizeof(fills[0]); f++) {
+            const size_t a = (size_t)filled * PD * es, n = (size_t)(fills[f] - filled) * PD * es;
+            assert_int_equal(ssmax_buffer_write(c, bk, a, (char *)hk + a, n), SSMAX_OK);
+            assert_int_equal(ssmax_buffer_write(c, bv, a, (char *)hv + a, n), SSMAX_OK);
+            filled = fills[f];
+            if (filled < p.q_len) // the reference takes no rows past the keys (issue: SPEC 7.2)
+                continue;
+            // the new query rows are the last filled positions
+            plan_step_check(c, plan, &p, &ab, filled, filled - p.q_len, hq, hk, hv);
+            if (f == 2)
+                plan_step_check(c, plan, &p, &ab, filled, -1, hq, hk, hv); // the default q_pos
+        }
+        struct ssmax_plan_info last;
+        assert_int_equal(ssmax_last_plan(c, &last), SSMAX_OK);
+        assert_int_equal(last.path, pi.path);
+        assert_string_equal(last.kernel, pi.kernel);
+        if (ci == 0) {
+            // Bad execution arguments: named, and O as it was.
+            size_t on = nq * es;
+            unsigned char *o0 = malloc(on), *o1 = malloc(on);
+            assert_true(o0 && o1);
+            assert_int_equal(ssmax_buffer_read(c, bo, 0, o0, on), SSMAX_OK);
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_len = CAP + 1;
+            assert_int_equal(ssmax_plan_execute(c, plan, &ab, &a), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "args->kv_len"));
+            a.kv_len = 5;
+            a.q_pos = CAP; // causal: q_pos + q_len past the capacity
+            assert_int_equal(ssmax_plan_execute(c, plan, &ab, &a), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "args->q_pos"));
+            ssmax_exec_args_default(&a);
+            a.reserved[3] = 1;
+            assert_int_equal(ssmax_plan_execute(c, plan, &ab, &a), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "args->reserved"));
+            struct ssmax_attn_buffers bad = ab;
+            bad.probs = bl;
+            assert_int_equal(ssmax_plan_execute(c, plan, &bad, NULL), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "SSMAX_PLAN_PROBS"));
+            assert_int_equal(ssmax_plan_execute(c, plan, NULL, NULL), SSMAX_ERR_INVALID_ARG);
+            assert_int_equal(ssmax_plan_execute(c, NULL, &ab, NULL), SSMAX_ERR_INVALID_ARG);
+            ssmax_plan *nolse = NULL;
+            assert_int_equal(ssmax_plan_create(c, &p, 0, &nolse), SSMAX_OK);
+            assert_int_equal(ssmax_plan_execute(c, nolse, &ab, NULL), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "SSMAX_PLAN_LSE"));
+            ssmax_plan_destroy(c, &nolse);
+            assert_null(nolse);
+            assert_int_equal(ssmax_plan_create(c, &p, 4, &nolse), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "flags"));
+            assert_null(nolse);
+            assert_int_equal(ssmax_buffer_read(c, bo, 0, o1, on), SSMAX_OK);
+            assert_memory_equal(o0, o1, on);
+            free(o0), free(o1);
+        }
+        ssmax_plan *stale = plan;
+        if (ci + 1 == sizeof(cases) / sizeof(cases[0])) {
+            // The device closes (opened again): the plan and the buffers are gone with it.
+            open_backend(c, TEST_BACKEND);
+            assert_int_equal(ssmax_plan_execute(c, stale, &ab, NULL), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "plan: the plan was destroyed"));
+            assert_int_equal(ssmax_plan_get_info(c, stale, &pi), SSMAX_ERR_INVALID_ARG);
+        } else {
+            ssmax_plan_destroy(c, &plan);
+            assert_null(plan);
+            assert_int_equal(ssmax_plan_execute(c, stale, &ab, NULL), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "destroyed"));
+            ssmax_buffer_destroy(c, &bq), ssmax_buffer_destroy(c, &bk);
+            ssmax_buffer_destroy(c, &bv), ssmax_buffer_destroy(c, &bo);
+            ssmax_buffer_destroy(c, &bl);
+        }
+        free(hq), free(hk), free(hv);
+    }
+    uint64_t verr = ssmax_validation_errors(c);
+    ssmax_context_destroy(&c);
+    if (verr)
+        fail_msg("%llu validation errors", (unsigned long long)verr);
+}
+
 /* Vulkan: the validation gate is live: a provoked invalid call is counted, and the layer is
  * installed where devices are required. */
 static void test_validation_gate(void **state)
@@ -806,6 +1012,7 @@ int main(void)
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
         cmocka_unit_test(test_plan),          cmocka_unit_test(test_gpu_shapes),
+        cmocka_unit_test(test_plan_objects),
     };
     e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
     if (e && *e) {

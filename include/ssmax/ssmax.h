@@ -248,6 +248,8 @@ SSMAX_API unsigned ssmax_version_api(void);
 SSMAX_API const char *ssmax_strerror(int err);
 /** Message of the most recent call on ctx when it failed, naming the argument and the limit; ""
  *  when that call succeeded (every call that returns a status clears it first).
+ *  Calls that return no status (ssmax_*_destroy, ssmax_buffer_size) leave it as it was when they
+ *  succeed and set it when they refuse a handle.
  *  ctx NULL: the same for the context-free calls (ssmax_attn_ref, ssmax_attn_validate,
  *  ssmax_context_create, ...) on this thread, which also holds the message of a failed call that
  *  had a context. The string stays valid until the next call on the same context or thread. */
@@ -388,6 +390,55 @@ SSMAX_API int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_p
                                    struct ssmax_plan_info *out);
 /** The plan of the last successful ssmax_attn (zeroed before the first). */
 SSMAX_API int ssmax_last_plan(ssmax_context *ctx, struct ssmax_plan_info *out);
+
+/* ---- plans: plan once, execute many times ---- */
+
+typedef struct ssmax_plan ssmax_plan; ///< a checked handle of its context, like ssmax_buffer
+
+/** Outputs a plan's executions write besides O. */
+enum ssmax_plan_flags {
+    SSMAX_PLAN_LSE = 1,   ///< executions may write LSE (bufs->lse; NULL skips it)
+    SSMAX_PLAN_PROBS = 2, ///< executions write the attention weights (bufs->probs, required;
+                          ///< path unfused or auto)
+};
+
+/** What changes from one execution to the next (a decode step). Initialise with
+ *  ssmax_exec_args_default(). */
+struct ssmax_exec_args {
+    /** Keys this execution attends over: the first kv_len rows of each K and V head, in
+     *  [1, the plan's kv_len]; 0 = the plan's kv_len. The plan's kv_len is the capacity: the
+     *  size K and V are laid out for, and the upper bound every choice was made for. */
+    uint32_t kv_len;
+    /** Position of query row 0, as ssmax_attn_params.q_pos; < 0 = kv_len - q_len (0 when that
+     *  is negative). Causal: q_pos + q_len <= the plan's kv_len; a row past kv_len - 1 sees the
+     *  kv_len keys there are (SPEC.md section 7.2). */
+    int64_t q_pos;
+    uint8_t reserved[32]; ///< must be zero
+};
+SSMAX_API void ssmax_exec_args_default(struct ssmax_exec_args *a);
+
+/** Makes a plan for p on the open device: validates p, chooses path, kernel, tiles and splits,
+ *  builds the pipelines (Vulkan) or program (OpenCL) it runs and allocates its scratch, so that
+ *  no execution compiles or allocates. p->q_pos is not used (executions give theirs); p's
+ *  pointers (s, b) need only live for the call. flags: SSMAX_PLAN_*. The plan belongs to the
+ *  open device: closing it (ssmax_device_open, ssmax_context_destroy) destroys the plan.
+ *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_UNSUPPORTED, SSMAX_ERR_LIMIT_EXCEEDED,
+ *  SSMAX_ERR_KERNEL_BUILD, ...; *out is NULL on failure. */
+SSMAX_API int ssmax_plan_create(ssmax_context *ctx, const struct ssmax_attn_params *p,
+                                uint32_t flags, ssmax_plan **out);
+/** Runs the plan on bufs and waits for it, with args (NULL: the defaults). The same contract as
+ *  ssmax_attn: on failure nothing is written to the outputs. K and V hold the plan's kv_len rows
+ *  per head; the first args->kv_len of them are read. Updates ssmax_last_plan,
+ *  ssmax_last_path and ssmax_last_device_time. */
+SSMAX_API int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *plan,
+                                 const struct ssmax_attn_buffers *bufs,
+                                 const struct ssmax_exec_args *args);
+/** What the plan runs and why (scratch_bytes: at the plan's kv_len, the most any execution uses). */
+SSMAX_API int ssmax_plan_get_info(ssmax_context *ctx, const ssmax_plan *plan,
+                                  struct ssmax_plan_info *out);
+/** Frees the plan and sets *plan = NULL. NULL-safe; a handle that is not a live plan of ctx is
+ *  left as it is, with the reason in ssmax_last_error(ctx). */
+SSMAX_API void ssmax_plan_destroy(ssmax_context *ctx, ssmax_plan **plan);
 
 /** The float64 reference on host arrays (the judge of every backend). Thread-safe.
  *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_OUT_OF_HOST_MEMORY. */

@@ -199,6 +199,26 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
     return SSMAX_OK;
 }
 
+/* The plan's program and scratch: built and allocated before anything is enqueued. */
+static int prepare(struct cl_dev *d, const struct attn_plan *pl, struct cl_prog **pg)
+{
+    char opts[160];
+    cl_plan_opts(pl, opts, sizeof(opts));
+    int r;
+    if ((r = cl_program_get(d, opts, pg)) < 0 ||
+        (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
+        (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
+        (r = cl_scratch(d, &d->coef, &d->coef_size, 2ull * pl->p.q_heads * 4)) < 0)
+        return r;
+    return SSMAX_OK;
+}
+
+static int cl_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
+{
+    struct cl_prog *pg;
+    return prepare((struct cl_dev *)base, pl, &pg);
+}
+
 int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
             uint64_t *device_ns)
 {
@@ -207,14 +227,9 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     struct cl_fns *f = &d->ci->f;
     const struct ssmax_attn_params *p = &pl->p;
     const uint32_t esz = pl->elem_size;
-    char opts[160];
-    cl_plan_opts(pl, opts, sizeof(opts));
     struct cl_prog *pg = NULL;
-    int r;
-    if ((r = cl_program_get(d, opts, &pg)) < 0 ||
-        (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
-        (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
-        (r = cl_scratch(d, &d->coef, &d->coef_size, 2ull * p->q_heads * 4)) < 0)
+    int r = prepare(d, pl, &pg);
+    if (r < 0)
         return r;
     // Whole buffers are bound: tensors start at their offset / element size.
     const uint32_t offs[5] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
@@ -259,5 +274,6 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 const struct ssmax_backend_fns ssmax_backend_opencl = {
     SSMAX_BACKEND_ENTRIES(cl, opencl, OPENCL),
     .pipelines = cl_pipelines,
+    .prepare = cl_prepare,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 0,
 };

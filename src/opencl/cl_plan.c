@@ -280,9 +280,9 @@ int cl_plan(struct ssmax_dev *base, struct attn_plan *pl)
     const uint64_t lim = base->info.max_alloc_size;
     // Each tensor is one cl_mem, so it must fit the device's largest allocation; the kernels index
     // elements from the start of their buffer in 32 bits (probs is only copied, by byte offsets).
-    const struct plan_fit fit = { lim, "largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)", 0, NULL,
-                                  1 };
-    if ((r = ssmax_plan_fit(base->ctx, pl, &fit)) < 0)
+    pl->fit = (struct plan_fit){ lim, "largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)", 0, NULL,
+                                 1 };
+    if ((r = ssmax_plan_fit(base->ctx, pl, &pl->fit)) < 0)
         return r;
     const int lanes = pl->kernel == KERNEL_LANES;
     pl->bk_flags = lanes ? 0 : (uint32_t)chunked(gpu);

@@ -392,6 +392,7 @@ int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out)
     }
     snprintf(pg->marker, sizeof(pg->marker), "%s", mpath);
     d->nprogs++;
+    ssmax_log(ctx, SSMAX_LOG_DEBUG, "opencl: program built (%s)", opts);
     *out = pg;
     return SSMAX_OK;
 }

@@ -108,6 +108,23 @@ static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pi
     return SSMAX_OK;
 }
 
+/* The plan's scratch, coefficient buffer and pipelines: made before anything is recorded. */
+static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[3])
+{
+    int r;
+    if ((pl->scr0_bytes && (r = vk_buf_ensure(d, &d->scr0, pl->scr0_bytes, 0)) < 0) ||
+        (pl->scr1_bytes && (r = vk_buf_ensure(d, &d->scr1, pl->scr1_bytes, 0)) < 0) ||
+        (r = vk_buf_ensure(d, &d->coef, 2ull * pl->p.q_heads * 4, 1)) < 0)
+        return r;
+    return pipelines(d, pl, pipe);
+}
+
+int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
+{
+    VkPipeline pipe[3];
+    return prepare((struct vk_dev *)base, pl, pipe);
+}
+
 /* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a submission, then the
  * merge of the splits. */
 static int record_fused(struct vk_dev *d, const struct attn_plan *pl, VkDescriptorSet set,
@@ -182,15 +199,11 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     const uint32_t esz = pl->elem_size;
 
     // Scratch and pipelines first, so a failure leaves every output untouched.
-    int r;
-    if ((pl->scr0_bytes && (r = vk_buf_ensure(d, &d->scr0, pl->scr0_bytes, 0)) < 0) ||
-        (pl->scr1_bytes && (r = vk_buf_ensure(d, &d->scr1, pl->scr1_bytes, 0)) < 0) ||
-        (r = vk_buf_ensure(d, &d->coef, 2ull * p->q_heads * 4, 1)) < 0)
+    VkPipeline pipe[3] = { 0 };
+    int r = prepare(d, pl, pipe);
+    if (r < 0)
         return r;
     memcpy(d->coef.map, pl->coef, 2ull * p->q_heads * 4);
-    VkPipeline pipe[3] = { 0 };
-    if ((r = pipelines(d, pl, pipe)) < 0)
-        return r;
 
     // Descriptors: one set for every pipeline of this call (they share the layout).
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
@@ -243,5 +256,6 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
     SSMAX_BACKEND_ENTRIES(vk, vulkan, VULKAN),
     .pipelines = vk_pipelines,
+    .prepare = vk_prepare,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
 };

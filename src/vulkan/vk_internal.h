@@ -169,6 +169,8 @@ int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
 /* The backend's pipelines entry (backend.h): each pipeline of the plan built anew, with
  * VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR where the device offers the statistics. */
 int vk_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb, void *priv);
+/* vk_attn.c: the plan's pipelines and scratch, made ahead of its executions. */
+int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl);
 
 /* vk_attn.c: the pipelines a plan runs, in dispatch order: the shader, its specialization
  * constants and its part in the call. Returns how many (at most 3). */

@@ -79,6 +79,8 @@ int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
         return r;
     memcpy(d->pipes[d->npipes].key, key, sizeof(key));
     d->pipes[d->npipes++].pipe = pipe;
+    ssmax_log(d->base.ctx, SSMAX_LOG_DEBUG, "vulkan: pipeline built: %s (wg %u, tiles %u,%u, D %u)",
+              ssmax_vk_shaders[id].name, spec[SPEC_WG], spec[SPEC_BR], spec[SPEC_BC], spec[SPEC_D]);
     *out = pipe;
     return SSMAX_OK;
 }

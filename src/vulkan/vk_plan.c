@@ -409,10 +409,10 @@ int vk_plan(struct ssmax_dev *base, struct attn_plan *pl)
     // without buffers, offsets are 0 and the tensor alone is compared. probs is never bound (the
     // scores scratch is copied into it).
     const uint64_t maxr = lim->maxStorageBufferRange;
-    const struct plan_fit fit = { maxr, "storage buffer range (maxStorageBufferRange)",
-                                  lim->minStorageBufferOffsetAlignment,
-                                  "minStorageBufferOffsetAlignment", 0 };
-    if ((r = ssmax_plan_fit(base->ctx, pl, &fit)) < 0)
+    pl->fit = (struct plan_fit){ maxr, "storage buffer range (maxStorageBufferRange)",
+                                 lim->minStorageBufferOffsetAlignment,
+                                 "minStorageBufferOffsetAlignment", 0 };
+    if ((r = ssmax_plan_fit(base->ctx, pl, &pl->fit)) < 0)
         return r;
     if ((r = loop_limit(d, pl)) < 0)
         return r;
