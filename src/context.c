@@ -80,6 +80,12 @@ void ssmax_error_clear(struct ssmax_context *ctx)
         tl_err[0] = 0;
 }
 
+void ssmax_fault_set(struct ssmax_context *ctx, int alloc_at, int lost_at)
+{
+    ctx->fault_alloc_at = alloc_at, ctx->fault_alloc_n = 0;
+    ctx->fault_lost_at = lost_at, ctx->fault_lost_n = 0;
+}
+
 int ssmax_fault_alloc(struct ssmax_context *ctx)
 {
     return ctx && ctx->fault_alloc_at > 0 && ++ctx->fault_alloc_n == ctx->fault_alloc_at;
@@ -246,8 +252,6 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     atomic_init(&ctx->validation_errors, 0);
     if (ssmax_env_int("SSMAX_VALIDATION", 0))
         ctx->params.debug = 1;
-    ctx->fault_alloc_at = ssmax_env_int("SSMAX_FAULT_DEVICE_ALLOC", 0);
-    ctx->fault_lost_at = ssmax_env_int("SSMAX_FAULT_DEVICE_LOST", 0);
 
     uint32_t mask = p->backends ? p->backends : ~0u;
     if (ssmax_env_int("SSMAX_NO_GPU_BACKENDS", 0)) // CPU only (valgrind runs of the unit suites)

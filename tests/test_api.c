@@ -141,6 +141,29 @@ static void test_uuid_strings(void **state)
     ssmax_context_destroy(&ctx);
 }
 
+/* The fault-injection hooks are for the tests that link the core: the environment variables
+ * that once turned them on change nothing in an application. */
+static void test_fault_env_ignored(void **state)
+{
+    (void)state;
+    setenv("SSMAX_FAULT_DEVICE_ALLOC", "1", 1);
+    setenv("SSMAX_FAULT_DEVICE_LOST", "1", 1);
+    ssmax_context *ctx = cpu_ctx();
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_buffer_create(ctx, 64, &b), SSMAX_OK);
+    ssmax_buffer_destroy(ctx, &b);
+    struct hcase c = { 0 };
+    ssmax_attn_params_default(&c.p);
+    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 3, c.p.kv_len = 5, c.p.head_dim = 8;
+    c.seed = 7;
+    struct hresult r;
+    if (h_run(ctx, &c, &r))
+        fail_msg("%s", r.why);
+    unsetenv("SSMAX_FAULT_DEVICE_ALLOC");
+    unsetenv("SSMAX_FAULT_DEVICE_LOST");
+    ssmax_context_destroy(&ctx);
+}
+
 static void test_strerror_version(void **state)
 {
     (void)state;
@@ -177,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_buffers),
         cmocka_unit_test(test_device_strings), cmocka_unit_test(test_strerror_version),
         cmocka_unit_test(test_cpu_device), cmocka_unit_test(test_uuid_strings),
+        cmocka_unit_test(test_fault_env_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
