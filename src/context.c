@@ -80,6 +80,12 @@ void ssmax_error_clear(struct ssmax_context *ctx)
         tl_err[0] = 0;
 }
 
+void ssmax_fault_set(struct ssmax_context *ctx, int alloc_at, int lost_at)
+{
+    ctx->fault_alloc_at = alloc_at, ctx->fault_alloc_n = 0;
+    ctx->fault_lost_at = lost_at, ctx->fault_lost_n = 0;
+}
+
 int ssmax_fault_alloc(struct ssmax_context *ctx)
 {
     return ctx && ctx->fault_alloc_at > 0 && ++ctx->fault_alloc_n == ctx->fault_alloc_at;
@@ -90,14 +96,15 @@ int ssmax_fault_lost(struct ssmax_context *ctx)
     return ctx && ctx->fault_lost_at > 0 && ++ctx->fault_lost_n == ctx->fault_lost_at;
 }
 
-/* The device list's struct keeps its size and alignment: compile_only came out of reserved. */
-struct device_info_0_1 {
+/* The device list's struct: compile_only came out of reserved; the UUIDs did not fit in what was
+ * left and grew it by 32 bytes, leaving 29 reserved. Its size changes only on purpose. */
+struct device_info_layout {
     _Alignas(struct ssmax_device_info) char fields[offsetof(struct ssmax_device_info, compile_only)];
-    uint8_t reserved[32];
+    uint8_t compile_only, has_uuids[2], uuids[32], reserved[29];
 };
-_Static_assert(sizeof(struct device_info_0_1) == sizeof(struct ssmax_device_info),
+_Static_assert(sizeof(struct device_info_layout) == sizeof(struct ssmax_device_info),
                "struct ssmax_device_info changed size");
-_Static_assert(sizeof(void *) != 8 || sizeof(struct ssmax_device_info) == 688,
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ssmax_device_info) == 720,
                "struct ssmax_device_info changed size");
 
 int ssmax_need_runnable(ssmax_context *ctx)
@@ -246,8 +253,6 @@ int ssmax_context_create(const struct ssmax_context_params *p, ssmax_context **o
     atomic_init(&ctx->validation_errors, 0);
     if (ssmax_env_int("SSMAX_VALIDATION", 0))
         ctx->params.debug = 1;
-    ctx->fault_alloc_at = ssmax_env_int("SSMAX_FAULT_DEVICE_ALLOC", 0);
-    ctx->fault_lost_at = ssmax_env_int("SSMAX_FAULT_DEVICE_LOST", 0);
 
     uint32_t mask = p->backends ? p->backends : ~0u;
     if (ssmax_env_int("SSMAX_NO_GPU_BACKENDS", 0)) // CPU only (valgrind runs of the unit suites)
@@ -366,6 +371,56 @@ static int auto_score(const struct ssmax_device_info *d)
     return s;
 }
 
+static void uuid_format(const uint8_t u[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[u[i] >> 4];
+        *p++ = hex[u[i] & 15];
+    }
+    *p = 0;
+}
+
+/* "uuid:HEX": 32 hex digits, either case, dashes ignored; the first device listed with that
+ * device UUID. */
+static int find_uuid(ssmax_context *ctx, const char *spec)
+{
+    uint8_t want[16] = { 0 };
+    int digits = 0;
+    for (const char *c = spec + 5; *c; c++) {
+        if (*c == '-')
+            continue;
+        int v = *c >= '0' && *c <= '9'   ? *c - '0'
+                : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10
+                : *c >= 'A' && *c <= 'F' ? *c - 'A' + 10
+                                         : -1;
+        if (v < 0)
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "device: '%.80s': '%c' is not a hex digit; expected uuid: and "
+                                   "32 hex digits, dashes allowed (uuid:xxxxxxxx-xxxx-xxxx-xxxx-"
+                                   "xxxxxxxxxxxx)", spec, *c);
+        if (digits < 32)
+            want[digits / 2] |= (uint8_t)(v << (digits % 2 ? 0 : 4));
+        digits++;
+    }
+    if (digits != 32)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "device: '%.80s': %d hex digits; expected uuid: and 32 hex digits, "
+                               "dashes allowed (uuid:xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                               spec, digits);
+    for (int i = 0; i < ctx->ndevs; i++)
+        if (ctx->devs[i].has_device_uuid && !memcmp(ctx->devs[i].device_uuid, want, 16))
+            return i;
+    char text[37];
+    uuid_format(want, text);
+    return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE,
+                           "device: '%.80s': no device here has UUID %s (ssmax devices lists them)",
+                           spec, text);
+}
+
 int ssmax_device_find(ssmax_context *ctx, const char *spec)
 {
     if (!ctx)
@@ -388,6 +443,8 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
             return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: no device available");
         return best;
     }
+    if (!strncasecmp(spec, "uuid:", 5))
+        return find_uuid(ctx, spec);
     static const struct {
         const char *name;
         enum ssmax_backend id;
@@ -441,7 +498,8 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
                                spec, want, count);
     }
     return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
-                           "device: '%s' is not one of auto, cpu, vulkan[:N], opencl[:N]", spec);
+                           "device: '%s' is not one of auto, cpu, vulkan[:N], opencl[:N], "
+                           "uuid:HEX", spec);
 }
 
 int ssmax_device_open(ssmax_context *ctx, int index)

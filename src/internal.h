@@ -65,7 +65,7 @@ struct ssmax_context {
     uint32_t nhandles, caphandles, free_handle;
     int failed; // sticky: device lost
     _Atomic uint64_t validation_errors;
-    int fault_alloc_at, fault_alloc_n; // test hooks: SSMAX_FAULT_DEVICE_ALLOC, _DEVICE_LOST
+    int fault_alloc_at, fault_alloc_n; // test hooks (ssmax_fault_set): allocation, lost device
     int fault_lost_at, fault_lost_n;
     uint64_t last_ns;
     struct ssmax_plan_info last_plan; // of the last successful ssmax_attn
@@ -260,9 +260,12 @@ uint16_t ssmax_float_to_half(float f);
 int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io, char *msg,
                       size_t len);
 
-/* Fault injection (test hooks, read from the environment when the context is created):
- * SSMAX_FAULT_DEVICE_ALLOC=N fails the Nth device allocation, SSMAX_FAULT_DEVICE_LOST=N reports
- * the Nth submission as a lost device. Each returns 1 exactly once. */
+/* Fault injection, for tests only: ssmax_fault_set(ctx, a, l) makes the a-th device allocation
+ * from then on fail and the l-th submission report a lost device (0: none). Only code that links
+ * the internal core (tests/test_faults.c) can call it: the shared library does not export it, and
+ * no environment variable turns it on, so applications never see an injected fault. The backends
+ * ask ssmax_fault_alloc and ssmax_fault_lost, each 1 exactly once. */
+void ssmax_fault_set(struct ssmax_context *ctx, int alloc_at, int lost_at);
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
 

@@ -172,6 +172,74 @@ static void test_device_strings(void **state)
     assert_int_equal(ssmax_context_create(NULL, NULL), SSMAX_ERR_INVALID_ARG);
 }
 
+/* Device specs by UUID on a context with only the CPU, which has none: a malformed one names the
+ * spec and the form expected; a well-formed UUID no device has is SSMAX_ERR_NO_DEVICE naming it. */
+static void test_uuid_strings(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = cpu_ctx();
+    struct ssmax_device_info d;
+    assert_int_equal(ssmax_device_get_info(ctx, 0, &d), SSMAX_OK);
+    assert_int_equal(d.has_device_uuid, 0);
+    assert_int_equal(d.has_driver_uuid, 0);
+    for (int i = 0; i < 16; i++)
+        assert_true(d.device_uuid[i] == 0 && d.driver_uuid[i] == 0);
+    for (size_t i = 0; i < sizeof(d.reserved); i++)
+        assert_int_equal(d.reserved[i], 0);
+    static const char *const bad[] = {
+        "uuid:",
+        "uuid:0123",
+        "uuid:0123456789abcdef0123456789abcde",   // 31 digits
+        "uuid:0123456789abcdef0123456789abcdef0", // 33
+        "uuid:0123456789abcdef0123456789abcdeg",
+        "uuid: 0123456789abcdef0123456789abcdef",
+        "uuid:0x0123456789abcdef0123456789abcdef",
+        "uuid:{01234567-89ab-cdef-0123-456789abcdef}",
+        "uuid:01234567-89ab-cdef-0123-456789abcdef:0",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (ssmax_device_find(ctx, bad[i]) != SSMAX_ERR_INVALID_ARG)
+            fail_msg("'%s': not refused", bad[i]);
+        const char *e = ssmax_last_error(ctx);
+        if (!strstr(e, bad[i]) || !strstr(e, "32 hex digits"))
+            fail_msg("'%s': the message names neither the spec nor the form: %s", bad[i], e);
+    }
+    assert_int_equal(ssmax_device_find(ctx, "uuid:01234567-89AB-cdef-0123-456789abcdef"),
+                     SSMAX_ERR_NO_DEVICE);
+    assert_non_null(strstr(ssmax_last_error(ctx), "01234567-89ab-cdef-0123-456789abcdef"));
+    assert_int_equal(ssmax_device_find(ctx, "UUID:0123456789abcdef0123456789abcdef"),
+                     SSMAX_ERR_NO_DEVICE);
+    // An all-zero UUID is what "unknown" holds: it names no device, the CPU included.
+    assert_int_equal(ssmax_device_find(ctx, "uuid:00000000000000000000000000000000"),
+                     SSMAX_ERR_NO_DEVICE);
+    assert_int_equal(ssmax_device_find(ctx, "uuid"), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "uuid:HEX"));
+    ssmax_context_destroy(&ctx);
+}
+
+/* The fault-injection hooks are for the tests that link the core: the environment variables
+ * that once turned them on change nothing in an application. */
+static void test_fault_env_ignored(void **state)
+{
+    (void)state;
+    setenv("SSMAX_FAULT_DEVICE_ALLOC", "1", 1);
+    setenv("SSMAX_FAULT_DEVICE_LOST", "1", 1);
+    ssmax_context *ctx = cpu_ctx();
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_buffer_create(ctx, 64, &b), SSMAX_OK);
+    ssmax_buffer_destroy(ctx, &b);
+    struct hcase c = { 0 };
+    ssmax_attn_params_default(&c.p);
+    c.p.q_heads = 2, c.p.kv_heads = 1, c.p.q_len = 3, c.p.kv_len = 5, c.p.head_dim = 8;
+    c.seed = 7;
+    struct hresult r;
+    if (h_run(ctx, &c, &r))
+        fail_msg("%s", r.why);
+    unsetenv("SSMAX_FAULT_DEVICE_ALLOC");
+    unsetenv("SSMAX_FAULT_DEVICE_LOST");
+    ssmax_context_destroy(&ctx);
+}
+
 static void test_strerror_version(void **state)
 {
     (void)state;
@@ -207,7 +275,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buffers), cmocka_unit_test(test_checked_handles),
         cmocka_unit_test(test_device_strings), cmocka_unit_test(test_strerror_version),
-        cmocka_unit_test(test_cpu_device),
+        cmocka_unit_test(test_cpu_device), cmocka_unit_test(test_uuid_strings),
+        cmocka_unit_test(test_fault_env_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

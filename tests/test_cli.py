@@ -4,6 +4,7 @@ bad input exits 2 with a message naming the problem; outputs are written all or 
 over an input. usage: test_cli.py path/to/ssmax"""
 import json
 import os
+import re
 import resource
 import stat
 import struct
@@ -120,6 +121,36 @@ with tempfile.TemporaryDirectory() as d:
     except Exception as e:  # noqa: BLE001
         print('FAIL devices --json: %s' % e)
         failures.append('devices --json')
+        devs = []
+
+    # Device identity: "device_uuid" and "driver_uuid" are 8-4-4-4-12 lowercase hex or null (the
+    # CPU has none); --device uuid:HEX finds the device, in any case and with or without dashes.
+    uuid_re = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
+    check('devices --json has device_uuid and driver_uuid, each a UUID or null',
+          devs and all(k in x and (x[k] is None or uuid_re.match(x[k]))
+                       for x in devs for k in ('device_uuid', 'driver_uuid')),
+          out[-1500:])
+    check('devices --json: the cpu has no UUID',
+          all(x['device_uuid'] is None and x['driver_uuid'] is None
+              for x in devs if x['backend'] == 'cpu'), out[-1500:])
+    expect('devices prints UUIDs', ['devices'], 0, 'device UUID')
+    known = [x for x in devs if x['device_uuid'] and not x['compile_only']]
+    if known:
+        x = known[0]
+        u = x['device_uuid']
+        first = [y for y in devs if y['device_uuid'] == u][0]
+        for spelling in (u, u.replace('-', '').upper()):
+            expect('run --device uuid:%s' % spelling,
+                   ['run', '--device', 'uuid:' + spelling] + base[3:] + ['--check'], 0,
+                   ['PASS', 'device %s %s' % (first['spec'], first['name'])])
+    elif os.environ.get('SSMAX_REQUIRE_DEVICE') == '1':
+        check('a device with a UUID is listed', False, out[-1500:])
+    expect('run --device uuid: too short', base[:2] + ['uuid:0123'] + base[3:], 2,
+           ['uuid:0123', '32 hex digits'])
+    expect('run --device uuid: not hex', base[:2] + ['uuid:0123456789abcdef0123456789abcdeZ'] +
+           base[3:], 2, ["'Z' is not a hex digit"])
+    expect('run --device uuid: no such device', base[:2] + ['uuid:' + 'f' * 32] + base[3:], 2,
+           'ffffffff-ffff-ffff-ffff-ffffffffffff')
 
     expect('run ok', base + ['--check', '--lse', P('lse.npy')], 0, 'PASS')
     expect('run f16 mismatch dtype', ['run', '--device', 'cpu', '--q', P('q16.npy'), '--k', P('k.npy'),

@@ -68,6 +68,108 @@ static void test_listing(void **state)
     ssmax_context_destroy(&ctx);
 }
 
+static void uuid_hex(const uint8_t u[16], int dashes, int upper, char *out)
+{
+    const char *hex = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        if (dashes && (i == 4 || i == 6 || i == 8 || i == 10))
+            *out++ = '-';
+        *out++ = hex[u[i] >> 4];
+        *out++ = hex[u[i] & 15];
+    }
+    *out = 0;
+}
+
+/* Device and driver UUIDs: lavapipe reports both, the CPU none; where two devices both report
+ * one they differ (or the first listed is the one "uuid:" finds); "uuid:HEX" finds each device
+ * by its UUID in every spelling, and the device opened that way reports the same UUID. */
+static void test_uuids(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    int n = ssmax_device_count(ctx), lavapipe = 0;
+    struct ssmax_device_info d[16];
+    n = n > 16 ? 16 : n;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(ssmax_device_get_info(ctx, i, &d[i]), SSMAX_OK);
+        char dev[40], drv[40];
+        uuid_hex(d[i].device_uuid, 1, 0, dev);
+        uuid_hex(d[i].driver_uuid, 1, 0, drv);
+        printf("# %d: %s: device UUID %s (%d), driver UUID %s (%d)\n", i, d[i].name, dev,
+               d[i].has_device_uuid, drv, d[i].has_driver_uuid);
+        assert_true(d[i].has_device_uuid <= 1 && d[i].has_driver_uuid <= 1);
+        for (int k = 0; k < 16; k++) { // unknown: all zero
+            assert_true(d[i].has_device_uuid || !d[i].device_uuid[k]);
+            assert_true(d[i].has_driver_uuid || !d[i].driver_uuid[k]);
+        }
+        for (size_t k = 0; k < sizeof(d[i].reserved); k++)
+            assert_int_equal(d[i].reserved[k], 0);
+        if (d[i].backend == SSMAX_BACKEND_CPU)
+            assert_true(!d[i].has_device_uuid && !d[i].has_driver_uuid);
+        if (d[i].backend == SSMAX_BACKEND_VULKAN && strstr(d[i].name, "llvmpipe")) {
+            lavapipe++;
+            assert_int_equal(d[i].has_device_uuid, 1);
+            assert_int_equal(d[i].has_driver_uuid, 1);
+        }
+    }
+    if (h_require_devices())
+        assert_int_equal(lavapipe, 1);
+    for (int i = 0; i < n; i++) {
+        if (!d[i].has_device_uuid)
+            continue;
+        int first = i;
+        for (int j = 0; j < i; j++)
+            if (d[j].has_device_uuid && !memcmp(d[j].device_uuid, d[i].device_uuid, 16))
+                first = j;
+        // One GPU through Vulkan and OpenCL reports one UUID twice; two devices of one backend
+        // never share one.
+        if (first != i)
+            assert_int_not_equal(d[first].backend, d[i].backend);
+        char spec[64];
+        for (int form = 0; form < 4; form++) {
+            memcpy(spec, form == 3 ? "UUID:" : "uuid:", 5);
+            uuid_hex(d[i].device_uuid, form & 1, form >= 2, spec + 5);
+            int found = ssmax_device_find(ctx, spec);
+            if (found != first)
+                fail_msg("'%s': found %d, want %d (%s)", spec, found, first,
+                         found < 0 ? ssmax_last_error(ctx) : "");
+        }
+        if (d[first].compile_only)
+            continue;
+        assert_int_equal(ssmax_device_open(ctx, first), SSMAX_OK);
+        struct ssmax_device_info cur;
+        assert_int_equal(ssmax_device_current(ctx, &cur), SSMAX_OK);
+        assert_int_equal(cur.has_device_uuid, 1);
+        assert_memory_equal(cur.device_uuid, d[i].device_uuid, 16);
+    }
+    // A UUID that no device here has (every byte flipped from the first known one, or ones).
+    uint8_t other[16];
+    memset(other, 0xff, sizeof(other));
+    for (int i = 0; i < n; i++)
+        if (d[i].has_device_uuid) {
+            for (int k = 0; k < 16; k++)
+                other[k] = (uint8_t)~d[i].device_uuid[k];
+            break;
+        }
+    for (int i = 0; i < n; i++)
+        assert_false(d[i].has_device_uuid && !memcmp(d[i].device_uuid, other, 16));
+    char spec[64] = "uuid:", text[40];
+    uuid_hex(other, 0, 0, spec + 5);
+    uuid_hex(other, 1, 0, text);
+    assert_int_equal(ssmax_device_find(ctx, spec), SSMAX_ERR_NO_DEVICE);
+    assert_non_null(strstr(ssmax_last_error(ctx), text));
+    // Malformed: one digit short, a non-hex digit.
+    spec[strlen(spec) - 1] = 0;
+    assert_int_equal(ssmax_device_find(ctx, spec), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), spec));
+    assert_non_null(strstr(ssmax_last_error(ctx), "32 hex digits"));
+    strcat(spec, "g");
+    assert_int_equal(ssmax_device_find(ctx, spec), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "'g' is not a hex digit"));
+    ssmax_context_destroy(&ctx);
+}
+
 /* RADV's null hardware (RADV_FORCE_FAMILY=navi21, set by main before any context): listed as a
  * device that compiles but cannot run; auto never picks it; opening it works and every call that
  * would run fails by name. */
@@ -146,6 +248,7 @@ int main(int argc, char **argv)
         printf("no Vulkan or OpenCL device: skipped\n");
         return 77;
     }
-    const struct CMUnitTest tests[] = { cmocka_unit_test(test_listing) };
+    const struct CMUnitTest tests[] = { cmocka_unit_test(test_listing),
+                                        cmocka_unit_test(test_uuids) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

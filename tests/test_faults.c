@@ -1,7 +1,8 @@
 /* Fault injection on every device: the Nth host allocation (through the context's allocator
- * hooks), the Nth device allocation (SSMAX_FAULT_DEVICE_ALLOC) and a lost device
- * (SSMAX_FAULT_DEVICE_LOST) each give the right error, no crash and no leak, and the context is
- * usable afterwards (after a lost device: reports it until the device is reopened). */
+ * hooks), the Nth device allocation and a lost device (the core's test hook ssmax_fault_set,
+ * which only code linking the internal core reaches) each give the right error, no crash and no
+ * leak, and the context is usable afterwards (after a lost device: reports it until the device is
+ * reopened). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "src/internal.h"
 #include "ssmax/ssmax.h"
 
 struct counting {
@@ -144,13 +146,10 @@ static void device_alloc(const char *spec)
 {
     need(spec);
     int n;
-    char v[16];
     for (n = 1; n < 100; n++) {
-        snprintf(v, sizeof(v), "%d", n);
-        setenv("SSMAX_FAULT_DEVICE_ALLOC", v, 1);
         ssmax_context *ctx = NULL;
         assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
-        unsetenv("SSMAX_FAULT_DEVICE_ALLOC");
+        ssmax_fault_set(ctx, n, 0);
         int r = open_dev(ctx, spec);
         if (r == 0)
             r = full_run(ctx);
@@ -172,10 +171,9 @@ static void device_alloc(const char *spec)
 static void device_lost(const char *spec)
 {
     need(spec);
-    setenv("SSMAX_FAULT_DEVICE_LOST", "1", 1);
     ssmax_context *ctx = NULL;
     assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
-    unsetenv("SSMAX_FAULT_DEVICE_LOST");
+    ssmax_fault_set(ctx, 0, 1);
     assert_int_equal(open_dev(ctx, spec), SSMAX_OK);
     int r = full_run(ctx);
     assert_int_equal(r, SSMAX_ERR_DEVICE_LOST);

@@ -44,8 +44,10 @@ static const char *usage_run =
     "  Q: .npy float32 or float16, C order [B,Hq,Lq,D]; K, V: [B,Hkv,Lk,D], same dtype as Q.\n"
     "  O is written with Q's dtype and shape.\n"
     "\n"
-    "  --device auto|cpu|vulkan[:N]|opencl[:N]  default $SSMAX_DEVICE or auto (a real GPU first,\n"
-    "                                then vulkan, opencl, cpu)\n"
+    "  --device auto|cpu|vulkan[:N]|opencl[:N]|uuid:HEX\n"
+    "                                default $SSMAX_DEVICE or auto (a real GPU first, then vulkan,\n"
+    "                                opencl, cpu); uuid: the device UUID `ssmax devices` prints,\n"
+    "                                32 hex digits, dashes allowed\n"
     "  --mode {MODES}   default ssmax\n"
     "  --s X|S.npy                   SSMax s: one scalar or float32 [Hq] (default 0.43)\n"
     "  --b X|B.npy                   ssmax-bias b: one scalar or float32 [Hq] (default 0)\n"
@@ -72,10 +74,12 @@ static const char *usage_run =
 
 static const char *usage_devices =
     "usage: ssmax devices [--json]\n"
-    "List every Vulkan, OpenCL and CPU device with its limits. A device marked \"compile only\"\n"
-    "(JSON: \"compile_only\": true) builds pipelines but cannot run them (RADV's null hardware under\n"
-    "RADV_FORCE_FAMILY is one): `ssmax pipelines --device` takes it, run, verify and bench refuse\n"
-    "it (exit 4), and auto never picks it.\n";
+    "List every Vulkan, OpenCL and CPU device with its limits and its device and driver UUIDs\n"
+    "(JSON: \"device_uuid\", \"driver_uuid\": 8-4-4-4-12 hex strings, or null where the device\n"
+    "reports none); --device uuid:HEX names a device by its UUID. A device marked \"compile\n"
+    "only\" (JSON: \"compile_only\": true) builds pipelines but cannot run them (RADV's null\n"
+    "hardware under RADV_FORCE_FAMILY is one): `ssmax pipelines --device` takes it, run, verify\n"
+    "and bench refuse it (exit 4), and auto never picks it.\n";
 
 static const char *usage_verify =
     "usage: ssmax verify [--device all|SPEC] [--seed N]\n"
@@ -172,6 +176,26 @@ void cli_json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A UUID in the 8-4-4-4-12 form, or "none" when the device reports none. */
+static const char *uuid_text(const uint8_t u[16], int known, char out[37])
+{
+    if (!known)
+        return "none";
+    char *p = out;
+    for (int i = 0; i < 16; i++)
+        p += sprintf(p, "%s%02x", i == 4 || i == 6 || i == 8 || i == 10 ? "-" : "", u[i]);
+    return out;
+}
+
+/* ", "KEY": "UUID"", or null when the device reports none (hex digits and dashes: no escapes). */
+static void json_uuid(const char *key, const char *text, int known)
+{
+    if (known)
+        printf(", \"%s\": \"%s\"", key, text);
+    else
+        printf(", \"%s\": null", key);
+}
+
 static int cmd_devices(int argc, char **argv)
 {
     int json = 0;
@@ -197,9 +221,11 @@ static int cmd_devices(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         struct ssmax_device_info d;
         ssmax_device_get_info(ctx, i, &d);
-        char spec[32];
+        char spec[32], dev_buf[37], drv_buf[37];
         snprintf(spec, sizeof(spec), d.backend == SSMAX_BACKEND_CPU ? "%s" : "%s:%d",
                  backend_name(d.backend), d.index);
+        const char *dev_uuid = uuid_text(d.device_uuid, d.has_device_uuid, dev_buf);
+        const char *drv_uuid = uuid_text(d.driver_uuid, d.has_driver_uuid, drv_buf);
         if (json) {
             printf("  {\"spec\": ");
             cli_json_str(stdout, spec);
@@ -212,6 +238,8 @@ static int cmd_devices(int argc, char **argv)
             cli_json_str(stdout, d.api_version);
             printf(", \"driver_version\": ");
             cli_json_str(stdout, d.driver_version);
+            json_uuid("device_uuid", dev_uuid, d.has_device_uuid);
+            json_uuid("driver_uuid", drv_uuid, d.has_driver_uuid);
             printf(", \"vendor_id\": %u, \"device_id\": %u, \"compute_units\": %u, "
                    "\"subgroup_size\": %u, \"max_workgroup_size\": %u, \"shared_memory\": %llu, "
                    "\"max_buffer_size\": %llu, \"max_alloc_size\": %llu, \"global_memory\": %llu, "
@@ -229,6 +257,7 @@ static int cmd_devices(int argc, char **argv)
                    d.compile_only ? "  [compile only: builds pipelines, cannot run them]" : "");
             printf("    vendor %s (0x%04x), type %s, %s, driver %s\n", d.vendor, d.vendor_id,
                    type_name(d.type), d.api_version, d.driver_version);
+            printf("    device UUID %s, driver UUID %s\n", dev_uuid, drv_uuid);
             printf("    compute units %u, subgroup %u, workgroup <= %u, shared memory %llu KiB\n",
                    d.compute_units, d.subgroup_size, d.max_workgroup_size,
                    (unsigned long long)d.shared_memory / 1024);

@@ -140,7 +140,16 @@ struct ssmax_device_info {
      *  picks it; it opens, and ssmax_buffer_create, ssmax_attn, ssmax_attn_supported and
      *  ssmax_attn_plan_info on it give SSMAX_ERR_UNSUPPORTED naming the device and why. */
     uint8_t compile_only;
-    uint8_t reserved[31];         ///< zero
+    /** 1: device_uuid holds the device's UUID, the same in every process and in every API that
+     *  reports one (Vulkan: VkPhysicalDeviceIDProperties::deviceUUID; OpenCL: CL_DEVICE_UUID_KHR,
+     *  on devices that list cl_khr_device_uuid). 0: unknown, device_uuid all zero: the cpu device,
+     *  OpenCL devices without the extension, and drivers that report an all-zero UUID. "uuid:HEX"
+     *  in ssmax_device_find names a device by it. */
+    uint8_t has_device_uuid;
+    uint8_t has_driver_uuid;      ///< 1: driver_uuid holds the driver's UUID (the same sources)
+    uint8_t device_uuid[16];      ///< bytes in the API's order; printed as 8-4-4-4-12 hex digits
+    uint8_t driver_uuid[16];      ///< VkPhysicalDeviceIDProperties::driverUUID, CL_DRIVER_UUID_KHR
+    uint8_t reserved[29];         ///< zero
 };
 
 /** Host allocation hooks: malloc and free must be set. */
@@ -269,10 +278,15 @@ SSMAX_API void ssmax_context_destroy(ssmax_context **ctx);
 SSMAX_API int ssmax_device_count(ssmax_context *ctx);
 /** Fills *out for device number index (0 <= index < count), in the order listed. */
 SSMAX_API int ssmax_device_get_info(ssmax_context *ctx, int index, struct ssmax_device_info *out);
-/** Which device "spec" names: "auto", "cpu", "vulkan", "vulkan:N", "opencl", "opencl:N".
- *  NULL: $SSMAX_DEVICE, else "auto". "auto" picks a real GPU first (discrete, then integrated), then
- *  Vulkan, then OpenCL, then the CPU, never a compile_only device; so does "vulkan" or "opencl"
- *  without an index. Returns the device's list index, or a negative error. */
+/** Which device "spec" names: "auto", "cpu", "vulkan", "vulkan:N", "opencl", "opencl:N" or
+ *  "uuid:HEX". NULL: $SSMAX_DEVICE, else "auto". "auto" picks a real GPU first (discrete, then
+ *  integrated), then Vulkan, then OpenCL, then the CPU, never a compile_only device; so does
+ *  "vulkan" or "opencl" without an index. "uuid:HEX" names the device whose device_uuid is HEX:
+ *  32 hex digits in either case, dashes ignored (the 8-4-4-4-12 form `ssmax devices` prints, or
+ *  none); where two devices report the same UUID (one GPU through Vulkan and through OpenCL), the
+ *  first listed. A malformed HEX is SSMAX_ERR_INVALID_ARG, a UUID no device has
+ *  SSMAX_ERR_NO_DEVICE, each message naming the spec. Returns the device's list index, or a
+ *  negative error. */
 SSMAX_API int ssmax_device_find(ssmax_context *ctx, const char *spec);
 /** Opens a device by list index (index < 0: "auto"); closes the one open before, with its buffers.
  *  @return SSMAX_OK, SSMAX_ERR_NO_DEVICE, SSMAX_ERR_BACKEND, ... */

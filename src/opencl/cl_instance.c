@@ -12,6 +12,36 @@
 
 /* ---- listing ---- */
 
+#ifndef CL_DEVICE_UUID_KHR // cl_khr_device_uuid, in headers from 2020 on
+#define CL_UUID_SIZE_KHR 16
+#define CL_DEVICE_UUID_KHR 0x106A
+#define CL_DRIVER_UUID_KHR 0x106B
+#endif
+
+/* Whether the space-separated list has the extension name (a whole word). */
+static int has_ext(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+            return 1;
+    return 0;
+}
+
+/* A cl_khr_device_uuid UUID into out; 1 when the driver gave one that is not all zero. */
+static uint8_t uuid_info(struct cl_inst *ci, cl_device_id d, cl_device_info what, uint8_t out[16])
+{
+    cl_uchar u[CL_UUID_SIZE_KHR] = { 0 };
+    if (ci->f.clGetDeviceInfo(d, what, sizeof(u), u, NULL) != CL_SUCCESS)
+        return 0;
+    uint8_t any = 0;
+    for (int i = 0; i < 16; i++)
+        any |= u[i];
+    if (any)
+        memcpy(out, u, 16);
+    return any != 0;
+}
+
 static void str_info(struct cl_inst *ci, cl_device_id d, cl_device_info what, char *out, size_t n)
 {
     size_t need = 0;
@@ -69,6 +99,10 @@ static void fill_info(struct cl_inst *ci, int idx)
     if (ext && ci->f.clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, n, ext, NULL) == CL_SUCCESS) {
         d->fp16_arith = strstr(ext, "cl_khr_fp16") != NULL;
         d->subgroups = strstr(ext, "cl_khr_subgroups") != NULL;
+        if (has_ext(ext, "cl_khr_device_uuid")) {
+            d->has_device_uuid = uuid_info(ci, dev, CL_DEVICE_UUID_KHR, d->device_uuid);
+            d->has_driver_uuid = uuid_info(ci, dev, CL_DRIVER_UUID_KHR, d->driver_uuid);
+        }
     }
     free(ext);
     d->fp16_storage = 1; // vload_half / vstore_half are core

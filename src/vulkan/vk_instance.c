@@ -138,8 +138,9 @@ static void fill_info(struct vk_inst *vi, int idx)
     struct ssmax_device_info *d = &vi->infos[idx];
     VkPhysicalDeviceDriverProperties drv = { .sType =
                                                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES };
+    VkPhysicalDeviceIDProperties ids = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES };
     VkPhysicalDeviceMaintenance3Properties m3 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, .pNext = &ids
     };
     VkPhysicalDeviceSubgroupProperties sg = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &m3
@@ -156,7 +157,7 @@ static void fill_info(struct vk_inst *vi, int idx)
     int have12 = ph->props.apiVersion >= VK_API_VERSION_1_2;
     const int have_sgc = has_dev_ext(vi, ph->pd, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
     if (have12)
-        m3.pNext = &drv;
+        ids.pNext = &drv;
     if (have_sgc)
         sgc.pNext = p2.pNext, p2.pNext = &sgc;
     // Compute units, for the planner's split of the keys (decode): AMD and NVIDIA say.
@@ -216,6 +217,13 @@ static void fill_info(struct vk_inst *vi, int idx)
                  VK_API_VERSION_MINOR(dv), VK_API_VERSION_PATCH(dv));
     d->vendor_id = ph->props.vendorID;
     d->device_id = ph->props.deviceID;
+    // Vulkan 1.1 core. An all-zero UUID says nothing (RADV's null hardware reports one).
+    memcpy(d->device_uuid, ids.deviceUUID, 16);
+    memcpy(d->driver_uuid, ids.driverUUID, 16);
+    for (int i = 0; i < 16; i++) {
+        d->has_device_uuid |= ids.deviceUUID[i] != 0;
+        d->has_driver_uuid |= ids.driverUUID[i] != 0;
+    }
     d->subgroup_size = sg.subgroupSize;
     d->subgroups = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                    (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
