@@ -370,9 +370,18 @@ with tempfile.TemporaryDirectory() as d:
             recs = json.load(f)
         with open(O('r.csv')) as f:
             lines = f.read().splitlines()
-        check('bench records', len(recs) == 1 and recs[0]['Lk'] == 5 and len(lines) == 2)
+        check('bench records', len(recs) == 1 and recs[0]['Lk'] == 5 and len(lines) == 2 and
+              recs[0]['api'] == 'attn' and recs[0]['host_ms_median'] >= 0)
     except Exception as e:  # noqa: BLE001
         check('bench records', False, str(e))
+    expect('bench through a plan', bench + ['--plan', '--json', O('rp.json')], 0)
+    try:
+        with open(O('rp.json')) as f:
+            recs = json.load(f)
+        check('bench plan records', len(recs) == 1 and recs[0]['api'] == 'plan' and
+              recs[0]['verified'] is True)
+    except Exception as e:  # noqa: BLE001
+        check('bench plan records', False, str(e))
     # a real full disk: a 64 KiB tmpfs, where the machine lets us mount one (CI runs as root)
     mnt = P('tmpfs')
     os.mkdir(mnt)

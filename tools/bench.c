@@ -25,6 +25,8 @@ static const char *usage_bench =
     "  --warmup N --iters N     (defaults 2 and 5)\n"
     "  --json FILE --csv FILE   write the records\n"
     "  --no-verify              skip the reference check (results are marked unverified)\n"
+    "  --plan                   time executions of one plan (ssmax_plan_create once, then\n"
+    "                           ssmax_plan_execute) instead of ssmax_attn calls\n"
     "  --tune                   search tile sizes for the fused kernel on each device and head dim\n"
     "                           of the shapes (default B1 H8 L1024 D64) and store the fastest in the\n"
     "                           cache directory; later runs on that device use them\n"
@@ -40,8 +42,9 @@ struct record {
     uint32_t splits;
     struct ssmax_plan_info plan; // of the timed calls
     struct shape s;
-    double ms_median, ms_min, ms_max, wall_ms, gflops, gbps, nmse;
+    double ms_median, ms_min, ms_max, wall_ms, host_ms, gflops, gbps, nmse;
     int verified;
+    int use_plan; // timed through a plan
 };
 
 /* "B,Hq,Hkv,Lq,Lk,D": six integers in [1, 2^32), whose tensors' sizes fit in memory addresses and
@@ -123,11 +126,12 @@ static int write_json(FILE *f, void *arg)
                 "\"Hkv\": %u, \"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, "
                 "\"ms_median\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, "
                 "\"wall_ms_median\": %.6f, \"gflops\": %.4f, \"gbytes_per_s\": %.4f, "
+                "\"host_ms_median\": %.6f, \"api\": \"%s\", "
                 "\"nmse\": %.3e, \"verified\": %s, \"kernel\": ",
                 r->backend, r->path, r->splits, rs->dtype, rs->mode, r->s.b, r->s.hq, r->s.hkv,
                 r->s.lq, r->s.lk, r->s.d, r->s.causal ? "true" : "false", r->ms_median,
-                r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->nmse,
-                r->verified ? "true" : "false");
+                r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->host_ms,
+                r->use_plan ? "plan" : "attn", r->nmse, r->verified ? "true" : "false");
         cli_json_str(f, r->plan.kernel);
         fprintf(f, ", \"tile_rows\": %u, \"tile_keys\": %u, \"submissions\": %u, "
                 "\"scratch_bytes\": %llu, \"plan\": ", r->plan.tile_rows, r->plan.tile_keys,
@@ -284,7 +288,7 @@ int cmd_bench(int argc, char **argv)
     const char *dev = NULL, *suite = "quick", *json = NULL, *csv = NULL;
     struct shape shapes[64];
     const char *shape_args[64];
-    int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0;
+    int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0, use_plan = 0;
     struct ssmax_attn_params base;
     ssmax_attn_params_default(&base);
     for (int i = 0; i < argc; i++) {
@@ -303,6 +307,10 @@ int cmd_bench(int argc, char **argv)
         }
         if (!strcmp(a, "--tune")) {
             tune = 1;
+            continue;
+        }
+        if (!strcmp(a, "--plan")) {
+            use_plan = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -442,6 +450,7 @@ int cmd_bench(int argc, char **argv)
             c.p.batch = s->b, c.p.q_heads = s->hq, c.p.kv_heads = s->hkv;
             c.p.q_len = s->lq, c.p.kv_len = s->lk, c.p.head_dim = s->d, c.p.causal = s->causal;
             c.seed = 1000 + (uint64_t)si;
+            c.use_plan = use_plan;
             c.sample_rows = 8;
             char shp[64];
             snprintf(shp, sizeof(shp), "%u,%u,%u,%u,%u,%u%s", s->b, s->hq, s->hkv, s->lq, s->lk,
@@ -487,6 +496,8 @@ int cmd_bench(int argc, char **argv)
             double bytes = esz * s->d * s->b * (2.0 * s->hq * s->lq + 2.0 * s->hkv * s->lk);
             rc->ms_median = t.ms_median, rc->ms_min = t.ms_min, rc->ms_max = t.ms_max;
             rc->wall_ms = t.wall_ms_median;
+            rc->host_ms = t.host_ms_median;
+            rc->use_plan = use_plan;
             rc->gflops = flops / (t.ms_median * 1e6);
             rc->gbps = bytes / (t.ms_median * 1e6);
             fprintf(msg, "%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e\n", d.name,

@@ -23,6 +23,7 @@ struct hcase {
     int nan_v_key;              // > 0: plant NaN in V[0, 0, nan_v_key - 1, 0]
     uint32_t in_off;            // Q, K and V start this many bytes into their buffers
     uint32_t sample_rows;       // > 0: check only this many query rows (evenly spaced) per head
+    int use_plan;               // h_time: executions of one plan (made before timing), not ssmax_attn
 };
 
 struct hresult {
@@ -71,6 +72,7 @@ const char *h_path_name(enum ssmax_path p);
 /* Timing of repeated calls on prepared buffers: median/min/max device ms and median wall ms. */
 struct htiming {
     double ms_median, ms_min, ms_max, wall_ms_median;
+    double host_ms_median; // the call's wall time less its device time: the host's part
     int iters;
 };
 int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, struct htiming *t,
