@@ -25,10 +25,12 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
 /* Runs a finished plan on resolved buffers; the reports take what ran. */
 static int run(ssmax_context *ctx, const struct attn_plan *pl, const struct ssmax_attn_buffers *b)
 {
+    // Offsets from the start of the backend objects: imported ranges start at their base.
     struct attn_bufs ab = {
         b->q->bk, b->k->bk, b->v->bk, b->o->bk, b->lse ? b->lse->bk : NULL,
-        b->probs ? b->probs->bk : NULL, b->q_off, b->k_off, b->v_off, b->o_off, b->lse_off,
-        b->probs_off,
+        b->probs ? b->probs->bk : NULL, b->q->base + b->q_off, b->k->base + b->k_off,
+        b->v->base + b->v_off, b->o->base + b->o_off, b->lse ? b->lse->base + b->lse_off : 0,
+        b->probs ? b->probs->base + b->probs_off : 0,
     };
     uint64_t ns = 0;
     int r = ctx->dev->fns->attn(ctx->dev, pl, &ab, &ns);

@@ -39,6 +39,23 @@ int ssmax_buffer_create(ssmax_context *ctx, size_t size, ssmax_buffer **out)
     return SSMAX_OK;
 }
 
+int ssmax_buffer_adopt(ssmax_context *ctx, void *bk, size_t base, size_t size, ssmax_buffer **out)
+{
+    ssmax_buffer *b = ssmax_calloc(ctx, 1, sizeof(*b));
+    if (!b)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "buffer: out of host memory");
+    int r = ssmax_handle_new(ctx, HANDLE_BUFFER, b, &b->handle);
+    if (r < 0) {
+        ssmax_free(ctx, b);
+        return r;
+    }
+    b->bk = bk;
+    b->base = base;
+    b->size = size;
+    *out = b->handle;
+    return SSMAX_OK;
+}
+
 /* Frees a resolved buffer whose handle is already dead (ssmax_buffer_destroy, device close). */
 void ssmax_buffer_release(ssmax_context *ctx, void *obj)
 {
@@ -113,7 +130,7 @@ int ssmax_buffer_write(ssmax_context *ctx, ssmax_buffer *dst, size_t off, const 
     int r = check_range(ctx, dst, off, src, size, "dst", "src", &b);
     if (r < 0 || !size)
         return r;
-    return sticky(ctx, ctx->dev->fns->buf_write(ctx->dev, b->bk, off, src, size));
+    return sticky(ctx, ctx->dev->fns->buf_write(ctx->dev, b->bk, b->base + off, src, size));
 }
 
 int ssmax_buffer_read(ssmax_context *ctx, ssmax_buffer *src, size_t off, void *dst, size_t size)
@@ -122,5 +139,5 @@ int ssmax_buffer_read(ssmax_context *ctx, ssmax_buffer *src, size_t off, void *d
     int r = check_range(ctx, src, off, dst, size, "src", "dst", &b);
     if (r < 0 || !size)
         return r;
-    return sticky(ctx, ctx->dev->fns->buf_read(ctx->dev, b->bk, off, dst, size));
+    return sticky(ctx, ctx->dev->fns->buf_read(ctx->dev, b->bk, b->base + off, dst, size));
 }

@@ -502,6 +502,8 @@ int ssmax_device_find(ssmax_context *ctx, const char *spec)
                            "uuid:HEX", spec);
 }
 
+static int open_index(ssmax_context *ctx, int index, ssmax_adopt_fn open, const void *arg);
+
 int ssmax_device_open(ssmax_context *ctx, int index)
 {
     if (!ctx)
@@ -515,6 +517,22 @@ int ssmax_device_open(ssmax_context *ctx, int index)
     if (index >= ctx->ndevs)
         return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "index: %d is not in [0, %d)", index,
                                ctx->ndevs);
+    return open_index(ctx, index, NULL, NULL);
+}
+
+int ssmax_device_adopt(ssmax_context *ctx, enum ssmax_backend backend, int local_index,
+                       ssmax_adopt_fn open, const void *arg)
+{
+    for (int i = 0; i < ctx->ndevs; i++)
+        if (ctx->dev_slot[i] == (int)backend && ctx->devs[i].index == local_index)
+            return open_index(ctx, i, open, arg);
+    return ssmax_set_error(ctx, SSMAX_ERR_NO_DEVICE, "device: not one this context lists");
+}
+
+/* Opens device index of the list: with the backend's open entry, or with open(arg) for a device
+ * the application made (its own context, queue or device). */
+static int open_index(ssmax_context *ctx, int index, ssmax_adopt_fn open, const void *arg)
+{
     close_device(ctx);
     ctx->failed = 0;
     struct backend_slot *s = &ctx->slots[ctx->dev_slot[index]];
@@ -522,7 +540,8 @@ int ssmax_device_open(ssmax_context *ctx, int index)
     if (!dev)
         return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "device: out of host memory");
     dev->ctx = ctx;
-    int r = s->fns->open(ctx, s->priv, ctx->devs[index].index, dev);
+    int r = open ? open(ctx, s->priv, ctx->devs[index].index, dev, arg)
+                 : s->fns->open(ctx, s->priv, ctx->devs[index].index, dev);
     if (r < 0) {
         ssmax_free(ctx, dev);
         return r;

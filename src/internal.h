@@ -38,6 +38,7 @@ struct ssmax_buffer {
     size_t size;
     void *bk;     // backend object
     void *handle; // the handle that names it
+    size_t base;  // where it starts in bk: an imported range of the application's buffer
 };
 
 /* Checked handles (handle.c): what a handle names. */
@@ -204,10 +205,21 @@ void ssmax_handles_drop(struct ssmax_context *ctx, enum handle_kind kind,
  * error set; release frees an object whose handle is already dead. */
 ssmax_buffer *ssmax_buffer_resolve(struct ssmax_context *ctx, const ssmax_buffer *h, const char *arg);
 void ssmax_buffer_release(struct ssmax_context *ctx, void *obj);
+/* A buffer over the backend object bk (which the backend's buf_destroy gives back when the buffer
+ * goes) from byte base, size bytes: the application's memory, imported. */
+int ssmax_buffer_adopt(struct ssmax_context *ctx, void *bk, size_t base, size_t size,
+                       ssmax_buffer **out);
 /* The buffers of b resolved into *out (objects in place of handles): SSMAX_OK, or the error of
  * the first handle that does not resolve (attn.c). */
 int ssmax_attn_buffers_resolve(struct ssmax_context *ctx, const struct ssmax_attn_buffers *b,
                                struct ssmax_attn_buffers *out);
+
+/* Opens device local_index of backend as ssmax_device_open does (closing the open one), but
+ * through open(arg): a device over what the application made (its context, queue, device). */
+typedef int (*ssmax_adopt_fn)(struct ssmax_context *ctx, void *bpriv, int local_index,
+                              struct ssmax_dev *dev, const void *arg);
+int ssmax_device_adopt(struct ssmax_context *ctx, enum ssmax_backend backend, int local_index,
+                       ssmax_adopt_fn open, const void *arg);
 
 /* Frees every plan of the context (attn.c): their device is closing. */
 void ssmax_plans_drop(struct ssmax_context *ctx);

@@ -82,9 +82,11 @@ static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         if (!t[i].out || !t[i].buf)
             continue;
         for (size_t j = 0; j < SSMAX_ARRAY_LEN(t); j++) {
-            if (j == i || (t[j].out && j < i) || t[j].buf != t[i].buf)
+            // The same memory: one buffer, or two imported ranges of one application buffer.
+            if (j == i || (t[j].out && j < i) || !t[j].buf || t[j].buf->bk != t[i].buf->bk)
                 continue;
-            uint64_t a0 = t[i].off, a1 = a0 + t[i].bytes, b0 = t[j].off, b1 = b0 + t[j].bytes;
+            uint64_t a0 = t[i].buf->base + t[i].off, a1 = a0 + t[i].bytes;
+            uint64_t b0 = t[j].buf->base + t[j].off, b1 = b0 + t[j].bytes;
             if (a0 < b1 && b0 < a1)
                 return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                        "bufs->%s: bytes [%llu, %llu) overlap bufs->%s's [%llu, "
@@ -115,8 +117,11 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
     if ((r = check_overlap(ctx, b, pl)) < 0)
         return r;
-    pl->q_off = b->q_off, pl->k_off = b->k_off, pl->v_off = b->v_off;
-    pl->o_off = b->o_off, pl->lse_off = b->lse_off, pl->probs_off = b->probs_off;
+    // Offsets in the backend objects (an imported range starts at its base).
+    pl->q_off = b->q->base + b->q_off, pl->k_off = b->k->base + b->k_off;
+    pl->v_off = b->v->base + b->v_off, pl->o_off = b->o->base + b->o_off;
+    pl->lse_off = b->lse ? b->lse->base + b->lse_off : 0;
+    pl->probs_off = b->probs ? b->probs->base + b->probs_off : 0;
     return SSMAX_OK;
 }
 

@@ -56,9 +56,11 @@ if [ -n "$so" ]; then
         syms=$(nm -D --defined-only "$so" | awk '$2 ~ /^[TDBR]$/ { print $3 }')
         [ -n "$syms" ] || bad "$so: exports nothing"
         for s in $syms; do
-            grep -Eq "[ *]$s\(" "$header" || bad "$so exports $s, which $header does not declare"
+            # the public headers: ssmax.h and the interop headers beside it
+            grep -Eq "[ *]$s\(" "$(dirname "$header")"/ssmax*.h ||
+                bad "$so exports $s, which no public header beside $header declares"
         done
-        [ $fail -eq 0 ] && ok "$so: $(echo "$syms" | wc -l) exports, each declared in the header"
+        [ $fail -eq 0 ] && ok "$so: $(echo "$syms" | wc -l) exports, each declared in a public header"
     else
         echo "skip nm: not installed"
     fi

@@ -21,6 +21,22 @@ int cl_err(struct ssmax_context *ctx, cl_int e, const char *what)
 
 /* ---- device ---- */
 
+/* The device's own buffers, once d->cx and d->q are there (its own, or the application's). */
+int cl_open_common(struct ssmax_context *ctx, struct cl_dev *d)
+{
+    struct cl_inst *ci = d->ci;
+    cl_int e;
+    d->dummy = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, 256, NULL, &e);
+    if (e == CL_SUCCESS)
+        d->params = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_ONLY, PARAM_WORDS * 4, NULL, &e);
+    if (e != CL_SUCCESS) {
+        cl_close(&d->base);
+        return cl_err(ctx, e, "context setup");
+    }
+    ssmax_cache_dir(ctx, d->cache_dir, sizeof(d->cache_dir));
+    return SSMAX_OK;
+}
+
 int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *base)
 {
     struct cl_inst *ci = bpriv;
@@ -32,16 +48,12 @@ int cl_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
     d->cx = ci->f.clCreateContext(props, 1, &d->rec->dev, NULL, NULL, &e);
     if (e == CL_SUCCESS)
         d->q = ci->f.clCreateCommandQueue(d->cx, d->rec->dev, CL_QUEUE_PROFILING_ENABLE, &e);
-    if (e == CL_SUCCESS)
-        d->dummy = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_WRITE, 256, NULL, &e);
-    if (e == CL_SUCCESS)
-        d->params = ci->f.clCreateBuffer(d->cx, CL_MEM_READ_ONLY, PARAM_WORDS * 4, NULL, &e);
     if (e != CL_SUCCESS) {
         cl_close(&d->base);
         return cl_err(ctx, e, "context setup");
     }
-    ssmax_cache_dir(ctx, d->cache_dir, sizeof(d->cache_dir));
-    return SSMAX_OK;
+    d->profiling = 1;
+    return cl_open_common(ctx, d);
 }
 
 void cl_close(struct ssmax_dev *base)

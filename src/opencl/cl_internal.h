@@ -44,7 +44,12 @@
     X(clFinish)                                                                                    \
     X(clFlush)                                                                                     \
     X(clGetEventProfilingInfo)                                                                     \
-    X(clReleaseEvent)
+    X(clReleaseEvent)                                                                              \
+    X(clRetainContext)                                                                             \
+    X(clRetainCommandQueue)                                                                        \
+    X(clGetCommandQueueInfo)                                                                       \
+    X(clRetainMemObject)                                                                           \
+    X(clGetMemObjectInfo)
 
 struct cl_fns {
 #define DECL(f) __typeof__(f) *f;
@@ -94,6 +99,8 @@ struct cl_dev {
     char cache_dir[512];
     uint64_t mac_key[2]; // the cache directory's secret (see the cache section)
     int mac_state;       // 0: not read yet, 1: mac_key valid, -1: no secret (no caching)
+    int imported;        // cx and q are the application's (retained by us, released at close)
+    int profiling;       // q has CL_QUEUE_PROFILING_ENABLE: device times; else they read 0
 };
 
 /* The backend's entries (backend.h): cl_instance.c (init, uninit, devices), cl_device.c (open,
@@ -103,6 +110,8 @@ SSMAX_BACKEND_DECLS(cl)
 /* cl_device.c */
 /* The error for a failed OpenCL call: out of memory and size limits get their own codes. */
 int cl_err(struct ssmax_context *ctx, cl_int e, const char *what);
+/* The rest of opening once d->ci, d->rec, d->cx and d->q are set; on failure it closes d. */
+int cl_open_common(struct ssmax_context *ctx, struct cl_dev *d);
 /* Grows a scratch buffer *m (of *have bytes) to at least need bytes. */
 int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
 

@@ -1,0 +1,54 @@
+/*
+ * ssmax on the application's own OpenCL context, queue and buffers.
+ *
+ * An application that already has a cl_context and an in-order cl_command_queue on a device can
+ * hand them to a context: ssmax then builds its programs in that context and enqueues on that
+ * queue, and reads and writes the application's cl_mem objects in place. ssmax retains what it
+ * is given and releases exactly that when the device closes: it never releases the application's
+ * own references. Include this header only where <CL/cl.h> is available.
+ */
+#ifndef SSMAX_SSMAX_OPENCL_H
+#define SSMAX_SSMAX_OPENCL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include "ssmax.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The application's device, context and queue. */
+struct ssmax_opencl_device {
+    cl_device_id device;    ///< a device the OpenCL loader lists (sub-devices are not taken)
+    cl_context context;     ///< holding device
+    /** In order (no CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE), on device, in context. With
+     *  CL_QUEUE_PROFILING_ENABLE, ssmax_last_device_time reports device time; without, 0. The
+     *  blocking calls (ssmax_attn, ssmax_plan_execute, ssmax_buffer_read/write) wait for the
+     *  queue with clFinish: for the application's work queued before them too. */
+    cl_command_queue queue;
+    uint8_t reserved[32];   ///< must be zero
+};
+
+/** Closes ctx's open device (as ssmax_device_open does, with its buffers and plans) and opens
+ *  d's device over the application's context and queue. ctx must have the OpenCL backend.
+ *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG naming the field (NULL handles, a queue of another
+ *  context or device, an out-of-order queue, reserved bytes); SSMAX_ERR_NO_DEVICE when the loader
+ *  does not list the device; SSMAX_ERR_BACKEND for a failed OpenCL call. */
+SSMAX_API int ssmax_opencl_device_import(ssmax_context *ctx, const struct ssmax_opencl_device *d);
+
+/** An ssmax_buffer over bytes [offset, offset + size) of the application's mem, which must belong
+ *  to the imported context (ssmax_opencl_device_import). offset is a multiple of 4; size >= 1.
+ *  ssmax retains mem and releases it when the buffer is destroyed (ssmax_buffer_destroy, or the
+ *  device's close): the application's own reference stays valid. Offsets in ssmax_attn_buffers
+ *  and ssmax_buffer_read/write count from offset. */
+SSMAX_API int ssmax_opencl_buffer_import(ssmax_context *ctx, cl_mem mem, size_t offset,
+                                         size_t size, ssmax_buffer **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SSMAX_SSMAX_OPENCL_H */

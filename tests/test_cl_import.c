@@ -1,0 +1,248 @@
+/*
+ * ssmax on the application's own OpenCL context, queue and buffers (ssmax_opencl.h), on PoCL:
+ * attention on imported ranges of the application's cl_mem objects checked against the float64
+ * reference (fused, split-KV, unfused, a plan; f32 and f16), the bad-input cases each named, and
+ * what ssmax leaves behind: every reference it took given back, the application's objects working.
+ * Exit 77 without an OpenCL device, unless SSMAX_REQUIRE_DEVICE=1.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "ssmax/ssmax_opencl.h"
+
+static cl_platform_id plat;
+static cl_device_id dev;
+static const uint64_t seed0 = 20261203;
+
+static cl_uint refcount(cl_mem m)
+{
+    cl_uint n = 0;
+    clGetMemObjectInfo(m, CL_MEM_REFERENCE_COUNT, sizeof(n), &n, NULL);
+    return n;
+}
+
+static ssmax_context *new_ctx(void)
+{
+    struct ssmax_context_params cp;
+    ssmax_context_params_default(&cp);
+    cp.backends = SSMAX_BACKEND_OPENCL_BIT | SSMAX_BACKEND_CPU_BIT;
+    ssmax_context *c = NULL;
+    assert_int_equal(ssmax_context_create(&cp, &c), SSMAX_OK);
+    return c;
+}
+
+/* One problem on imported ranges: Q, K and V share one application buffer (at 256, and after),
+ * O sits at 64 in another; both buffers hold a guard pattern that must survive. */
+static void run_imported(ssmax_context *c, cl_context cx, cl_command_queue q,
+                         struct ssmax_attn_params *p, int use_plan, uint64_t seed)
+{
+    const size_t es = p->dtype == SSMAX_F16 ? 2 : 4;
+    const size_t rows = (size_t)p->batch * p->q_heads * p->q_len;
+    const size_t nq = rows * p->head_dim, nkv = (size_t)p->batch * p->kv_heads * p->kv_len * p->head_dim;
+    const size_t qo = 256, ko = qo + (nq * es + 255) / 256 * 256, vo = ko + (nkv * es + 255) / 256 * 256;
+    const size_t in_size = vo + nkv * es + 256, out_size = 64 + nq * es + 64;
+    unsigned char *in = malloc(in_size), *out = malloc(out_size), *back = malloc(out_size);
+    double *ref = malloc(nq * sizeof(double));
+    assert_true(in && out && back && ref);
+    memset(in, 0x5a, in_size);
+    memset(out, 0xa5, out_size);
+    h_fill(in + qo, p->dtype, nq, 1, &seed);
+    h_fill(in + ko, p->dtype, nkv, 1, &seed);
+    h_fill(in + vo, p->dtype, nkv, 1, &seed);
+    cl_int e;
+    cl_mem mi = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, in_size, in, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_mem mo = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, out_size, out, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_buffer *bq, *bk, *bv, *bo;
+    assert_int_equal(ssmax_opencl_buffer_import(c, mi, qo, nq * es, &bq), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mi, ko, nkv * es, &bk), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mi, vo, nkv * es, &bv), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mo, 64, nq * es, &bo), SSMAX_OK);
+    assert_int_equal(refcount(mi), 4); // ours: three, the application's: one
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo };
+    if (use_plan) {
+        ssmax_plan *plan = NULL;
+        assert_int_equal(ssmax_plan_create(c, p, 0, &plan), SSMAX_OK);
+        assert_int_equal(ssmax_plan_execute(c, plan, &ab, NULL), SSMAX_OK);
+        ssmax_plan_destroy(c, &plan);
+    } else if (ssmax_attn(c, p, &ab) != SSMAX_OK) {
+        fail_msg("ssmax_attn: %s", ssmax_last_error(c));
+    }
+    // The application reads its own buffer.
+    assert_int_equal(clEnqueueReadBuffer(q, mo, CL_TRUE, 0, out_size, back, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (size_t i = 0; i < 64; i++)
+        if (back[i] != 0xa5 || back[64 + nq * es + i] != 0xa5)
+            fail_msg("the guard around O changed at %zu", i);
+    struct ssmax_attn_host io = { .q = in + qo, .k = in + ko, .v = in + vo, .o_f64 = ref };
+    assert_int_equal(ssmax_attn_ref(p, &io), SSMAX_OK);
+    struct ssmax_compare cmp;
+    if (p->dtype == SSMAX_F16)
+        ssmax_compare_f16(ref, (const uint16_t *)(back + 64), nq, 0, &cmp);
+    else
+        ssmax_compare_f32(ref, (const float *)(back + 64), nq, 0, &cmp);
+    struct htol tol = h_tol_o(p->dtype, cmp.max_ref);
+    printf("# imported %s %s path %d%s: nmse %.2e max %.2e\n", p->dtype == SSMAX_F16 ? "f16" : "f32",
+           p->causal ? "causal" : "full", (int)p->path, use_plan ? " (plan)" : "", cmp.nmse,
+           cmp.max_abs);
+    if (cmp.nonfinite_mismatch || cmp.nmse > tol.nmse || cmp.max_abs > tol.max_abs)
+        fail_msg("imported buffers: nmse %.2e (limit %.2e), max %.2e (limit %.2e)", cmp.nmse,
+                 tol.nmse, cmp.max_abs, tol.max_abs);
+    // An output range overlapping an input range of the same application buffer is refused.
+    ssmax_buffer *alias = NULL;
+    assert_int_equal(ssmax_opencl_buffer_import(c, mi, qo, nq * es, &alias), SSMAX_OK);
+    struct ssmax_attn_buffers bad = ab;
+    bad.o = alias;
+    assert_int_equal(ssmax_attn(c, p, &bad), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "overlap"));
+    ssmax_buffer_destroy(c, &alias), ssmax_buffer_destroy(c, &bq), ssmax_buffer_destroy(c, &bk);
+    ssmax_buffer_destroy(c, &bv), ssmax_buffer_destroy(c, &bo);
+    assert_int_equal(refcount(mi), 1);
+    assert_int_equal(refcount(mo), 1);
+    clReleaseMemObject(mi), clReleaseMemObject(mo);
+    free(in), free(out), free(back), free(ref);
+}
+
+static void test_imported(void **state)
+{
+    (void)state;
+    cl_int e;
+    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e); // no profiling: device time 0
+    assert_int_equal(e, CL_SUCCESS);
+    cl_uint cx_refs = 0, q_refs = 0, n = 0; // as the application holds them (objects retain too)
+    clGetContextInfo(cx, CL_CONTEXT_REFERENCE_COUNT, sizeof(cx_refs), &cx_refs, NULL);
+    clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof(q_refs), &q_refs, NULL);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof(n), &n, NULL);
+    assert_int_equal(n, q_refs + 1); // ours
+    struct ssmax_device_info di;
+    assert_int_equal(ssmax_device_current(c, &di), SSMAX_OK);
+    assert_int_equal(di.backend, SSMAX_BACKEND_OPENCL);
+    printf("# imported %s\n", di.name);
+    uint64_t seed = seed0;
+    printf("# seed %llu\n", (unsigned long long)seed);
+    for (int f16 = 0; f16 < 2; f16++)
+        for (int path = 1; path <= 3; path++) {
+            struct ssmax_attn_params p;
+            ssmax_attn_params_default(&p);
+            p.batch = 2, p.q_heads = 4, p.kv_heads = 2, p.q_len = 7, p.kv_len = 113;
+            p.head_dim = 64, p.causal = path != 3, p.path = (enum ssmax_path)path;
+            p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+            run_imported(c, cx, q, &p, path == 1 && f16, seed++);
+        }
+    uint64_t ns = 1;
+    assert_int_equal(ssmax_last_device_time(c, &ns), SSMAX_OK);
+    assert_int_equal(ns, 0); // the queue has no profiling
+    ssmax_context_destroy(&c);
+    // Every reference ssmax took is given back; the application's objects still work.
+    clGetContextInfo(cx, CL_CONTEXT_REFERENCE_COUNT, sizeof(n), &n, NULL);
+    assert_int_equal(n, cx_refs);
+    clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof(n), &n, NULL);
+    assert_int_equal(n, q_refs);
+    float x = 1.5f, y = 0;
+    cl_mem m = clCreateBuffer(cx, CL_MEM_READ_WRITE, 4, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    assert_int_equal(clEnqueueWriteBuffer(q, m, CL_TRUE, 0, 4, &x, 0, NULL, NULL), CL_SUCCESS);
+    assert_int_equal(clEnqueueReadBuffer(q, m, CL_TRUE, 0, 4, &y, 0, NULL, NULL), CL_SUCCESS);
+    assert_true(y == 1.5f);
+    clReleaseMemObject(m);
+    clReleaseCommandQueue(q);
+    clReleaseContext(cx);
+}
+
+/* Each bad argument is a named error; nothing is retained by a refused call. */
+static void test_bad_import(void **state)
+{
+    (void)state;
+    cl_int e;
+    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e), cx2 = NULL;
+    assert_int_equal(e, CL_SUCCESS);
+    cx2 = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q = clCreateCommandQueue(cx, dev, CL_QUEUE_PROFILING_ENABLE, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q2 = clCreateCommandQueue(cx2, dev, 0, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue qooo = clCreateCommandQueue(cx, dev, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &e);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
+    struct {
+        struct ssmax_opencl_device d;
+        const char *what;
+    } bad[] = {
+        { { NULL, cx, q, { 0 } }, "d->device" },
+        { { dev, NULL, q, { 0 } }, "d->context" },
+        { { dev, cx, NULL, { 0 } }, "d->queue" },
+        { { dev, cx, q2, { 0 } }, "another context" },
+        { { dev, cx, q, { 1 } }, "d->reserved" },
+        { { (cl_device_id)(uintptr_t)0x10, cx, q, { 0 } }, "d->device" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int r = ssmax_opencl_device_import(c, &bad[i].d);
+        if (r >= 0 || !strstr(ssmax_last_error(c), bad[i].what))
+            fail_msg("bad import %zu: %d '%s', wanted '%s'", i, r, ssmax_last_error(c),
+                     bad[i].what);
+    }
+    assert_int_equal(ssmax_opencl_device_import(c, NULL), SSMAX_ERR_INVALID_ARG);
+    if (e == CL_SUCCESS) { // PoCL takes out-of-order queues
+        struct ssmax_opencl_device o = { dev, cx, qooo, { 0 } };
+        assert_int_equal(ssmax_opencl_device_import(c, &o), SSMAX_ERR_INVALID_ARG);
+        assert_non_null(strstr(ssmax_last_error(c), "out of order"));
+        clReleaseCommandQueue(qooo);
+    }
+    // Buffers: only on an imported device, of its context, in range, aligned.
+    cl_mem m = clCreateBuffer(cx, CL_MEM_READ_WRITE, 1024, NULL, &e);
+    cl_mem m2 = clCreateBuffer(cx2, CL_MEM_READ_WRITE, 1024, NULL, &e);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_device_open(c, ssmax_device_find(c, "opencl")), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 0, 16, &b), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "not an imported"));
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 2, 16, &b), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "offset"));
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 1020, 8, &b), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "exceeds"));
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, SIZE_MAX - 3, 8, &b), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 0, 0, &b), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_opencl_buffer_import(c, m2, 0, 16, &b), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "another context"));
+    assert_int_equal(ssmax_opencl_buffer_import(c, NULL, 0, 16, &b), SSMAX_ERR_INVALID_ARG);
+    assert_null(b);
+    assert_int_equal(refcount(m), 1);
+    // Buffers left alive go with the device, and give their references back.
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 0, 16, &b), SSMAX_OK);
+    assert_int_equal(refcount(m), 2);
+    ssmax_context_destroy(&c);
+    assert_int_equal(refcount(m), 1);
+    clReleaseMemObject(m), clReleaseMemObject(m2);
+    clReleaseCommandQueue(q), clReleaseCommandQueue(q2);
+    clReleaseContext(cx), clReleaseContext(cx2);
+}
+
+int main(void)
+{
+    cl_uint np = 0;
+    if (clGetPlatformIDs(1, &plat, &np) != CL_SUCCESS || !np ||
+        clGetDeviceIDs(plat, CL_DEVICE_TYPE_ALL, 1, &dev, NULL) != CL_SUCCESS) {
+        printf("no OpenCL device%s\n", h_require_devices() ? " (required): FAIL" : ": skipped");
+        return h_require_devices() ? 1 : 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_imported),
+        cmocka_unit_test(test_bad_import),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
