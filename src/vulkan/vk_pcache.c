@@ -94,7 +94,11 @@ static unsigned char *pcache_read(struct vk_dev *d, size_t *n, const char **why)
         goto out;
     }
     // The size field is checked against the file before anything is allocated from it.
-    if (h.size > PCACHE_MAX || h.size != (uint64_t)st.st_size - sizeof(h)) {
+    if (h.size > PCACHE_MAX) {
+        *why = "its size field is over the cap";
+        goto out;
+    }
+    if (h.size != (uint64_t)st.st_size - sizeof(h)) {
         *why = "its size field does not match the file";
         goto out;
     }
