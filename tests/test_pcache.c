@@ -6,6 +6,7 @@
  *     driver, and rewritten; a non-empty directory in its place is left alone;
  *   - the results stay correct (one attention against the float64 reference), under the
  *     validation layer with no validation errors;
+ *   - driver data over the size cap is neither loaded nor written, and the file is removed;
  *   - the pipelines tool path (ssmax_attn_pipelines) marks the cache for writing too;
  *   - SSMAX_VK_PIPELINE_CACHE=0 and no cache directory write nothing;
  *   - processes writing the same file at once never leave a torn one.
@@ -38,7 +39,7 @@ static char dir[1024];
 /* ---- one context on the Vulkan device, what its log says about the cache ---- */
 
 struct logcap {
-    int loaded, ignored, wrote, refused, nowrite;
+    int loaded, ignored, wrote, refused, nowrite, overcap;
 };
 
 static void log_cb(void *priv, enum ssmax_log_level lvl, const char *msg)
@@ -53,6 +54,7 @@ static void log_cb(void *priv, enum ssmax_log_level lvl, const char *msg)
     lc->wrote += strstr(msg, "pipeline cache: wrote ") != NULL;
     lc->refused += strstr(msg, "the driver refused") != NULL;
     lc->nowrite += strstr(msg, "could not write") != NULL;
+    lc->overcap += strstr(msg, "cap; removing") != NULL;
 }
 
 enum { RUN_ATTN = 1, RUN_DEBUG = 2, RUN_PIPELINES = 4 };
@@ -531,6 +533,28 @@ static void test_busy_directory(void **state)
     assert_int_equal(stat(inner, &st), 0);
 }
 
+/* Driver data over the cap (lowered by the test hook SSMAX_VK_PCACHE_CAP, as lavapipe's is 32
+ * bytes): the file is not loaded, not written, and removed so the next process starts afresh. */
+static void test_over_cap(void **state)
+{
+    (void)state;
+    first_run();
+    struct logcap lc;
+    setenv("SSMAX_VK_PCACHE_CAP", "16", 1);
+    int st = run_checked(dir, RUN_ATTN, &lc);
+    unsetenv("SSMAX_VK_PCACHE_CAP");
+    assert_int_equal(st, 0);
+    assert_int_equal(lc.ignored, 1);
+    assert_int_equal(lc.loaded + lc.wrote, 0);
+    assert_int_equal(lc.overcap, 1);
+    struct pfile p;
+    assert_int_equal(pfile_find(dir, &p), -1);
+    assert_int_equal(run_ctx(dir, RUN_ATTN, &lc), 0); // and the next device writes it anew
+    assert_int_equal(lc.wrote, 1);
+    pfile_good(dir, &p);
+    free(p.data);
+}
+
 /* Pipelines made only through the statistics path (`ssmax pipelines`) are cached and saved too. */
 static void test_pipelines_path(void **state)
 {
@@ -664,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_written_then_loaded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_over_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelines_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writes, setup, teardown),

@@ -38,6 +38,14 @@
 #define PCACHE_VERSION 1u
 #define PCACHE_MAX (32u << 20) // bytes of driver data: far more than every pipeline ssmax makes
 
+/* The cap: PCACHE_MAX, or less for tests (SSMAX_VK_PCACHE_CAP=bytes; lavapipe's data is 32 bytes,
+ * so only a lowered cap reaches the over-the-cap paths there). */
+static uint64_t pcache_cap(void)
+{
+    int c = ssmax_env_int("SSMAX_VK_PCACHE_CAP", 0);
+    return c > 0 && (uint64_t)c < PCACHE_MAX ? (uint64_t)c : PCACHE_MAX;
+}
+
 struct pcache_head {
     char magic[8];
     uint32_t version, zero;
@@ -94,7 +102,7 @@ static unsigned char *pcache_read(struct vk_dev *d, size_t *n, const char **why)
         goto out;
     }
     // The size field is checked against the file before anything is allocated from it.
-    if (h.size > PCACHE_MAX) {
+    if (h.size > pcache_cap()) {
         *why = "its size field is over the cap";
         goto out;
     }
@@ -231,9 +239,10 @@ static void pcache_save(struct vk_dev *d)
     VkResult r = d->vkGetPipelineCacheData(d->dev, d->pcache, &n, NULL);
     if (r != VK_SUCCESS || !n)
         return;
-    if (n > PCACHE_MAX) {
-        ssmax_log(ctx, SSMAX_LOG_INFO, "vulkan: pipeline cache: %zu bytes is over the %u-byte cap; "
-                  "removing %s so the next process starts afresh", n, PCACHE_MAX, d->pcache_path);
+    if (n > pcache_cap()) {
+        ssmax_log(ctx, SSMAX_LOG_INFO, "vulkan: pipeline cache: %zu bytes is over the %llu-byte "
+                  "cap; removing %s so the next process starts afresh", n,
+                  (unsigned long long)pcache_cap(), d->pcache_path);
         unlink(d->pcache_path);
         return;
     }
