@@ -278,6 +278,9 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
  * no environment variable turns it on, so applications never see an injected fault. The backends
  * ask ssmax_fault_alloc and ssmax_fault_lost, each 1 exactly once. */
 void ssmax_fault_set(struct ssmax_context *ctx, int alloc_at, int lost_at);
+/* Test hook: lowers the Vulkan pipeline cache's cap on driver data to bytes (0: the default), for
+ * the whole process (vulkan/vk_pcache.c). */
+void ssmax_vk_pcache_cap_set(uint64_t bytes);
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
 
@@ -325,6 +328,14 @@ uint64_t ssmax_siphash24(const uint64_t k[2], const void *data, size_t n);
 /* The OpenCL cache's keyed hash of a binary: SipHash under a key derived from the directory's
  * secret and the entry's key string (hash.c). */
 uint64_t ssmax_cache_mac(const uint64_t secret[2], const char *key, const void *bin, size_t n);
+/* The on-disk caches' files (cache.c). The cache directory's secret, <dir>/cache.key (16 random
+ * bytes made by the first writer, kept by every later one), into k: 0, or -1 when there is none
+ * and none can be made (logged at INFO as "<what>: ...": the caller's cache is off). */
+int ssmax_cache_secret(struct ssmax_context *ctx, const char *dir, const char *what, uint64_t k[2]);
+/* Writes the n parts, one after another, to path whole or not at all: a temporary file unique to
+ * this process and call, renamed into place (an empty directory in the way is removed first).
+ * 0, or -1 with errno set and nothing left behind. */
+int ssmax_cache_write(const char *path, const void *const *parts, const size_t *sizes, int n);
 
 /* Environment knobs */
 int ssmax_env_int(const char *name, int def);

@@ -35,8 +35,8 @@ static const char *usage_main =
     "  --version               print the library version\n"
     "\n"
     "Environment: SSMAX_DEVICE (default device), SSMAX_VALIDATION=1 (Vulkan validation layer),\n"
-    "SSMAX_CACHE_DIR (OpenCL binary cache). Exit codes: 0 ok, 2 bad input, 3 check mismatch,\n"
-    "4 device failure.\n";
+    "SSMAX_CACHE_DIR (OpenCL binaries, Vulkan pipeline cache). Exit codes: 0 ok, 2 bad input,\n"
+    "3 check mismatch, 4 device failure.\n";
 
 static const char *usage_run =
     "usage: ssmax run --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"

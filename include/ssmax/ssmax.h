@@ -173,7 +173,7 @@ struct ssmax_context_params {
      *  that counts errors (ssmax_validation_errors); OpenCL programs build with warnings shown.
      *  Default 0, or 1 when the environment sets SSMAX_VALIDATION=1. */
     int debug;
-    const char *cache_dir;              ///< kernel binary cache; NULL = $SSMAX_CACHE_DIR or the user cache
+    const char *cache_dir;              ///< GPU kernel caches; NULL = $SSMAX_CACHE_DIR or the user cache
     /** Multiply-adds one GPU submission may carry before an attention call is cut into several,
      *  so no single submission runs for seconds (driver watchdogs, TDR). Results are identical
      *  either way. 0 = SSMAX_DEFAULT_MAX_WORK (2^33, about 0.1 s at 150 GFLOP/s). */

@@ -48,58 +48,15 @@ static uint64_t entry_mac(const struct cl_dev *d, const char *key, const void *b
     return ssmax_cache_mac(d->mac_key, key, bin, n);
 }
 
-static int read_secret(const char *path, uint64_t k[2])
-{
-    unsigned char b[17];
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    size_t n = fread(b, 1, sizeof(b), f);
-    fclose(f);
-    if (n != 16)
-        return -1;
-    memcpy(k, b, 16);
-    return 0;
-}
-
-/* Reads the cache directory's secret, making it when it is missing or damaged. Without one (no
- * randomness, a read-only directory without a secret) the cache is off for this device. */
+/* The cache directory's secret (ssmax_cache_secret), read or made once per device. Without one
+ * (no randomness, a read-only directory without a secret) the cache is off for this device. */
 static int cache_secret(struct cl_dev *d)
 {
     if (d->mac_state)
         return d->mac_state > 0;
-    d->mac_state = -1;
-    char path[600], tmp[640];
-    snprintf(path, sizeof(path), "%s/cache.key", d->cache_dir);
-    if (read_secret(path, d->mac_key) == 0)
-        return d->mac_state = 1;
-    unsigned char rnd[16];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd >= 0 ? read(fd, rnd, sizeof(rnd)) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (got != (ssize_t)sizeof(rnd)) {
-        ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: no randomness for the cache secret: "
-                                               "binary cache off");
-        return 0;
-    }
-    ssmax_mkdirs(d->cache_dir);
-    static _Atomic unsigned seq;
-    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1));
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        int ok = write(fd, rnd, sizeof(rnd)) == (ssize_t)sizeof(rnd);
-        ok = close(fd) == 0 && ok;
-        // link() keeps a secret another process made first (entries written under it stay
-        // good); only a damaged one is replaced, or any where the file system has no links.
-        if (ok && link(tmp, path) != 0 && (errno != EEXIST || read_secret(path, d->mac_key) != 0))
-            rename(tmp, path);
-        unlink(tmp);
-    }
-    if (read_secret(path, d->mac_key) == 0)
-        return d->mac_state = 1;
-    ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: cannot write %s: binary cache off", path);
-    return 0;
+    int r = ssmax_cache_secret(d->base.ctx, d->cache_dir, "opencl", d->mac_key);
+    d->mac_state = r == 0 ? 1 : -1;
+    return r == 0;
 }
 
 static void cache_key(struct cl_dev *d, const char *opts, char *key, size_t n, char *path,
@@ -249,31 +206,21 @@ static void cache_save(struct cl_dev *d, struct cl_prog *pg)
         free(bin);
         return;
     }
-    char key[1024], path[700], tmp[760];
+    char key[1024], path[700];
     cache_key(d, pg->opts, key, sizeof(key), path, sizeof(path));
     ssmax_mkdirs(d->cache_dir);
     if (!cache_secret(d)) {
         free(bin);
         return;
     }
-    static _Atomic unsigned seq; // contexts on several threads may save the same entry at once
-    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1));
-    FILE *fp = fopen(tmp, "wb");
-    if (fp) {
-        uint32_t klen = (uint32_t)strlen(key);
-        uint64_t bs = bsize, sum = ssmax_fnv64(bin, bsize, SSMAX_FNV64_INIT);
-        uint64_t mac = entry_mac(d, key, bin, bsize);
-        int ok = fwrite("SSMAXCL2", 1, 8, fp) == 8 && fwrite(&klen, 4, 1, fp) == 1 &&
-                 fwrite(key, 1, klen, fp) == klen && fwrite(&bs, 8, 1, fp) == 1 &&
-                 fwrite(&sum, 8, 1, fp) == 1 && fwrite(&mac, 8, 1, fp) == 1 &&
-                 fwrite(bin, 1, bsize, fp) == bsize;
-        ok = fclose(fp) == 0 && ok;
-        if (ok && rename(tmp, path) == 0)
-            pg->saved = pg->used;
-        else
-            unlink(tmp);
-    }
-    if (!fp || pg->saved != pg->used)
+    uint32_t klen = (uint32_t)strlen(key);
+    uint64_t bs = bsize, sum = ssmax_fnv64(bin, bsize, SSMAX_FNV64_INIT);
+    uint64_t mac = entry_mac(d, key, bin, bsize);
+    const void *parts[] = { "SSMAXCL2", &klen, key, &bs, &sum, &mac, bin };
+    const size_t sizes[] = { 8, 4, klen, 8, 8, 8, bsize };
+    if (ssmax_cache_write(path, parts, sizes, 7) == 0)
+        pg->saved = pg->used;
+    else
         ssmax_log(d->base.ctx, SSMAX_LOG_INFO, "opencl: could not write the cache file %s: %s",
                   path, strerror(errno));
     free(bin);

@@ -306,6 +306,9 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         vk_close(&d->base);
         return vk_err(ctx, r, "vkCreatePipelineLayout");
     }
+    // The pipeline cache, seeded from disk. Device import will hand the application's cache
+    // here instead of VK_NULL_HANDLE.
+    vk_pcache_open(d, VK_NULL_HANDLE);
     if (ctx->params.debug && ssmax_env_int("SSMAX_VK_PROVOKE_VALIDATION", 0)) {
         // Test hook: one invalid call (a zero-sized buffer) to prove the validation gate counts.
         VkBufferCreateInfo bad = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -342,6 +345,8 @@ void vk_close(struct ssmax_dev *base)
         }
         for (int i = 0; i < d->npipes; i++)
             d->vkDestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
+        if (d->vkDestroyPipelineCache)
+            vk_pcache_close(d);
         if (d->layout)
             d->vkDestroyPipelineLayout(d->dev, d->layout, NULL);
         if (d->dpool)

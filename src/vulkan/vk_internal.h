@@ -3,6 +3,7 @@
  *   vk_instance.c  loader, instances (the shared one and debug contexts' own), device listing
  *   vk_device.c    device open and close, memory and buffers, command submission
  *   vk_pipeline.c  pipelines from the embedded SPIR-V with specialization constants
+ *   vk_pcache.c    the pipeline cache every pipeline is made with, kept on disk between processes
  *   vk_plan.c      the backend's part of the plan: kernel, tiles, driver limits
  *   vk_attn.c      recording and submitting a plan, and the backend table
  * No global Vulkan function pointers: each instance and device has its own table.
@@ -65,6 +66,9 @@
     X(vkCreateShaderModule)                                                                        \
     X(vkDestroyShaderModule)                                                                       \
     X(vkCreateComputePipelines)                                                                    \
+    X(vkCreatePipelineCache)                                                                       \
+    X(vkDestroyPipelineCache)                                                                      \
+    X(vkGetPipelineCacheData)                                                                      \
     X(vkDestroyPipeline)                                                                           \
     X(vkCreatePipelineLayout)                                                                      \
     X(vkDestroyPipelineLayout)                                                                     \
@@ -139,6 +143,16 @@ struct vk_dev {
     VkDescriptorPool dpool;
     struct vk_pipe *pipes;
     int npipes, cap_pipes;
+    /* The pipeline cache every pipeline is made with (vk_pcache.c); VK_NULL_HANDLE: none. */
+    VkPipelineCache pcache;
+    int pcache_owned;         // 1: ours, saved and destroyed at close; 0: the application's
+    int pcache_dirty;         // pipelines were made with it since it was loaded
+    int pcache_replace;       // the file on disk failed a check: write even if nothing changed
+    size_t pcache_loaded;     // bytes of driver data loaded from the file (0: none)
+    uint64_t pcache_sum;      // ... and their fnv64, to skip writing back what was read
+    uint64_t pcache_secret[2]; // the cache directory's secret (ssmax_cache_secret)
+    char pcache_key[128];     // "vk-<vendor>-<device>-<driver>-<uuid>": the file name and hash key
+    char pcache_path[700];    // "": no file (no cache directory, no secret, or turned off)
     struct vk_buf staging, coef, dummy, scr0, scr1;
     int compile_only; // no command pool, fence, query pool or buffers: pipelines only
     int submitted;    // work was submitted: close waits for the device to be idle
@@ -161,6 +175,16 @@ int vk_cmd_begin(struct vk_dev *d);
 int vk_submit_wait(struct vk_dev *d);
 void vk_barrier(struct vk_dev *d, VkPipelineStageFlags src, VkAccessFlags sa,
                 VkPipelineStageFlags dst, VkAccessFlags da);
+
+/* vk_pcache.c: the device's pipeline cache. app, when not VK_NULL_HANDLE, is a cache the
+ * application owns: used as it is, never read from or written to disk here, never destroyed.
+ * Otherwise the device gets its own, seeded from the cache directory's file for this device and
+ * driver when that passes every check. A cache that cannot be made is logged and left out
+ * (pipelines are made without one). */
+void vk_pcache_open(struct vk_dev *d, VkPipelineCache app);
+/* Writes the owned cache back when pipelines were made since it was loaded (or the file was
+ * damaged), then destroys it; an application's cache is only let go. */
+void vk_pcache_close(struct vk_dev *d);
 
 /* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once;
  * subgroup > 0 asks for that subgroup size (VK_EXT_subgroup_size_control; 0: the driver's). */

@@ -2,6 +2,7 @@
  * Vulkan: compute pipelines from the embedded SPIR-V (vk_shaders.c), one per shader and set of
  * specialization constants (shaders/attn_iface.h, SPEC_*), made at first use and kept with the
  * device. And the same pipelines built anew with the driver's statistics (`ssmax pipelines`).
+ * Both are made with the device's pipeline cache (vk_pcache.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,8 +42,10 @@ static int make(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
                    .pSpecializationInfo = &si },
         .layout = d->layout,
     };
-    r = d->vkCreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &cpci, NULL, out);
+    r = d->vkCreateComputePipelines(d->dev, d->pcache, 1, &cpci, NULL, out);
     d->vkDestroyShaderModule(d->dev, mod, NULL);
+    if (r == VK_SUCCESS)
+        d->pcache_dirty = 1; // the cache may hold more: written back at close (vk_pcache.c)
     if (r != VK_SUCCESS)
         return ssmax_set_error(d->base.ctx, SSMAX_ERR_KERNEL_BUILD,
                                "vulkan: pipeline %s (wg %u, tiles %u,%u, D %u) failed: VkResult %d",
