@@ -559,6 +559,30 @@ static int open_index(ssmax_context *ctx, int index, ssmax_adopt_fn open, const 
     return SSMAX_OK;
 }
 
+int ssmax_device_install(ssmax_context *ctx, const struct ssmax_backend_fns *fns,
+                         int (*open)(ssmax_context *ctx, void *priv, struct ssmax_dev *dev),
+                         void *priv)
+{
+    close_device(ctx);
+    ctx->failed = 0;
+    struct ssmax_dev *dev = ssmax_calloc(ctx, 1, fns->dev_size);
+    if (!dev)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "device: out of host memory");
+    dev->ctx = ctx;
+    int r = open(ctx, priv, dev);
+    if (r < 0) {
+        ssmax_free(ctx, dev);
+        return r;
+    }
+    dev->fns = fns;
+    dev->info.index = -1;
+    ctx->dev = dev;
+    ctx->dev_index = -1;
+    ssmax_tune_load(dev);
+    ssmax_log(ctx, SSMAX_LOG_INFO, "opened imported %s device: %s", fns->name, dev->info.name);
+    return SSMAX_OK;
+}
+
 int ssmax_device_current(ssmax_context *ctx, struct ssmax_device_info *out)
 {
     if (!ctx || !out)

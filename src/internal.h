@@ -284,6 +284,13 @@ void ssmax_vk_pcache_cap_set(uint64_t bytes);
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
 
+/* Closes ctx's open device (as ssmax_device_open does) and opens one of backend fns that is in
+ * no device list (an imported device): open fills the zeroed dev (dev->ctx set), info included,
+ * and releases what it made on failure. The device's index is -1. */
+int ssmax_device_install(struct ssmax_context *ctx, const struct ssmax_backend_fns *fns,
+                         int (*open)(struct ssmax_context *ctx, void *priv, struct ssmax_dev *dev),
+                         void *priv);
+
 /* SSMAX_OK when ctx has an open, working device, else the error (message set). */
 int ssmax_need_device(struct ssmax_context *ctx);
 /* ssmax_need_device, and the device can run work: a compile_only device gives

@@ -134,8 +134,13 @@ int vk_submit_wait(struct vk_dev *d)
     r = d->vkResetFences(d->dev, 1, &d->fence);
     if (r == VK_SUCCESS && ssmax_fault_lost(d->base.ctx))
         r = VK_ERROR_DEVICE_LOST;
-    if (r == VK_SUCCESS)
+    if (r == VK_SUCCESS) {
+        if (d->lock_queue) // an imported device's queue: the application synchronises it
+            d->lock_queue(d->lock_priv, d->qfam, d->qindex);
         r = d->vkQueueSubmit(d->queue, 1, &si, d->fence);
+        if (d->unlock_queue)
+            d->unlock_queue(d->lock_priv, d->qfam, d->qindex);
+    }
     if (r != VK_SUCCESS)
         return vk_err(d->base.ctx, r, "vkQueueSubmit");
     d->submitted = 1;
@@ -228,6 +233,14 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         d->dev = VK_NULL_HANDLE;
         return vk_err(ctx, r, "vkCreateDevice");
     }
+    return vk_dev_setup(ctx, d, tsbits);
+}
+
+int vk_dev_setup(struct ssmax_context *ctx, struct vk_dev *d, uint32_t tsbits)
+{
+    struct vk_inst *vi = d->vi;
+    VkPhysicalDevice pd = d->ph->pd;
+    VkResult r;
 #define LOAD_D(f)                                                                                  \
     if (!(d->f = (PFN_##f)vi->vkGetDeviceProcAddr(d->dev, #f))) {                                  \
         vk_close(&d->base);                                                                        \
@@ -240,7 +253,8 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         d->get_exec_stats = (PFN_vkGetPipelineExecutableStatisticsKHR)vi->vkGetDeviceProcAddr(
             d->dev, "vkGetPipelineExecutableStatisticsKHR");
     }
-    d->vkGetDeviceQueue(d->dev, d->qfam, 0, &d->queue);
+    if (!d->queue) // an imported device may come with its queue
+        d->vkGetDeviceQueue(d->dev, d->qfam, d->qindex, &d->queue);
     vi->vkGetPhysicalDeviceMemoryProperties(pd, &d->mem);
     // Unified memory: device-local and host-visible; CPU drivers and integrated GPUs map directly.
     VkPhysicalDeviceType t = d->ph->props.deviceType;
@@ -306,8 +320,8 @@ int vk_open(struct ssmax_context *ctx, void *bpriv, int idx, struct ssmax_dev *b
         vk_close(&d->base);
         return vk_err(ctx, r, "vkCreatePipelineLayout");
     }
-    // The pipeline cache, seeded from disk. Device import will hand the application's cache
-    // here instead of VK_NULL_HANDLE.
+    // The pipeline cache, seeded from disk; an imported device gets ssmax's own too (the
+    // application's cache is not asked for yet: VK_NULL_HANDLE).
     vk_pcache_open(d, VK_NULL_HANDLE);
     if (ctx->params.debug && ssmax_env_int("SSMAX_VK_PROVOKE_VALIDATION", 0)) {
         // Test hook: one invalid call (a zero-sized buffer) to prove the validation gate counts.
@@ -334,7 +348,9 @@ void vk_close(struct ssmax_dev *base)
         // Only work we submitted is waited for: a device that never ran anything is idle, and a
         // device that cannot run (RADV's null winsys) has no idle to wait for: its
         // vkDeviceWaitIdle calls through a null winsys entry.
-        if (d->submitted && d->vkDeviceWaitIdle)
+        // An imported device is the application's: its other queues' work is none of ours, and
+        // ours is done (every submission is waited for on our fence).
+        if (d->submitted && d->vkDeviceWaitIdle && !d->imported)
             d->vkDeviceWaitIdle(d->dev);
         if (d->vkDestroyBuffer) {
             vk_buf_free(d, &d->staging);
@@ -360,7 +376,8 @@ void vk_close(struct ssmax_dev *base)
         if (d->pool)
             d->vkDestroyCommandPool(d->dev, d->pool, NULL);
         PFN_vkDestroyDevice dd =
-            d->vkDestroyDevice ? d->vkDestroyDevice
+            d->imported          ? NULL // never the application's device
+            : d->vkDestroyDevice ? d->vkDestroyDevice
                                : (PFN_vkDestroyDevice)d->vi->vkGetDeviceProcAddr(d->dev,
                                                                                  "vkDestroyDevice");
         if (dd)
@@ -368,6 +385,8 @@ void vk_close(struct ssmax_dev *base)
     }
     ssmax_free(ctx, d->pipes);
     d->pipes = NULL;
+    if (d->imported)
+        vk_import_release(d);
 }
 
 /* ---- user buffers ---- */
@@ -390,7 +409,8 @@ int vk_buf_create(struct ssmax_dev *base, size_t size, void **out)
 void vk_buf_destroy(struct ssmax_dev *base, void *p)
 {
     struct vk_dev *d = (struct vk_dev *)base;
-    vk_buf_free(d, p);
+    if (!((struct vk_buf *)p)->imported) // the application's VkBuffer stays its own
+        vk_buf_free(d, p);
     ssmax_free(base->ctx, p);
 }
 
@@ -423,6 +443,8 @@ static int staged_copy(struct vk_dev *d, struct vk_buf *b, size_t off, void *hos
 int vk_buf_write(struct ssmax_dev *base, void *p, size_t off, const void *src, size_t n)
 {
     struct vk_buf *b = p;
+    if (b->imported && !(b->usage & VK_BUFFER_USAGE_TRANSFER_DST_BIT))
+        return vk_import_usage_error(base->ctx, "dst", "VK_BUFFER_USAGE_TRANSFER_DST_BIT");
     if (b->map) {
         memcpy((char *)b->map + off, src, n);
         return SSMAX_OK;
@@ -433,6 +455,8 @@ int vk_buf_write(struct ssmax_dev *base, void *p, size_t off, const void *src, s
 int vk_buf_read(struct ssmax_dev *base, void *p, size_t off, void *dst, size_t n)
 {
     struct vk_buf *b = p;
+    if (b->imported && !(b->usage & VK_BUFFER_USAGE_TRANSFER_SRC_BIT))
+        return vk_import_usage_error(base->ctx, "src", "VK_BUFFER_USAGE_TRANSFER_SRC_BIT");
     if (b->map) {
         memcpy(dst, (char *)b->map + off, n);
         return SSMAX_OK;

@@ -132,7 +132,7 @@ static void compile_only(const struct vk_inst *vi, struct vk_phys *ph,
         snprintf(ph->cannot_run, sizeof(ph->cannot_run), "no queue family with compute");
 }
 
-static void fill_info(struct vk_inst *vi, int idx)
+void vk_fill_info(struct vk_inst *vi, int idx)
 {
     struct vk_phys *ph = &vi->phys[idx];
     struct ssmax_device_info *d = &vi->infos[idx];
@@ -396,7 +396,7 @@ static int inst_create(struct ssmax_context *ctx, struct vk_inst **out, char *wh
             continue;
         }
         vi->phys[vi->ndev].pd = pds[i];
-        fill_info(vi, vi->ndev);
+        vk_fill_info(vi, vi->ndev);
         vi->ndev++;
     }
     free(pds);

@@ -116,6 +116,8 @@ struct vk_buf {
     VkDeviceMemory mem;
     void *map; // persistently mapped when host-visible, else NULL (staging copies)
     VkDeviceSize size;
+    int imported;             // the application's VkBuffer (vk_import.c): never destroyed
+    VkBufferUsageFlags usage; // imported: what it was created with
 };
 
 struct vk_pipe {
@@ -158,6 +160,13 @@ struct vk_dev {
     int submitted;    // work was submitted: close waits for the device to be idle
     PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props; // NULL: no statistics
     PFN_vkGetPipelineExecutableStatisticsKHR get_exec_stats;
+    /* An imported device (vk_import.c): the VkDevice and queue are the application's, vi and ph
+     * are ssmax's own copies for it; submissions go between the application's queue locks. */
+    int imported;
+    uint32_t qindex;
+    void (*lock_queue)(void *priv, uint32_t family, uint32_t index);
+    void (*unlock_queue)(void *priv, uint32_t family, uint32_t index);
+    void *lock_priv;
 };
 
 /* The backend's entries (backend.h): vk_instance.c (init, uninit, devices), vk_device.c (open,
@@ -185,6 +194,19 @@ void vk_pcache_open(struct vk_dev *d, VkPipelineCache app);
 /* Writes the owned cache back when pipelines were made since it was loaded (or the file was
  * damaged), then destroys it; an application's cache is only let go. */
 void vk_pcache_close(struct vk_dev *d);
+
+/* After d->dev exists (with d->vi, d->ph, d->qfam, d->qindex and d->ts_mask set; d->queue too, or
+ * VK_NULL_HANDLE to fetch it): the device functions, the queue, memory, and everything ssmax
+ * makes on the device. Shared by vk_open and the import (vk_import.c); on failure it closes d. */
+int vk_dev_setup(struct ssmax_context *ctx, struct vk_dev *d, uint32_t tsbits);
+
+/* vk_instance.c: fills vi->phys[idx] and vi->infos[idx] from vi->phys[idx].pd. */
+void vk_fill_info(struct vk_inst *vi, int idx);
+
+/* vk_import.c: frees an imported device's vi and ph (vk_close, last); the error of ssmax_buffer_
+ * read or write on an imported buffer created without the usage flag they need. */
+void vk_import_release(struct vk_dev *d);
+int vk_import_usage_error(struct ssmax_context *ctx, const char *arg, const char *flag);
 
 /* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once;
  * subgroup > 0 asks for that subgroup size (VK_EXT_subgroup_size_control; 0: the driver's). */

@@ -1,0 +1,144 @@
+/*
+ * ssmax on the application's own Vulkan device, with the application's own buffers.
+ *
+ * The interop half of the API (ssmax.h is the rest): an application that already has a VkInstance,
+ * a VkDevice and a compute queue hands them to a context, and ssmax runs on them instead of on a
+ * device of its own. Available in builds with the Vulkan backend.
+ *
+ *   1. Before creating its device, the application asks what ssmax uses
+ *      (ssmax_vulkan_device_requirements) and enables those extensions and features it wants ssmax
+ *      to have; all of them are optional, ssmax runs without each (more slowly, or without the
+ *      statistics of `ssmax pipelines`).
+ *   2. ssmax_vulkan_device_import opens the context's device over the application's handles.
+ *   3. ssmax_vulkan_buffer_import wraps ranges of the application's VkBuffers as ssmax_buffer
+ *      handles for ssmax_attn and ssmax_plan_execute.
+ *
+ * Ownership: ssmax destroys only what it made on the application's device (its command pool,
+ * fence, query pool, descriptor pool and layouts, pipelines, internal buffers), when the device
+ * closes (another ssmax_device_open or import, or ssmax_context_destroy). It never destroys, and
+ * never waits idle on, the application's VkInstance, VkDevice, queue or imported VkBuffers; they
+ * must outlive the context's device.
+ *
+ * Synchronisation: every ssmax call stays blocking. Each submission goes to the application's
+ * queue, between lock_queue and unlock_queue when given (Vulkan requires queue submissions to be
+ * externally synchronised), and ssmax waits on its own fence before the call returns: its writes
+ * have then completed. The application's own work on imported buffers must have completed (or be
+ * ordered before the call by the application) when it calls ssmax; ssmax records no barrier
+ * against work it did not submit. Host writes through the application's mapping before the call
+ * and host reads after it need no more than that (host-coherent memory).
+ *
+ * Validation: the application's instance carries the application's layers and debug messenger;
+ * messages about ssmax's calls go there. ssmax_context_params.debug then only affects ssmax's own
+ * checks, and ssmax_validation_errors does not count the application's messenger's errors.
+ */
+#ifndef SSMAX_SSMAX_VULKAN_H
+#define SSMAX_SSMAX_VULKAN_H
+
+#include <vulkan/vulkan.h>
+
+#include "ssmax.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** What ssmax uses on a physical device, to enable when the application creates its VkDevice.
+ *  Everything listed is optional for ssmax: without it ssmax still runs. */
+struct ssmax_vulkan_requirements {
+    /** The lowest VkApplicationInfo::apiVersion and device version ssmax runs on:
+     *  VK_API_VERSION_1_1 (subgroup operations, vkGetPhysicalDeviceProperties2 and friends). */
+    uint32_t min_api_version;
+    /** Device extensions ssmax uses, which this device supports (static strings): at most
+     *  VK_EXT_subgroup_size_control (listed also on Vulkan 1.3, where it is core: enabling a
+     *  promoted extension is valid) and VK_KHR_pipeline_executable_properties. */
+    const char *extensions[4];
+    uint32_t extension_count;
+    /** VkPhysicalDeviceSubgroupSizeControlFeatures::subgroupSizeControl (or
+     *  VkPhysicalDeviceVulkan13Features): the kernels ask for the subgroup size they are shaped
+     *  for. VK_TRUE when the device offers it for compute shaders. */
+    VkBool32 subgroup_size_control;
+    /** VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR::pipelineExecutableInfo: the
+     *  driver's statistics for ssmax_pipelines (`ssmax pipelines`). VK_TRUE when offered. */
+    VkBool32 pipeline_executable_info;
+    /** A queue family ssmax would pick on its own: compute, preferably with timestamps (device
+     *  times in the reports); -1 when the device has no compute queue. */
+    int32_t queue_family;
+    /* Not needed: 16-bit storage and shaderFloat16. f16 tensors are read and written as packed
+     * 32-bit words and all arithmetic is fp32, so SSMAX_F16 runs on devices without them. Nor
+     * computeFullSubgroups: no pipeline asks for full subgroups. */
+    uint8_t reserved[32];
+};
+
+/** Fills *out for physical device pd of instance inst (the application's), whose functions come
+ *  from gipa. Call it before creating the VkDevice.
+ *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG for a NULL argument; SSMAX_ERR_UNSUPPORTED when the
+ *  device or instance is below Vulkan 1.1 (the message says which). */
+SSMAX_API int ssmax_vulkan_device_requirements(PFN_vkGetInstanceProcAddr gipa, VkInstance inst,
+                                               VkPhysicalDevice pd,
+                                               struct ssmax_vulkan_requirements *out);
+
+/** The application's device, as it created it. Zero-initialise, then fill. */
+struct ssmax_vulkan_device {
+    VkInstance instance;
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr; ///< the loader's (or a layer's) entry
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    /** The queue ssmax submits to: its family must support compute. queue may be VK_NULL_HANDLE:
+     *  ssmax then gets it with vkGetDeviceQueue(device, queue_family, queue_index). */
+    uint32_t queue_family, queue_index;
+    VkQueue queue;
+    /** VkApplicationInfo::apiVersion of the instance (0: VK_API_VERSION_1_1); at least 1.1.
+     *  The device's version used is the lower of this and the physical device's. */
+    uint32_t api_version;
+    /** The device extensions the application enabled (VkDeviceCreateInfo). */
+    const char *const *enabled_extensions;
+    uint32_t enabled_extension_count;
+    /** The feature chain the application created the device with (VkDeviceCreateInfo::pNext's
+     *  VkPhysicalDeviceFeatures2 and its chain); NULL: none beyond core. ssmax reads
+     *  subgroupSizeControl (VkPhysicalDeviceSubgroupSizeControlFeatures or Vulkan13Features),
+     *  pipelineExecutableInfo, and for ssmax_device_info's fp16_storage and fp16_arith
+     *  storageBuffer16BitAccess and shaderFloat16 (16BitStorage, ShaderFloat16Int8, Vulkan11 and
+     *  Vulkan12 features). ssmax uses only what was enabled. */
+    const VkPhysicalDeviceFeatures2 *enabled_features;
+    /** Optional (both or neither): called around each of ssmax's vkQueueSubmit calls, with
+     *  (lock_priv, queue_family, queue_index). */
+    void (*lock_queue)(void *priv, uint32_t family, uint32_t index);
+    void (*unlock_queue)(void *priv, uint32_t family, uint32_t index);
+    void *lock_priv;
+    uint8_t reserved[32]; ///< must be zero
+};
+
+/** Closes the context's open device (as ssmax_device_open does, with its buffers and plans) and
+ *  opens one over the application's device d (copied; its pointers need only live for the call).
+ *  ssmax_device_current then reports it: name, limits and UUIDs from the physical device, index
+ *  -1 (it is in no list), fp16_storage and fp16_arith as the application enabled them.
+ *  The context need not have the Vulkan backend enabled (ssmax_context_params.backends).
+ *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG naming the field (NULL handles or gipa, a queue family
+ *  or index out of range, both or neither lock callbacks, reserved not zero), and then the open
+ *  device stays open; SSMAX_ERR_UNSUPPORTED for a queue family without compute, Vulkan below 1.1,
+ *  or a device that cannot run ssmax's work; SSMAX_ERR_BACKEND and the out-of-memory codes when a
+ *  Vulkan call fails (the context then has no device open). */
+SSMAX_API int ssmax_vulkan_device_import(ssmax_context *ctx, const struct ssmax_vulkan_device *d);
+
+/** An ssmax_buffer over bytes [offset, offset + size) of the application's VkBuffer buf, on the
+ *  context's imported device (ssmax_vulkan_device_import: a buffer of the application's device
+ *  cannot be used on a device ssmax created). usage is the VkBufferCreateInfo::usage buf was
+ *  created with: it must include VK_BUFFER_USAGE_STORAGE_BUFFER_BIT (attention binds it);
+ *  ssmax_buffer_write needs VK_BUFFER_USAGE_TRANSFER_DST_BIT and ssmax_buffer_read
+ *  VK_BUFFER_USAGE_TRANSFER_SRC_BIT (they copy through a staging buffer), else they return
+ *  SSMAX_ERR_UNSUPPORTED naming the flag. offset is a multiple of the device's
+ *  minStorageBufferOffsetAlignment, as any storage-buffer binding's. ssmax never frees buf or its
+ *  memory: ssmax_buffer_destroy (and closing the device) drops only the handle.
+ *  @return SSMAX_OK; SSMAX_ERR_NO_DEVICE without an open device; SSMAX_ERR_UNSUPPORTED when the
+ *  open device is not imported; SSMAX_ERR_INVALID_ARG naming the argument (buf VK_NULL_HANDLE,
+ *  size 0, offset + size overflowing, usage without STORAGE_BUFFER, offset misaligned, out NULL).
+ *  *out is left untouched on failure. */
+SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDeviceSize offset,
+                                         VkDeviceSize size, VkBufferUsageFlags usage,
+                                         ssmax_buffer **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
