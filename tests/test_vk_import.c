@@ -1,0 +1,682 @@
+/* ssmax on the application's own Vulkan device and buffers (ssmax_vulkan.h), as an application
+ * uses it: this test is the application. It creates its own VkInstance (with the validation layer
+ * and its own debug messenger counting errors) and VkDevice on lavapipe, enabling what
+ * ssmax_vulkan_device_requirements lists, its own host-visible VkBuffers that it maps and fills,
+ * imports device and buffers, runs attention and a plan, reads O from its own mapping and checks
+ * it against the float64 reference. After ssmax_context_destroy its device must still work, and
+ * the validation layer must have reported nothing. Without lavapipe the test is skipped (77),
+ * unless SSMAX_REQUIRE_DEVICE=1.
+ *
+ * The instance functions ssmax gets come through this test's vkGetInstanceProcAddr, which hands
+ * out the loader's own functions except vkQueueSubmit (counted: each submission must come while
+ * the test's queue lock is held) and, when a test asks, vkGetPhysicalDeviceQueueFamilyProperties
+ * reporting the family without VK_QUEUE_COMPUTE_BIT (lavapipe has no family without compute). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "ssmax/ssmax_vulkan.h"
+
+static struct {
+    VkInstance inst;
+    VkDebugUtilsMessengerEXT messenger;
+    VkPhysicalDevice pd;
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties mem;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t qfam;
+    struct ssmax_vulkan_requirements req;
+    const char *exts[4];
+    uint32_t next;
+    VkPhysicalDeviceFeatures2 f2;
+    VkPhysicalDeviceSubgroupSizeControlFeatures sgc;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe;
+} app;
+
+static int validation_errors;
+static int locks, unlocks, held, submits, submits_unlocked, hide_compute;
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+                                                 VkDebugUtilsMessageTypeFlagsEXT type,
+                                                 const VkDebugUtilsMessengerCallbackDataEXT *d,
+                                                 void *priv)
+{
+    (void)type, (void)priv;
+    if (sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
+        validation_errors++;
+        printf("# validation error: %s\n", d->pMessage);
+    }
+    return VK_FALSE;
+}
+
+static void lock_queue(void *priv, uint32_t family, uint32_t index)
+{
+    assert_ptr_equal(priv, &app);
+    assert_int_equal(family, app.qfam);
+    assert_int_equal(index, 0);
+    assert_false(held);
+    held = 1;
+    locks++;
+}
+
+static void unlock_queue(void *priv, uint32_t family, uint32_t index)
+{
+    assert_ptr_equal(priv, &app);
+    assert_int_equal(family, app.qfam);
+    assert_int_equal(index, 0);
+    assert_true(held);
+    held = 0;
+    unlocks++;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL counted_submit(VkQueue q, uint32_t n, const VkSubmitInfo *si,
+                                                     VkFence f)
+{
+    submits++;
+    submits_unlocked += !held;
+    return vkQueueSubmit(q, n, si, f);
+}
+
+static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL app_gdpa(VkDevice dev, const char *name)
+{
+    if (!strcmp(name, "vkQueueSubmit"))
+        return (PFN_vkVoidFunction)counted_submit;
+    return vkGetDeviceProcAddr(dev, name);
+}
+
+static VKAPI_ATTR void VKAPI_CALL families(VkPhysicalDevice pd, uint32_t *n,
+                                          VkQueueFamilyProperties *qf)
+{
+    vkGetPhysicalDeviceQueueFamilyProperties(pd, n, qf);
+    for (uint32_t i = 0; qf && hide_compute && i < *n; i++)
+        qf[i].queueFlags &= ~(VkQueueFlags)VK_QUEUE_COMPUTE_BIT;
+}
+
+static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL app_gipa(VkInstance inst, const char *name)
+{
+    if (!strcmp(name, "vkGetDeviceProcAddr"))
+        return (PFN_vkVoidFunction)app_gdpa;
+    if (!strcmp(name, "vkGetPhysicalDeviceQueueFamilyProperties"))
+        return (PFN_vkVoidFunction)families;
+    return vkGetInstanceProcAddr(inst, name);
+}
+
+static int has_layer(const char *name)
+{
+    uint32_t n = 0;
+    vkEnumerateInstanceLayerProperties(&n, NULL);
+    VkLayerProperties *l = calloc(n ? n : 1, sizeof(*l));
+    int found = 0;
+    if (l && vkEnumerateInstanceLayerProperties(&n, l) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++)
+            found |= !strcmp(l[i].layerName, name);
+    free(l);
+    return found;
+}
+
+/* The application's instance and device on lavapipe. 0, or 77 when there is no lavapipe. */
+static int app_create(void)
+{
+    const char *layers[] = { "VK_LAYER_KHRONOS_validation" };
+    const char *iexts[] = { VK_EXT_DEBUG_UTILS_EXTENSION_NAME };
+    int layer = has_layer(layers[0]);
+    if (!layer)
+        printf("# VK_LAYER_KHRONOS_validation is not installed: running without it\n");
+    VkApplicationInfo ai = { .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                             .pApplicationName = "test_vk_import",
+                             .apiVersion = VK_API_VERSION_1_3 };
+    VkDebugUtilsMessengerCreateInfoEXT mci = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT,
+        .pfnUserCallback = on_message,
+    };
+    VkInstanceCreateInfo ici = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                 .pApplicationInfo = &ai,
+                                 .enabledLayerCount = layer ? 1 : 0,
+                                 .ppEnabledLayerNames = layers,
+                                 .enabledExtensionCount = layer ? 1 : 0,
+                                 .ppEnabledExtensionNames = iexts };
+    if (vkCreateInstance(&ici, NULL, &app.inst) != VK_SUCCESS) {
+        printf("# vkCreateInstance failed: no Vulkan\n");
+        return 77;
+    }
+    if (layer) {
+        PFN_vkCreateDebugUtilsMessengerEXT cm = (PFN_vkCreateDebugUtilsMessengerEXT)
+            vkGetInstanceProcAddr(app.inst, "vkCreateDebugUtilsMessengerEXT");
+        if (!cm || cm(app.inst, &mci, NULL, &app.messenger) != VK_SUCCESS)
+            return 1;
+    }
+    uint32_t n = 8;
+    VkPhysicalDevice pds[8];
+    if (vkEnumeratePhysicalDevices(app.inst, &n, pds) < 0)
+        n = 0;
+    for (uint32_t i = 0; i < n && !app.pd; i++) {
+        vkGetPhysicalDeviceProperties(pds[i], &app.props);
+        if (strstr(app.props.deviceName, "llvmpipe"))
+            app.pd = pds[i];
+    }
+    if (!app.pd) {
+        printf("# no lavapipe device\n");
+        return 77;
+    }
+    vkGetPhysicalDeviceMemoryProperties(app.pd, &app.mem);
+
+    // What ssmax asks for, asked before the device exists.
+    if (ssmax_vulkan_device_requirements(vkGetInstanceProcAddr, app.inst, app.pd, &app.req) < 0) {
+        printf("requirements: %s\n", ssmax_last_error(NULL));
+        return 1;
+    }
+    printf("# ssmax asks for %u extensions, subgroupSizeControl %u, pipelineExecutableInfo %u, "
+           "queue family %d\n", app.req.extension_count, app.req.subgroup_size_control,
+           app.req.pipeline_executable_info, app.req.queue_family);
+    if (app.req.min_api_version != VK_API_VERSION_1_1 || app.req.queue_family < 0)
+        return 1;
+    app.qfam = (uint32_t)app.req.queue_family;
+    for (uint32_t i = 0; i < app.req.extension_count; i++)
+        app.exts[app.next++] = app.req.extensions[i];
+    // The application's features: ssmax's on top of its own (none here). No 16-bit storage.
+    app.f2 = (VkPhysicalDeviceFeatures2){ .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2 };
+    app.sgc = (VkPhysicalDeviceSubgroupSizeControlFeatures){
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES,
+        .subgroupSizeControl = app.req.subgroup_size_control
+    };
+    app.pe = (VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR){
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = app.req.pipeline_executable_info
+    };
+    if (app.req.subgroup_size_control)
+        app.sgc.pNext = app.f2.pNext, app.f2.pNext = &app.sgc;
+    if (app.req.pipeline_executable_info)
+        app.pe.pNext = app.f2.pNext, app.f2.pNext = &app.pe;
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                    .queueFamilyIndex = app.qfam,
+                                    .queueCount = 1,
+                                    .pQueuePriorities = &prio };
+    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                               .pNext = &app.f2,
+                               .queueCreateInfoCount = 1,
+                               .pQueueCreateInfos = &qci,
+                               .enabledExtensionCount = app.next,
+                               .ppEnabledExtensionNames = app.exts };
+    if (vkCreateDevice(app.pd, &dci, NULL, &app.dev) != VK_SUCCESS)
+        return 1;
+    vkGetDeviceQueue(app.dev, app.qfam, 0, &app.queue);
+    return 0;
+}
+
+static struct ssmax_vulkan_device app_device(void)
+{
+    struct ssmax_vulkan_device d;
+    memset(&d, 0, sizeof(d));
+    d.instance = app.inst;
+    d.get_instance_proc_addr = app_gipa;
+    d.physical_device = app.pd;
+    d.device = app.dev;
+    d.queue_family = app.qfam;
+    d.queue_index = 0;
+    d.queue = app.queue;
+    d.api_version = VK_API_VERSION_1_3;
+    d.enabled_extensions = app.exts;
+    d.enabled_extension_count = app.next;
+    d.enabled_features = &app.f2;
+    d.lock_queue = lock_queue;
+    d.unlock_queue = unlock_queue;
+    d.lock_priv = &app;
+    return d;
+}
+
+static ssmax_context *import_ctx(void)
+{
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    struct ssmax_vulkan_device d = app_device();
+    int r = ssmax_vulkan_device_import(ctx, &d);
+    if (r < 0)
+        printf("import: %s\n", ssmax_last_error(ctx));
+    assert_int_equal(r, SSMAX_OK);
+    return ctx;
+}
+
+/* An application buffer: host-visible, coherent, mapped. */
+struct abuf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    unsigned char *map;
+    VkDeviceSize size;
+};
+
+static void abuf_create(struct abuf *b, VkDeviceSize size, VkBufferUsageFlags usage)
+{
+    memset(b, 0, sizeof(*b));
+    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                               .size = size,
+                               .usage = usage,
+                               .sharingMode = VK_SHARING_MODE_EXCLUSIVE };
+    assert_int_equal(vkCreateBuffer(app.dev, &bci, NULL, &b->buf), VK_SUCCESS);
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(app.dev, b->buf, &req);
+    const VkMemoryPropertyFlags want =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    uint32_t type = UINT32_MAX;
+    for (uint32_t i = 0; i < app.mem.memoryTypeCount && type == UINT32_MAX; i++)
+        if ((req.memoryTypeBits & (1u << i)) &&
+            (app.mem.memoryTypes[i].propertyFlags & want) == want)
+            type = i;
+    assert_int_not_equal(type, UINT32_MAX);
+    VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                 .allocationSize = req.size,
+                                 .memoryTypeIndex = type };
+    assert_int_equal(vkAllocateMemory(app.dev, &mai, NULL, &b->mem), VK_SUCCESS);
+    assert_int_equal(vkBindBufferMemory(app.dev, b->buf, b->mem, 0), VK_SUCCESS);
+    void *p = NULL;
+    assert_int_equal(vkMapMemory(app.dev, b->mem, 0, VK_WHOLE_SIZE, 0, &p), VK_SUCCESS);
+    b->map = p;
+    b->size = size;
+}
+
+static void abuf_destroy(struct abuf *b)
+{
+    vkUnmapMemory(app.dev, b->mem);
+    vkDestroyBuffer(app.dev, b->buf, NULL);
+    vkFreeMemory(app.dev, b->mem, NULL);
+    memset(b, 0, sizeof(*b));
+}
+
+#define USAGE_ALL                                                                                  \
+    (VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |                       \
+     VK_BUFFER_USAGE_TRANSFER_DST_BIT)
+
+static VkDeviceSize round_up(VkDeviceSize x, VkDeviceSize a)
+{
+    return (x + a - 1) / a * a;
+}
+
+/* One problem on the application's buffers: Q, K, V and O in one VkBuffer, each its own imported
+ * range at an aligned offset, each tensor a further 32 bytes into its range. use_plan: through
+ * ssmax_plan_create / ssmax_plan_execute (twice). */
+static void run_case(ssmax_context *ctx, struct ssmax_attn_params p, int use_plan)
+{
+    char desc[128];
+    struct hcase hc = { .p = p };
+    h_describe(&hc, desc, sizeof(desc));
+    const size_t esz = p.dtype == SSMAX_F16 ? 2 : 4;
+    const size_t nq = (size_t)p.batch * p.q_heads * p.q_len * p.head_dim;
+    const size_t nkv = (size_t)p.batch * p.kv_heads * p.kv_len * p.head_dim;
+    const VkDeviceSize toff = 32, align = app.props.limits.minStorageBufferOffsetAlignment;
+    const size_t bytes[4] = { nq * esz, nkv * esz, nkv * esz, nq * esz };
+    VkDeviceSize off[4], total = align; // range 0 starts one alignment in: a non-zero base
+    for (int i = 0; i < 4; i++) {
+        off[i] = total;
+        total = round_up(total + toff + bytes[i], align);
+    }
+    struct abuf ab;
+    abuf_create(&ab, total, USAGE_ALL);
+    uint64_t seed = 0x5eed ^ nq ^ ((uint64_t)p.kv_len << 20);
+    void *host[3];
+    for (int i = 0; i < 3; i++) {
+        host[i] = malloc(bytes[i]);
+        h_fill(host[i], p.dtype, bytes[i] / esz, 1.0, &seed);
+        memcpy(ab.map + off[i] + toff, host[i], bytes[i]);
+    }
+    memset(ab.map + off[3], 0x7f, toff + bytes[3]);
+    ssmax_buffer *b[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, off[i], toff + bytes[i],
+                                                    USAGE_ALL, &b[i]),
+                         SSMAX_OK);
+    assert_int_equal(ssmax_buffer_size(ctx, b[3]), toff + bytes[3]);
+    struct ssmax_attn_buffers bufs = { .q = b[0], .k = b[1], .v = b[2], .o = b[3],
+                                       .q_off = toff, .k_off = toff, .v_off = toff,
+                                       .o_off = toff };
+    const int locks0 = locks, submits0 = submits;
+    int r;
+    if (use_plan) {
+        ssmax_plan *plan = NULL;
+        r = ssmax_plan_create(ctx, &p, 0, &plan);
+        for (int k = 0; k < 2 && r == SSMAX_OK; k++)
+            r = ssmax_plan_execute(ctx, plan, &bufs, NULL);
+        ssmax_plan_destroy(ctx, &plan);
+    } else {
+        r = ssmax_attn(ctx, &p, &bufs);
+    }
+    if (r < 0)
+        printf("%s: %s\n", desc, ssmax_last_error(ctx));
+    assert_int_equal(r, SSMAX_OK);
+    assert_true(submits > submits0);
+    assert_int_equal(locks - locks0, submits - submits0);
+    assert_int_equal(submits_unlocked, 0);
+    assert_int_equal(locks, unlocks);
+    enum ssmax_path path = SSMAX_PATH_AUTO;
+    uint32_t splits = 0;
+    assert_int_equal(ssmax_last_path(ctx, &path, &splits), SSMAX_OK);
+    if (p.path != SSMAX_PATH_AUTO)
+        assert_int_equal(path, p.path);
+
+    double *oref = malloc(nq * sizeof(double));
+    struct ssmax_attn_host io = { host[0], host[1], host[2], NULL, NULL, NULL, oref, NULL };
+    assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+    struct ssmax_compare c;
+    const void *got = ab.map + off[3] + toff;
+    if (p.dtype == SSMAX_F16)
+        ssmax_compare_f16(oref, got, nq, 0, &c);
+    else
+        ssmax_compare_f32(oref, got, nq, 0, &c);
+    struct htol tol = h_tol_o(p.dtype, c.max_ref);
+    if (p.dtype == SSMAX_F16)
+        ssmax_compare_f16(oref, got, nq, tol.max_abs, &c);
+    else
+        ssmax_compare_f32(oref, got, nq, tol.max_abs, &c);
+    printf("# %s%s: path %d splits %u, nmse %.3g (limit %.1g), max_abs %.3g (limit %.3g)\n", desc,
+           use_plan ? " (plan)" : "", (int)path, splits, c.nmse, tol.nmse, c.max_abs, tol.max_abs);
+    assert_true(c.nmse <= tol.nmse);
+    assert_true(c.max_abs <= tol.max_abs);
+    assert_int_equal(c.nonfinite_mismatch, 0);
+    // The bytes before O's tensor offset are the application's: untouched.
+    for (VkDeviceSize i = 0; i < toff; i++)
+        assert_int_equal(ab.map[off[3] + i], 0x7f);
+
+    for (int i = 0; i < 4; i++) {
+        ssmax_buffer_destroy(ctx, &b[i]);
+        assert_null(b[i]);
+    }
+    // ssmax dropped only its handles: the buffer and its mapping are the application's still.
+    assert_int_equal(memcmp(ab.map + off[0] + toff, host[0], bytes[0]), 0);
+    abuf_destroy(&ab);
+    for (int i = 0; i < 3; i++)
+        free(host[i]);
+    free(oref);
+}
+
+static struct ssmax_attn_params params(enum ssmax_dtype t, uint32_t hq, uint32_t hkv, uint32_t lq,
+                                       uint32_t lk, uint32_t d, int causal, enum ssmax_path path)
+{
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.dtype = t, p.batch = 1, p.q_heads = hq, p.kv_heads = hkv, p.q_len = lq, p.kv_len = lk;
+    p.head_dim = d, p.causal = causal, p.path = path;
+    if (path == SSMAX_PATH_SPLIT_KV)
+        p.kv_splits = 3;
+    return p;
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    // An open device of ssmax's own is closed by the import, as by ssmax_device_open.
+    assert_int_equal(ssmax_device_open(ctx, -1), SSMAX_OK);
+    struct ssmax_vulkan_device dev = app_device();
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &dev), SSMAX_OK);
+    struct ssmax_device_info info;
+    assert_int_equal(ssmax_device_current(ctx, &info), SSMAX_OK);
+    assert_int_equal(info.backend, SSMAX_BACKEND_VULKAN);
+    assert_int_equal(info.index, -1);
+    assert_string_equal(info.name, app.props.deviceName);
+    assert_int_equal(info.compile_only, 0);
+    assert_int_equal(info.fp16_storage, 0); // not enabled by the application
+    assert_int_equal(info.fp16_arith, 0);
+
+    const enum ssmax_dtype types[] = { SSMAX_F32, SSMAX_F16 };
+    for (int t = 0; t < 2; t++) {
+        run_case(ctx, params(types[t], 4, 4, 33, 77, 64, 0, SSMAX_PATH_FUSED), 0);
+        run_case(ctx, params(types[t], 6, 2, 5, 301, 40, 1, SSMAX_PATH_SPLIT_KV), 0);
+        run_case(ctx, params(types[t], 6, 3, 29, 61, 24, 1, SSMAX_PATH_UNFUSED), 0);
+        run_case(ctx, params(types[t], 8, 2, 1, 130, 64, 1, SSMAX_PATH_AUTO), 1);
+    }
+    struct ssmax_attn_params two = params(SSMAX_F32, 2, 1, 17, 45, 32, 1, SSMAX_PATH_AUTO);
+    two.batch = 2;
+    run_case(ctx, two, 0);
+
+    // ssmax_buffer_write and _read on an imported range: staging copies on the application's
+    // queue, at the range's offset.
+    struct abuf ab;
+    abuf_create(&ab, 4096, USAGE_ALL);
+    memset(ab.map, 0, 4096);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 1024, 512, USAGE_ALL, &b), SSMAX_OK);
+    unsigned char src[100], back[100];
+    for (int i = 0; i < 100; i++)
+        src[i] = (unsigned char)(i * 7 + 1);
+    const int s0 = submits;
+    assert_int_equal(ssmax_buffer_write(ctx, b, 12, src, sizeof(src)), SSMAX_OK);
+    assert_int_equal(memcmp(ab.map + 1024 + 12, src, sizeof(src)), 0);
+    assert_int_equal(ab.map[1024 + 11], 0);
+    assert_int_equal(ab.map[1024 + 112], 0);
+    assert_int_equal(ssmax_buffer_read(ctx, b, 12, back, sizeof(back)), SSMAX_OK);
+    assert_int_equal(memcmp(back, src, sizeof(src)), 0);
+    assert_true(submits >= s0 + 2);
+    assert_int_equal(submits_unlocked, 0);
+    // Past the range: refused as for any buffer.
+    assert_int_equal(ssmax_buffer_write(ctx, b, 500, src, 13), SSMAX_ERR_INVALID_ARG);
+    ssmax_buffer_destroy(ctx, &b);
+    ssmax_context_destroy(&ctx);
+    // The context is gone; the application's buffer and mapping are not.
+    assert_int_equal(memcmp(ab.map + 1024 + 12, src, sizeof(src)), 0);
+    abuf_destroy(&ab);
+    assert_int_equal(locks, unlocks);
+    assert_int_equal(validation_errors, 0);
+}
+
+/* Imported buffers closed with the device: destroyed contexts leave the application's alone. */
+static void test_close_with_buffers(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = import_ctx();
+    struct abuf ab;
+    abuf_create(&ab, 4096, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 4096,
+                                                VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, &b),
+                     SSMAX_OK);
+    // Without TRANSFER_SRC / TRANSFER_DST, the staging copies cannot work: refused, named.
+    char tmp[16] = { 0 };
+    assert_int_equal(ssmax_buffer_write(ctx, b, 0, tmp, 16), SSMAX_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssmax_last_error(ctx), "VK_BUFFER_USAGE_TRANSFER_DST_BIT"));
+    assert_int_equal(ssmax_buffer_read(ctx, b, 0, tmp, 16), SSMAX_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssmax_last_error(ctx), "VK_BUFFER_USAGE_TRANSFER_SRC_BIT"));
+    // A second import replaces the device: the handles of the first are gone, the VkBuffer not.
+    struct ssmax_vulkan_device d = app_device();
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_size(ctx, b), 0);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    assert_int_equal(validation_errors, 0);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    struct ssmax_vulkan_requirements req;
+    memset(&req, 0xab, sizeof(req));
+    assert_int_equal(ssmax_vulkan_device_requirements(NULL, app.inst, app.pd, &req),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(NULL), "gipa"));
+    assert_int_equal(ssmax_vulkan_device_requirements(vkGetInstanceProcAddr, NULL, app.pd, &req),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_vulkan_device_requirements(vkGetInstanceProcAddr, app.inst, NULL, &req),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_vulkan_device_requirements(vkGetInstanceProcAddr, app.inst, app.pd, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(req.extension_count, 0xabababab); // untouched
+
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    assert_int_equal(ssmax_vulkan_device_import(NULL, NULL), SSMAX_ERR_INVALID_ARG);
+    assert_int_equal(ssmax_vulkan_device_import(ctx, NULL), SSMAX_ERR_INVALID_ARG);
+    // An open device of ssmax's own: imported VkBuffers cannot be used on it.
+    int cpu = ssmax_device_find(ctx, "cpu");
+    assert_true(cpu >= 0);
+    assert_int_equal(ssmax_device_open(ctx, cpu), SSMAX_OK);
+    struct abuf ab;
+    abuf_create(&ab, 4096, USAGE_ALL);
+    ssmax_buffer *const sentinel = (ssmax_buffer *)(uintptr_t)0x1234;
+    ssmax_buffer *b = sentinel;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 64, USAGE_ALL, &b),
+                     SSMAX_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssmax_last_error(ctx), "ssmax_vulkan_device_import"));
+    assert_ptr_equal(b, sentinel);
+
+    // Each field named; the open device (the CPU) stays open after each refusal.
+    static const struct {
+        const char *field;
+        int code;
+    } cases[] = {
+        { "d->instance", SSMAX_ERR_INVALID_ARG },
+        { "d->get_instance_proc_addr", SSMAX_ERR_INVALID_ARG },
+        { "d->physical_device", SSMAX_ERR_INVALID_ARG },
+        { "d->device", SSMAX_ERR_INVALID_ARG },
+        { "d->queue_family", SSMAX_ERR_INVALID_ARG },  // out of range
+        { "d->queue_index", SSMAX_ERR_INVALID_ARG },   // out of range
+        { "d->queue_family", SSMAX_ERR_UNSUPPORTED },  // no compute
+        { "d->lock_queue", SSMAX_ERR_INVALID_ARG },    // one callback without the other
+        { "d->reserved", SSMAX_ERR_INVALID_ARG },
+        { "d->api_version", SSMAX_ERR_UNSUPPORTED },   // Vulkan 1.0
+        { "d->enabled_features", SSMAX_ERR_INVALID_ARG }, // not a VkPhysicalDeviceFeatures2
+    };
+    VkPhysicalDeviceFeatures2 bogus = { .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ssmax_vulkan_device d = app_device();
+        switch (i) {
+        case 0: d.instance = VK_NULL_HANDLE; break;
+        case 1: d.get_instance_proc_addr = NULL; break;
+        case 2: d.physical_device = VK_NULL_HANDLE; break;
+        case 3: d.device = VK_NULL_HANDLE; break;
+        case 4: d.queue_family = 99; break;
+        case 5: d.queue_index = 5; break;
+        case 6: hide_compute = 1; break;
+        case 7: d.unlock_queue = NULL; break;
+        case 8: d.reserved[3] = 1; break;
+        case 9: d.api_version = VK_API_VERSION_1_0; break;
+        case 10: d.enabled_features = &bogus; break;
+        }
+        int r = ssmax_vulkan_device_import(ctx, &d);
+        hide_compute = 0;
+        printf("# %s: %s\n", cases[i].field, ssmax_last_error(ctx));
+        assert_int_equal(r, cases[i].code);
+        assert_non_null(strstr(ssmax_last_error(ctx), cases[i].field));
+        struct ssmax_device_info info;
+        assert_int_equal(ssmax_device_current(ctx, &info), SSMAX_OK);
+        assert_int_equal(info.backend, SSMAX_BACKEND_CPU);
+    }
+
+    // Buffer import on the imported device.
+    struct ssmax_vulkan_device d = app_device();
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_OK);
+    const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;
+    static const struct {
+        const char *arg;
+        int null_buf;
+        VkDeviceSize off, size;
+        VkBufferUsageFlags usage;
+    } bad[] = {
+        { "buf", 1, 0, 64, USAGE_ALL },
+        { "size", 0, 0, 0, USAGE_ALL },
+        { "offset + size", 0, UINT64_MAX - 63, 128, USAGE_ALL },
+        { "usage", 0, 0, 64, VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT },
+        { "offset", 0, 1, 64, USAGE_ALL }, // misaligned (where the alignment is above 1)
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (!strcmp(bad[i].arg, "offset") && align <= 1)
+            continue;
+        b = sentinel;
+        int r = ssmax_vulkan_buffer_import(ctx, bad[i].null_buf ? VK_NULL_HANDLE : ab.buf,
+                                           bad[i].off, bad[i].size, bad[i].usage, &b);
+        printf("# %s: %s\n", bad[i].arg, ssmax_last_error(ctx));
+        assert_int_equal(r, SSMAX_ERR_INVALID_ARG);
+        assert_non_null(strstr(ssmax_last_error(ctx), bad[i].arg));
+        assert_ptr_equal(b, sentinel);
+    }
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 64, USAGE_ALL, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    // A handle of another context is refused as for any buffer.
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 64, USAGE_ALL, &b), SSMAX_OK);
+    ssmax_context *other = import_ctx();
+    assert_int_equal(ssmax_buffer_size(other, b), 0);
+    ssmax_context_destroy(&other);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    assert_int_equal(validation_errors, 0);
+}
+
+/* After every context: the application's device works. */
+static void app_device_works(void)
+{
+    assert_int_equal(vkDeviceWaitIdle(app.dev), VK_SUCCESS);
+    struct abuf ab;
+    abuf_create(&ab, 256, USAGE_ALL);
+    abuf_destroy(&ab);
+    VkCommandPoolCreateInfo cpi = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                    .queueFamilyIndex = app.qfam };
+    VkCommandPool pool;
+    assert_int_equal(vkCreateCommandPool(app.dev, &cpi, NULL, &pool), VK_SUCCESS);
+    VkCommandBufferAllocateInfo cai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                        .commandPool = pool,
+                                        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                        .commandBufferCount = 1 };
+    VkCommandBuffer cmd;
+    assert_int_equal(vkAllocateCommandBuffers(app.dev, &cai, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+    assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
+    assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VkFence fence;
+    assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
+    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                        .commandBufferCount = 1,
+                        .pCommandBuffers = &cmd };
+    assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
+    assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 10ull * 1000000000ull),
+                     VK_SUCCESS);
+    vkDestroyFence(app.dev, fence, NULL);
+    vkDestroyCommandPool(app.dev, pool, NULL);
+}
+
+static void test_app_device_after(void **state)
+{
+    (void)state;
+    app_device_works();
+    vkDestroyDevice(app.dev, NULL);
+    app.dev = VK_NULL_HANDLE;
+    if (app.messenger) {
+        PFN_vkDestroyDebugUtilsMessengerEXT dm = (PFN_vkDestroyDebugUtilsMessengerEXT)
+            vkGetInstanceProcAddr(app.inst, "vkDestroyDebugUtilsMessengerEXT");
+        dm(app.inst, app.messenger, NULL);
+        app.messenger = VK_NULL_HANDLE;
+    }
+    vkDestroyInstance(app.inst, NULL);
+    app.inst = VK_NULL_HANDLE;
+    assert_int_equal(validation_errors, 0);
+}
+
+int main(void)
+{
+    int r = app_create();
+    if (r == 77 && !h_require_devices()) {
+        printf("lavapipe not available: skipped\n");
+        return 77;
+    }
+    if (r) {
+        printf("could not create the application's device on lavapipe\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_close_with_buffers),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_app_device_after),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
