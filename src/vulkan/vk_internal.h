@@ -6,6 +6,7 @@
  *   vk_pcache.c    the pipeline cache every pipeline is made with, kept on disk between processes
  *   vk_plan.c      the backend's part of the plan: kernel, tiles, driver limits
  *   vk_attn.c      recording and submitting a plan, and the backend table
+ *   vk_import.c    the application's own device and buffers (ssmax_vulkan.h)
  * No global Vulkan function pointers: each instance and device has its own table.
  */
 #ifndef SSMAX_VK_INTERNAL_H
