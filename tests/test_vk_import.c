@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "src/internal.h" // ssmax_fault_set: the core's test hook
 #include "ssmax/ssmax_vulkan.h"
 
 static struct {
@@ -611,6 +612,36 @@ static void test_bad_input(void **state)
     assert_int_equal(validation_errors, 0);
 }
 
+static void app_device_works(void);
+
+/* Failures on the application's device: an allocation that fails while the import sets up
+ * leaves no device open and the application's intact; a lost submission fails the context only. */
+static void test_faults(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    ssmax_fault_set(ctx, 1, 0);
+    struct ssmax_vulkan_device d = app_device();
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_ERR_OUT_OF_DEVICE_MEMORY);
+    struct ssmax_device_info info;
+    assert_int_equal(ssmax_device_current(ctx, &info), SSMAX_ERR_NO_DEVICE);
+    ssmax_fault_set(ctx, 0, 1);
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_OK);
+    struct abuf ab;
+    abuf_create(&ab, 4096, USAGE_ALL);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 4096, USAGE_ALL, &b), SSMAX_OK);
+    char tmp[64] = { 0 };
+    assert_int_equal(ssmax_buffer_write(ctx, b, 0, tmp, sizeof(tmp)), SSMAX_ERR_DEVICE_LOST);
+    assert_int_equal(ssmax_buffer_write(ctx, b, 0, tmp, sizeof(tmp)), SSMAX_ERR_CONTEXT_FAILED);
+    assert_int_equal(locks, unlocks);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    app_device_works();
+    assert_int_equal(validation_errors, 0);
+}
+
 /* After every context: the application's device works. */
 static void app_device_works(void)
 {
@@ -676,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_close_with_buffers),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_faults),
         cmocka_unit_test(test_app_device_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
