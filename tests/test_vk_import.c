@@ -614,6 +614,55 @@ static void test_bad_input(void **state)
 
 static void app_device_works(void);
 
+/* The kernels a GPU gets (SSMAX_VK_PLAN_AS=amd) ask for a subgroup size only where the
+ * application enabled subgroupSizeControl: on a second device of the application's made with no
+ * extension or feature, ssmax plans without it and the validation layer stays quiet. */
+static void test_features_as_enabled(void **state)
+{
+    (void)state;
+    setenv("SSMAX_VK_PLAN_AS", "amd", 1);
+    struct ssmax_plan_info pi;
+    ssmax_context *ctx = import_ctx();
+    run_case(ctx, params(SSMAX_F32, 4, 2, 40, 70, 64, 1, SSMAX_PATH_FUSED), 0);
+    assert_int_equal(ssmax_last_plan(ctx, &pi), SSMAX_OK);
+    printf("# subgroupSizeControl enabled: %s: %s\n", pi.kernel, pi.why);
+    if (app.req.subgroup_size_control)
+        assert_non_null(strstr(pi.why, "subgroups of"));
+    ssmax_context_destroy(&ctx);
+
+    VkDevice main_dev = app.dev;
+    VkQueue main_queue = app.queue;
+    uint32_t main_next = app.next;
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                    .queueFamilyIndex = app.qfam,
+                                    .queueCount = 1,
+                                    .pQueuePriorities = &prio };
+    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                               .queueCreateInfoCount = 1,
+                               .pQueueCreateInfos = &qci };
+    VkDevice bare;
+    assert_int_equal(vkCreateDevice(app.pd, &dci, NULL, &bare), VK_SUCCESS);
+    app.dev = bare, app.next = 0;
+    vkGetDeviceQueue(bare, app.qfam, 0, &app.queue);
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    struct ssmax_vulkan_device d = app_device();
+    d.enabled_features = NULL;
+    d.queue = VK_NULL_HANDLE; // ssmax fetches it
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_OK);
+    run_case(ctx, params(SSMAX_F32, 4, 2, 40, 70, 64, 1, SSMAX_PATH_FUSED), 0);
+    assert_int_equal(ssmax_last_plan(ctx, &pi), SSMAX_OK);
+    printf("# nothing enabled: %s: %s\n", pi.kernel, pi.why);
+    assert_null(strstr(pi.why, "subgroups of"));
+    run_case(ctx, params(SSMAX_F16, 4, 2, 3, 200, 64, 1, SSMAX_PATH_SPLIT_KV), 0);
+    ssmax_context_destroy(&ctx);
+    unsetenv("SSMAX_VK_PLAN_AS");
+    assert_int_equal(vkDeviceWaitIdle(bare), VK_SUCCESS);
+    vkDestroyDevice(bare, NULL);
+    app.dev = main_dev, app.queue = main_queue, app.next = main_next;
+    assert_int_equal(validation_errors, 0);
+}
+
 /* Failures on the application's device: an allocation that fails while the import sets up
  * leaves no device open and the application's intact; a lost submission fails the context only. */
 static void test_faults(void **state)
@@ -708,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_close_with_buffers),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_features_as_enabled),
         cmocka_unit_test(test_app_device_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
