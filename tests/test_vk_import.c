@@ -602,6 +602,33 @@ static void test_bad_input(void **state)
     }
     assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 64, USAGE_ALL, NULL),
                      SSMAX_ERR_INVALID_ARG);
+    // Ranges of one VkBuffer are one buffer to the checks: O over Q's bytes is refused, and so is
+    // another usage for the same VkBuffer.
+    ssmax_buffer *r4[4];
+    const VkDeviceSize x = align > 64 ? align : 64; // O's range starts where Q's tensor does
+    const VkDeviceSize at[4] = { 0, 512, 1024, x };
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, at[i], 512, USAGE_ALL, &r4[i]),
+                         SSMAX_OK);
+    b = sentinel;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 1024, 64,
+                                                VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, &b),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "usage"));
+    assert_ptr_equal(b, sentinel);
+    struct ssmax_attn_params op = params(SSMAX_F32, 1, 1, 2, 2, 8, 0, SSMAX_PATH_AUTO);
+    struct ssmax_attn_buffers ob = { .q = r4[0], .k = r4[1], .v = r4[2], .o = r4[3],
+                                     .q_off = (size_t)x };
+    assert_int_equal(ssmax_attn(ctx, &op, &ob), SSMAX_ERR_INVALID_ARG);
+    printf("# overlap: %s\n", ssmax_last_error(ctx));
+    assert_non_null(strstr(ssmax_last_error(ctx), "overlap"));
+    ob.o = r4[2], ob.v = r4[3]; // V over Q: inputs may share bytes
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 2048, 512, USAGE_ALL, &ob.o),
+                     SSMAX_OK);
+    assert_int_equal(ssmax_attn(ctx, &op, &ob), SSMAX_OK);
+    for (int i = 0; i < 4; i++)
+        ssmax_buffer_destroy(ctx, &r4[i]);
+    ssmax_buffer_destroy(ctx, &ob.o);
     // A handle of another context is refused as for any buffer.
     assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, 64, USAGE_ALL, &b), SSMAX_OK);
     ssmax_context *other = import_ctx();

@@ -409,8 +409,11 @@ int vk_buf_create(struct ssmax_dev *base, size_t size, void **out)
 void vk_buf_destroy(struct ssmax_dev *base, void *p)
 {
     struct vk_dev *d = (struct vk_dev *)base;
-    if (!((struct vk_buf *)p)->imported) // the application's VkBuffer stays its own
-        vk_buf_free(d, p);
+    if (((struct vk_buf *)p)->imported) { // the application's VkBuffer stays its own
+        vk_import_buf_release(d, p);
+        return;
+    }
+    vk_buf_free(d, p);
     ssmax_free(base->ctx, p);
 }
 

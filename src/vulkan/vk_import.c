@@ -29,6 +29,18 @@ void vk_import_release(struct vk_dev *d)
     d->ph = NULL;
 }
 
+void vk_import_buf_release(struct vk_dev *d, struct vk_buf *b)
+{
+    if (--b->refs > 0)
+        return;
+    for (struct vk_buf **p = &d->imports; *p; p = &(*p)->next)
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    ssmax_free(d->base.ctx, b);
+}
+
 int vk_import_usage_error(struct ssmax_context *ctx, const char *arg, const char *flag)
 {
     return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
@@ -323,14 +335,33 @@ int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDeviceSize of
                                "offset: %llu is not a multiple of the device's "
                                "minStorageBufferOffsetAlignment %llu",
                                (unsigned long long)offset, (unsigned long long)align);
-    struct vk_buf *vb = ssmax_calloc(ctx, 1, sizeof(*vb));
-    if (!vb)
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "buffer: out of host memory");
-    vb->buf = buf;
-    vb->size = offset + size;
-    vb->imported = 1;
-    vb->usage = usage;
-    if ((r = ssmax_buffer_adopt(ctx, vb, (size_t)offset, (size_t)size, out)) < 0)
-        ssmax_free(ctx, vb);
-    return r;
+    // One vk_buf per VkBuffer: ranges of one buffer are one object to the overlap check.
+    struct vk_buf *vb = d->imports;
+    while (vb && vb->buf != buf)
+        vb = vb->next;
+    if (vb && vb->usage != usage)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "usage: 0x%x differs from the 0x%x given for this VkBuffer by an "
+                               "earlier import", (unsigned)usage, (unsigned)vb->usage);
+    const int fresh = !vb;
+    if (fresh) {
+        if (!(vb = ssmax_calloc(ctx, 1, sizeof(*vb))))
+            return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "buffer: out of host memory");
+        vb->buf = buf;
+        vb->imported = 1;
+        vb->usage = usage;
+    }
+    if ((r = ssmax_buffer_adopt(ctx, vb, (size_t)offset, (size_t)size, out)) < 0) {
+        if (fresh)
+            ssmax_free(ctx, vb);
+        return r;
+    }
+    if (vb->size < offset + size)
+        vb->size = offset + size;
+    vb->refs++;
+    if (fresh) {
+        vb->next = d->imports;
+        d->imports = vb;
+    }
+    return SSMAX_OK;
 }

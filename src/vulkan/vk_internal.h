@@ -119,6 +119,10 @@ struct vk_buf {
     VkDeviceSize size;
     int imported;             // the application's VkBuffer (vk_import.c): never destroyed
     VkBufferUsageFlags usage; // imported: what it was created with
+    /* Imported: one vk_buf per VkBuffer, shared by its ranges (so the generic overlap check sees
+     * one object), counted, on the device's list. */
+    int refs;
+    struct vk_buf *next;
 };
 
 struct vk_pipe {
@@ -164,6 +168,7 @@ struct vk_dev {
     /* An imported device (vk_import.c): the VkDevice and queue are the application's, vi and ph
      * are ssmax's own copies for it; submissions go between the application's queue locks. */
     int imported;
+    struct vk_buf *imports; // the imported VkBuffers with live ranges (vk_import.c)
     uint32_t qindex;
     void (*lock_queue)(void *priv, uint32_t family, uint32_t index);
     void (*unlock_queue)(void *priv, uint32_t family, uint32_t index);
@@ -207,6 +212,8 @@ void vk_fill_info(struct vk_inst *vi, int idx);
 /* vk_import.c: frees an imported device's vi and ph (vk_close, last); the error of ssmax_buffer_
  * read or write on an imported buffer created without the usage flag they need. */
 void vk_import_release(struct vk_dev *d);
+/* Drops one range's reference to an imported VkBuffer's vk_buf (vk_buf_destroy). */
+void vk_import_buf_release(struct vk_dev *d, struct vk_buf *b);
 int vk_import_usage_error(struct ssmax_context *ctx, const char *arg, const char *flag);
 
 /* vk_pipeline.c: the pipeline of shader id with these specialization constants, made once;
