@@ -69,10 +69,11 @@ struct ssmax_vulkan_requirements {
     uint8_t reserved[32];
 };
 
-/** Fills *out for physical device pd of instance inst (the application's), whose functions come
- *  from gipa. Call it before creating the VkDevice.
- *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG for a NULL argument; SSMAX_ERR_UNSUPPORTED when the
- *  device or instance is below Vulkan 1.1 (the message says which). */
+/** Fills *out for physical device pd of instance inst (the application's, created with
+ *  apiVersion 1.1 or later), whose functions come from gipa. Call it before creating the VkDevice.
+ *  Thread-safe; errors go to ssmax_last_error(NULL).
+ *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG naming a NULL argument (*out untouched);
+ *  SSMAX_ERR_UNSUPPORTED when pd is below Vulkan 1.1 or gipa lacks a 1.1 function. */
 SSMAX_API int ssmax_vulkan_device_requirements(PFN_vkGetInstanceProcAddr gipa, VkInstance inst,
                                                VkPhysicalDevice pd,
                                                struct ssmax_vulkan_requirements *out);
@@ -127,11 +128,15 @@ SSMAX_API int ssmax_vulkan_device_import(ssmax_context *ctx, const struct ssmax_
  *  ssmax_buffer_write needs VK_BUFFER_USAGE_TRANSFER_DST_BIT and ssmax_buffer_read
  *  VK_BUFFER_USAGE_TRANSFER_SRC_BIT (they copy through a staging buffer), else they return
  *  SSMAX_ERR_UNSUPPORTED naming the flag. offset is a multiple of the device's
- *  minStorageBufferOffsetAlignment, as any storage-buffer binding's. ssmax never frees buf or its
- *  memory: ssmax_buffer_destroy (and closing the device) drops only the handle.
+ *  minStorageBufferOffsetAlignment, as any storage-buffer binding's. Ranges of one VkBuffer may
+ *  be imported many times (give the same usage each time); ssmax_attn treats them as one buffer,
+ *  so an output range overlapping an input range is refused as within one ssmax_buffer. ssmax
+ *  cannot query buf's size: the range must lie within it. ssmax never frees buf or its memory:
+ *  ssmax_buffer_destroy (and closing the device) drops only the handle.
  *  @return SSMAX_OK; SSMAX_ERR_NO_DEVICE without an open device; SSMAX_ERR_UNSUPPORTED when the
  *  open device is not imported; SSMAX_ERR_INVALID_ARG naming the argument (buf VK_NULL_HANDLE,
- *  size 0, offset + size overflowing, usage without STORAGE_BUFFER, offset misaligned, out NULL).
+ *  size 0, offset + size overflowing, usage without STORAGE_BUFFER or other than an earlier
+ *  import's of buf, offset misaligned, out NULL).
  *  *out is left untouched on failure. */
 SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDeviceSize offset,
                                          VkDeviceSize size, VkBufferUsageFlags usage,
