@@ -23,15 +23,21 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
 }
 
 /* Runs a finished plan on resolved buffers; the reports take what ran. */
-static int run(ssmax_context *ctx, const struct attn_plan *pl, const struct ssmax_attn_buffers *b)
+static void bufs_of(const struct ssmax_attn_buffers *b, struct attn_bufs *ab)
 {
     // Offsets from the start of the backend objects: imported ranges start at their base.
-    struct attn_bufs ab = {
+    *ab = (struct attn_bufs){
         b->q->bk, b->k->bk, b->v->bk, b->o->bk, b->lse ? b->lse->bk : NULL,
         b->probs ? b->probs->bk : NULL, b->q->base + b->q_off, b->k->base + b->k_off,
         b->v->base + b->v_off, b->o->base + b->o_off, b->lse ? b->lse->base + b->lse_off : 0,
         b->probs ? b->probs->base + b->probs_off : 0,
     };
+}
+
+static int run(ssmax_context *ctx, const struct attn_plan *pl, const struct ssmax_attn_buffers *b)
+{
+    struct attn_bufs ab;
+    bufs_of(b, &ab);
     uint64_t ns = 0;
     int r = ctx->dev->fns->attn(ctx->dev, pl, &ab, &ns);
     if (r == SSMAX_OK) {
@@ -132,11 +138,14 @@ int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
 struct ssmax_plan {
     struct attn_plan pl; // made for the plan's kv_len; each execution derives its own from it
     void *handle;
+    void *bk_state;      // the backend's, for recording or enqueueing (plan_state_free)
 };
 
 static void plan_release(ssmax_context *ctx, void *obj)
 {
     struct ssmax_plan *plan = obj;
+    if (plan->bk_state && ctx->dev && ctx->dev->fns->plan_state_free)
+        ctx->dev->fns->plan_state_free(ctx->dev, plan->bk_state);
     ssmax_plan_free(ctx, &plan->pl);
     ssmax_free(ctx, plan);
 }
@@ -215,8 +224,11 @@ int ssmax_plan_get_info(ssmax_context *ctx, const ssmax_plan *h, struct ssmax_pl
     return SSMAX_OK;
 }
 
-int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_attn_buffers *b,
-                       const struct ssmax_exec_args *args)
+/* What every execution does first: the plan resolved, args checked, the buffers resolved (*rb)
+ * and the execution's plan derived (*pl). */
+static int exec_begin(ssmax_context *ctx, const void *h, const struct ssmax_attn_buffers *b,
+                      const struct ssmax_exec_args *args, struct ssmax_plan **out,
+                      struct ssmax_attn_buffers *rb, struct attn_plan *pl)
 {
     int r = ssmax_need_runnable(ctx);
     if (r < 0)
@@ -224,7 +236,7 @@ int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_att
     if (!h || !b)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "%s: must not be NULL",
                                h ? "bufs" : "plan");
-    const struct ssmax_plan *plan = ssmax_handle_get(ctx, h, HANDLE_PLAN, "plan");
+    struct ssmax_plan *plan = ssmax_handle_get(ctx, h, HANDLE_PLAN, "plan");
     if (!plan)
         return SSMAX_ERR_INVALID_ARG;
     struct ssmax_exec_args a;
@@ -235,14 +247,41 @@ int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_att
             if (a.reserved[i])
                 return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "args->reserved: must be zero");
     }
-    struct ssmax_attn_buffers rb;
-    if ((r = ssmax_attn_buffers_resolve(ctx, b, &rb)) < 0)
+    if ((r = ssmax_attn_buffers_resolve(ctx, b, rb)) < 0)
         return r;
+    *out = plan;
+    return ssmax_plan_exec(ctx, &plan->pl, rb, a.kv_len ? a.kv_len : plan->pl.p.kv_len, a.q_pos,
+                           pl);
+}
+
+int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_attn_buffers *b,
+                       const struct ssmax_exec_args *args)
+{
+    struct ssmax_plan *plan;
+    struct ssmax_attn_buffers rb;
     struct attn_plan pl;
-    r = ssmax_plan_exec(ctx, &plan->pl, &rb, a.kv_len ? a.kv_len : plan->pl.p.kv_len, a.q_pos,
-                        &pl);
-    if (r == SSMAX_OK)
-        r = run(ctx, &pl, &rb);
+    int r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
+    return r < 0 ? r : run(ctx, &pl, &rb);
+}
+
+int ssmax_plan_record(ssmax_context *ctx, void *h, const struct ssmax_attn_buffers *b,
+                      const struct ssmax_exec_args *args, ssmax_record_fn rec, void *arg)
+{
+    struct ssmax_plan *plan = NULL;
+    struct ssmax_attn_buffers rb;
+    struct attn_plan pl;
+    int r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
+    if (r < 0)
+        return r;
+    struct attn_bufs ab;
+    bufs_of(&rb, &ab);
+    r = rec(ctx->dev, &plan->pl, &plan->bk_state, &pl, &ab, arg);
+    if (r == SSMAX_OK) {
+        ctx->last_ns = 0; // not waited for: no device time
+        plan_info(&pl, &ctx->last_plan);
+    } else if (r == SSMAX_ERR_DEVICE_LOST) {
+        ctx->failed = 1;
+    }
     return r;
 }
 

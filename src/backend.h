@@ -41,6 +41,9 @@ struct ssmax_backend_fns {
     /* Optional: makes ready what the plan's executions need and would otherwise make at their
      * first run, pipelines or programs and scratch (ssmax_plan_create). */
     int (*prepare)(struct ssmax_dev *dev, const struct attn_plan *plan);
+    /* Optional: frees what a plan object kept for recording or enqueueing (see
+     * ssmax_plan_record in internal.h); called while the plan's device is open. */
+    void (*plan_state_free)(struct ssmax_dev *dev, void *state);
     /* Runs the plan and waits for it; *device_ns gets the device time. */
     int (*attn)(struct ssmax_dev *dev, const struct attn_plan *plan, const struct attn_bufs *bufs,
                 uint64_t *device_ns);

@@ -221,6 +221,16 @@ typedef int (*ssmax_adopt_fn)(struct ssmax_context *ctx, void *bpriv, int local_
 int ssmax_device_adopt(struct ssmax_context *ctx, enum ssmax_backend backend, int local_index,
                        ssmax_adopt_fn open, const void *arg);
 
+/* One execution of plan h, recorded or enqueued by rec instead of run and waited for: resolves
+ * h and the buffers, derives the execution's plan (ssmax_plan_exec) and calls rec with the plan's
+ * own base plan, its backend state (*state, NULL until rec makes it; freed by the backend's
+ * plan_state_free with the plan), the execution's plan and buffers (attn.c). */
+struct attn_bufs;
+typedef int (*ssmax_record_fn)(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
+                               const struct attn_plan *pl, const struct attn_bufs *ab, void *arg);
+int ssmax_plan_record(struct ssmax_context *ctx, void *h, const struct ssmax_attn_buffers *b,
+                      const struct ssmax_exec_args *args, ssmax_record_fn rec, void *arg);
+
 /* Frees every plan of the context (attn.c): their device is closing. */
 void ssmax_plans_drop(struct ssmax_context *ctx);
 

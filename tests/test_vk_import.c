@@ -142,7 +142,15 @@ static int app_create(void)
                        VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT,
         .pfnUserCallback = on_message,
     };
+    // Synchronization validation too: recorded commands must carry every barrier they need.
+    const VkValidationFeatureEnableEXT vfe[] = {
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT
+    };
+    VkValidationFeaturesEXT vf = { .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+                                   .enabledValidationFeatureCount = 1,
+                                   .pEnabledValidationFeatures = vfe };
     VkInstanceCreateInfo ici = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                 .pNext = layer ? &vf : NULL,
                                  .pApplicationInfo = &ai,
                                  .enabledLayerCount = layer ? 1 : 0,
                                  .ppEnabledLayerNames = layers,
@@ -751,6 +759,126 @@ static void app_device_works(void)
     vkDestroyCommandPool(app.dev, pool, NULL);
 }
 
+/* Recording into the application's command buffer: a decode loop's steps (one plan, the cache
+ * growing) recorded into one command buffer between the application's own barriers, submitted
+ * once by the application; ssmax submits nothing while recording. Checked against the reference
+ * for the last step, under synchronization validation. */
+static void test_recorded(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = import_ctx();
+    const uint32_t cap = 300, D = 64, hq = 4, hkv = 1;
+    struct ssmax_attn_params p = params(SSMAX_F32, hq, hkv, 1, cap, D, 1, SSMAX_PATH_AUTO);
+    const size_t nq = (size_t)hq * D, nkv = (size_t)hkv * cap * D;
+    const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;
+    const VkDeviceSize oq = 0, ok = round_up(nq * 4, align), ov = ok + round_up(nkv * 4, align);
+    const VkDeviceSize oo = ov + round_up(nkv * 4, align), total = oo + round_up(nq * 4, align);
+    struct abuf ab;
+    abuf_create(&ab, total, USAGE_ALL);
+    uint64_t seed = 777;
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4);
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    memcpy(ab.map + oq, hqv, nq * 4);
+    memcpy(ab.map + ok, hk, nkv * 4);
+    memcpy(ab.map + ov, hv, nkv * 4);
+    ssmax_buffer *bq, *bk, *bv, *bo;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oq, nq * 4, USAGE_ALL, &bq), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ok, nkv * 4, USAGE_ALL, &bk), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ov, nkv * 4, USAGE_ALL, &bv), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oo, nq * 4, USAGE_ALL, &bo), 0);
+    struct ssmax_attn_buffers bufs = { .q = bq, .k = bk, .v = bv, .o = bo };
+    for (int path = 0; path <= 3; path++) {
+        p.path = (enum ssmax_path)path;
+        p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 3 : 0;
+        ssmax_plan *plan = NULL;
+        assert_int_equal(ssmax_plan_create(ctx, &p, 0, &plan), SSMAX_OK);
+        VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = app.qfam };
+        VkCommandPool pool;
+        assert_int_equal(vkCreateCommandPool(app.dev, &cpci, NULL, &pool), VK_SUCCESS);
+        VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                             .commandPool = pool,
+                                             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                             .commandBufferCount = 1 };
+        VkCommandBuffer cmd;
+        assert_int_equal(vkAllocateCommandBuffers(app.dev, &cbai, &cmd), VK_SUCCESS);
+        VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+        assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
+        VkMemoryBarrier before = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                   .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
+                                   .dstAccessMask = VK_ACCESS_SHADER_READ_BIT |
+                                                    VK_ACCESS_SHADER_WRITE_BIT };
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                             0, 1, &before, 0, NULL, 0, NULL);
+        const int s0 = submits;
+        static const uint32_t steps[] = { 1, 7, 113, 299, 300 };
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_len = steps[i];
+            int r = ssmax_vulkan_plan_record(ctx, plan, cmd, &bufs, &a);
+            if (r < 0)
+                fail_msg("record step %zu: %s", i, ssmax_last_error(ctx));
+        }
+        assert_int_equal(submits, s0); // recorded, not submitted
+        VkMemoryBarrier after = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                  .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                                  .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                             0, 1, &after, 0, NULL, 0, NULL);
+        assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
+        memset(ab.map + oo, 0xff, nq * 4);
+        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+        VkFence fence;
+        assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
+        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                            .commandBufferCount = 1,
+                            .pCommandBuffers = &cmd };
+        assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
+        assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 60ull * 1000000000ull),
+                         VK_SUCCESS);
+        vkDestroyFence(app.dev, fence, NULL);
+        // The last step saw all 300 keys: as ssmax_attn_ref over them.
+        double *ref = malloc(nq * sizeof(double));
+        struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, NULL, ref, NULL };
+        struct ssmax_attn_params rp = p;
+        rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0;
+        assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+        struct ssmax_compare c;
+        ssmax_compare_f32(ref, (const float *)(ab.map + oo), nq, 0, &c);
+        struct htol tol = h_tol_o(SSMAX_F32, c.max_ref);
+        printf("# recorded path %d: nmse %.3g max_abs %.3g\n", path, c.nmse, c.max_abs);
+        assert_true(c.nmse <= tol.nmse && c.max_abs <= tol.max_abs && !c.nonfinite_mismatch);
+        struct ssmax_plan_info pi;
+        assert_int_equal(ssmax_last_plan(ctx, &pi), SSMAX_OK);
+        if (path)
+            assert_int_equal(pi.path, path);
+        ssmax_plan_destroy(ctx, &plan); // its command buffer completed
+        vkDestroyCommandPool(app.dev, pool, NULL);
+        free(ref);
+    }
+    // Bad input: a NULL command buffer; recording on a device ssmax made itself.
+    ssmax_plan *plan = NULL;
+    assert_int_equal(ssmax_plan_create(ctx, &p, 0, &plan), SSMAX_OK);
+    assert_int_equal(ssmax_vulkan_plan_record(ctx, plan, VK_NULL_HANDLE, &bufs, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "cmd"));
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
+    ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
+    assert_int_equal(ssmax_device_open(ctx, ssmax_device_find(ctx, "vulkan")), SSMAX_OK);
+    ssmax_plan *own = NULL;
+    assert_int_equal(ssmax_plan_create(ctx, &p, 0, &own), SSMAX_OK);
+    assert_int_equal(ssmax_vulkan_plan_record(ctx, own, (VkCommandBuffer)(uintptr_t)1, &bufs, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "ssmax_vulkan_device_import"));
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    free(hqv), free(hk), free(hv);
+    assert_int_equal(validation_errors, 0);
+}
+
 static void test_app_device_after(void **state)
 {
     (void)state;
@@ -785,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_features_as_enabled),
+        cmocka_unit_test(test_recorded),
         cmocka_unit_test(test_app_device_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -142,6 +142,39 @@ SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDev
                                          VkDeviceSize size, VkBufferUsageFlags usage,
                                          ssmax_buffer **out);
 
+/** Records one execution of plan (ssmax_plan_create) on bufs with args (NULL: the defaults) into
+ *  the application's cmd, in the recording state, from a pool of the imported queue family. Nothing
+ *  is submitted and nothing is waited for: the application submits cmd with its own semaphores and
+ *  fences. Needs an imported device (ssmax_vulkan_device_import).
+ *
+ *  What ssmax records: its pipelines, one descriptor set and push constants, its dispatches and
+ *  the barriers between them, a compute-to-compute barrier first (so one plan recorded twice in a
+ *  row orders its scratch), and for the attention weights a copy (transfer stage). It leaves cmd's
+ *  compute pipeline, descriptor set and push constants bound to its own: rebind yours after.
+ *
+ *  Synchronisation the application provides:
+ *  - before: its writes of Q, K and V (and its last reads of O, LSE and probs) made available to
+ *    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT with VK_ACCESS_SHADER_READ_BIT (inputs) and
+ *    VK_ACCESS_SHADER_WRITE_BIT (outputs), e.g. one VkMemoryBarrier from the stage that wrote them;
+ *  - after: O and LSE are written at VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT with
+ *    VK_ACCESS_SHADER_WRITE_BIT, probs at VK_PIPELINE_STAGE_TRANSFER_BIT with
+ *    VK_ACCESS_TRANSFER_WRITE_BIT: a barrier from those to whatever reads them next (a host read
+ *    after the fence needs VK_PIPELINE_STAGE_HOST_BIT / VK_ACCESS_HOST_READ_BIT).
+ *
+ *  Lifetimes: the plan (its descriptor sets, coefficients and scratch, kept per plan) and the
+ *  buffers must outlive every submission of cmd: destroy the plan, close the device or destroy
+ *  the context only after they completed. Recording binds K and V over the plan's kv_len rows
+ *  (their buffers must hold them), so every step of a loop on the same buffers shares one
+ *  descriptor set; a plan records with at most 32 different sets of buffers and offsets
+ *  (SSMAX_ERR_LIMIT_EXCEEDED past that: make another plan). The whole execution goes into cmd:
+ *  max_work_per_submit does not cut it. ssmax_last_plan reports it; ssmax_last_device_time reads 0.
+ *  On failure nothing is recorded: every check and allocation comes before the first command.
+ *  @return SSMAX_OK, or the errors of ssmax_plan_execute; SSMAX_ERR_INVALID_ARG when the device
+ *  is not imported or cmd is NULL. */
+SSMAX_API int ssmax_vulkan_plan_record(ssmax_context *ctx, ssmax_plan *plan, VkCommandBuffer cmd,
+                                       const struct ssmax_attn_buffers *bufs,
+                                       const struct ssmax_exec_args *args);
+
 #ifdef __cplusplus
 }
 #endif

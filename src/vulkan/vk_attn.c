@@ -7,25 +7,47 @@
 
 #include "vk_internal.h"
 
-static void dispatch(struct vk_dev *d, VkPipeline pipe, const struct attn_block *pc, uint32_t x,
+/* Where a call's commands go: ssmax's own command buffer, cut into submissions it makes and waits
+ * for (own), or an application's, where everything is recorded and nothing is submitted. */
+struct rec {
+    struct vk_dev *d;
+    VkCommandBuffer cmd;
+    VkDescriptorSet set;
+    struct vk_buf *scr0; // the unfused scores (copied out to the weights)
+    int own;
+    uint64_t *device_ns;
+};
+
+static void dispatch(struct rec *rc, VkPipeline pipe, const struct attn_block *pc, uint32_t x,
                      uint32_t y, uint32_t z)
 {
-    d->vkCmdBindPipeline(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    d->vkCmdPushConstants(d->cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(*pc), pc);
-    d->vkCmdDispatch(d->cmd, x, y, z);
+    struct vk_dev *d = rc->d;
+    d->vkCmdBindPipeline(rc->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    d->vkCmdPushConstants(rc->cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(*pc), pc);
+    d->vkCmdDispatch(rc->cmd, x, y, z);
 }
 
-static void compute_barrier(struct vk_dev *d)
+static void barrier(struct rec *rc, VkPipelineStageFlags src, VkAccessFlags sa,
+                    VkPipelineStageFlags dst, VkAccessFlags da)
 {
-    vk_barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-               VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    VkMemoryBarrier mb = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                           .srcAccessMask = sa,
+                           .dstAccessMask = da };
+    rc->d->vkCmdPipelineBarrier(rc->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-/* One submission of an attention call: begin (timestamp, descriptor set) and end (timestamp,
- * submit, wait, add the device time). */
-static int sub_begin(struct vk_dev *d, VkDescriptorSet set)
+static void compute_barrier(struct rec *rc)
 {
+    barrier(rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+/* One submission of an attention call on ssmax's own command buffer: begin (timestamp,
+ * descriptor set) and end (timestamp, submit, wait, add the device time). */
+static int sub_begin(struct rec *rc)
+{
+    struct vk_dev *d = rc->d;
     int r = vk_cmd_begin(d);
     if (r < 0)
         return r;
@@ -33,13 +55,14 @@ static int sub_begin(struct vk_dev *d, VkDescriptorSet set)
         d->vkCmdResetQueryPool(d->cmd, d->qpool, 0, 2);
         d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, d->qpool, 0);
     }
-    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
-                               NULL);
+    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &rc->set,
+                               0, NULL);
     return SSMAX_OK;
 }
 
-static int sub_end(struct vk_dev *d, uint64_t *device_ns)
+static int sub_end(struct rec *rc)
 {
+    struct vk_dev *d = rc->d;
     if (d->qpool)
         d->vkCmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->qpool, 1);
     int r = vk_submit_wait(d);
@@ -50,9 +73,19 @@ static int sub_end(struct vk_dev *d, uint64_t *device_ns)
         VkResult vr = d->vkGetQueryPoolResults(d->dev, d->qpool, 0, 2, sizeof(ts), ts, 8,
                                                VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
         if (vr == VK_SUCCESS)
-            *device_ns += (uint64_t)((double)((ts[1] - ts[0]) & d->ts_mask) *
-                                     d->ph->props.limits.timestampPeriod);
+            *rc->device_ns += (uint64_t)((double)((ts[1] - ts[0]) & d->ts_mask) *
+                                         d->ph->props.limits.timestampPeriod);
     }
+    return SSMAX_OK;
+}
+
+/* Between submissions of ssmax's own call; nothing in an application's command buffer, where the
+ * whole call is recorded in order. */
+static int sub_next(struct rec *rc)
+{
+    int r;
+    if (rc->own && ((r = sub_end(rc)) < 0 || (r = sub_begin(rc)) < 0))
+        return r;
     return SSMAX_OK;
 }
 
@@ -127,24 +160,25 @@ int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
 
 /* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a submission, then the
  * merge of the splits. */
-static int record_fused(struct vk_dev *d, const struct attn_plan *pl, VkDescriptorSet set,
-                        const VkPipeline pipe[3], struct attn_block *pc, uint64_t *device_ns)
+static int record_fused(struct rec *rc, const struct attn_plan *pl, const VkPipeline pipe[3],
+                        struct attn_block *pc)
 {
     const struct ssmax_attn_params *p = &pl->p;
     int r;
     for (uint32_t x0 = 0; x0 < pl->blocks; x0 += pl->blocks_per_sub) {
-        if (x0 && ((r = sub_end(d, device_ns)) < 0 || (r = sub_begin(d, set)) < 0))
+        if (x0 && (r = sub_next(rc)) < 0)
             return r;
         pc->row_base = x0;
         uint32_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
-        dispatch(d, pipe[0], pc, n, p->kv_heads, p->batch * pl->nsplit);
+        dispatch(rc, pipe[0], pc, n, p->kv_heads, p->batch * pl->nsplit);
     }
     if (pl->path == SSMAX_PATH_SPLIT_KV) {
-        compute_barrier(d);
+        compute_barrier(rc);
         const uint32_t maxx = pl->max_groups_x;
         for (uint64_t x0 = 0; x0 < pl->rows; x0 += maxx) {
             pc->row_base = (uint32_t)x0;
-            dispatch(d, pipe[1], pc, (uint32_t)(pl->rows - x0 < maxx ? pl->rows - x0 : maxx), 1, 1);
+            dispatch(rc, pipe[1], pc, (uint32_t)(pl->rows - x0 < maxx ? pl->rows - x0 : maxx), 1,
+                     1);
         }
     }
     return SSMAX_OK;
@@ -152,10 +186,10 @@ static int record_fused(struct vk_dev *d, const struct attn_plan *pl, VkDescript
 
 /* The unfused path: for each chunk of (batch, head) pairs and query rows, the scores, their
  * softmax and P V (and the weights copied out), chunks_per_sub a submission. */
-static int record_unfused(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
-                          VkDescriptorSet set, const VkPipeline pipe[3], struct attn_block *pc,
-                          uint64_t *device_ns)
+static int record_unfused(struct rec *rc, const struct attn_plan *pl, const struct attn_bufs *ab,
+                          const VkPipeline pipe[3], struct attn_block *pc)
 {
+    struct vk_dev *d = rc->d;
     const struct ssmax_attn_params *p = &pl->p;
     const uint32_t nbh = p->batch * p->q_heads;
     struct vk_buf *probs = ab->probs;
@@ -165,29 +199,80 @@ static int record_unfused(struct vk_dev *d, const struct attn_plan *pl, const st
         uint32_t nb = nbh - bh0 < pl->bh_per ? nbh - bh0 : pl->bh_per;
         for (uint32_t i0 = 0; i0 < p->q_len; i0 += pl->i_count, chunk++) {
             uint32_t ni = p->q_len - i0 < pl->i_count ? p->q_len - i0 : pl->i_count;
-            if (chunk && chunk % pl->chunks_per_sub == 0) { // also orders it after the last chunk
-                if ((r = sub_end(d, device_ns)) < 0 || (r = sub_begin(d, set)) < 0)
+            if (rc->own && chunk && chunk % pl->chunks_per_sub == 0) { // orders it after the last
+                if ((r = sub_next(rc)) < 0)
                     return r;
             } else if (chunk) { // the previous chunk's P·V (and copy) read the scratch
-                vk_barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                           0, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+                barrier(rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                        0, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
             }
             pc->row_base = bh0, pc->chunk_i0 = i0, pc->chunk_ni = ni;
-            dispatch(d, pipe[0], pc, (p->kv_len + 15) / 16, (ni + 15) / 16, nb);
-            compute_barrier(d);
-            dispatch(d, pipe[1], pc, ni, nb, 1);
-            compute_barrier(d);
-            dispatch(d, pipe[2], pc, (ni + pl->br - 1) / pl->br, nb, 1);
+            dispatch(rc, pipe[0], pc, (p->kv_len + 15) / 16, (ni + 15) / 16, nb);
+            compute_barrier(rc);
+            dispatch(rc, pipe[1], pc, ni, nb, 1);
+            compute_barrier(rc);
+            dispatch(rc, pipe[2], pc, (ni + pl->br - 1) / pl->br, nb, 1);
             if (probs) {
-                vk_barrier(d, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                           VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+                barrier(rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                        VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
                 uint64_t row0 = (uint64_t)bh0 * p->q_len + i0;
                 VkBufferCopy reg = { 0, ab->probs_off + row0 * p->kv_len * 4,
                                      (uint64_t)nb * ni * p->kv_len * 4 };
-                d->vkCmdCopyBuffer(d->cmd, d->scr0.buf, probs->buf, 1, &reg);
+                d->vkCmdCopyBuffer(rc->cmd, rc->scr0->buf, probs->buf, 1, &reg);
             }
         }
     }
+    return SSMAX_OK;
+}
+
+/* The descriptor writes of a call: the tensors at their bindings (kv_bytes: what K and V's
+ * bindings cover), the coefficients and the scratch. Fills bi and the elements' offsets. */
+static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
+                     uint64_t kv_bytes, const struct vk_buf *coef, const struct vk_buf *scr0,
+                     const struct vk_buf *scr1, VkDescriptorBufferInfo bi[NUM_BINDINGS],
+                     uint32_t offs[5])
+{
+    const uint32_t esz = pl->elem_size;
+    struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
+                   bk = vk_bind_of(d, ab->k_off, kv_bytes, esz),
+                   bv = vk_bind_of(d, ab->v_off, kv_bytes, esz),
+                   bo = vk_bind_of(d, ab->o_off, pl->o_bytes, esz),
+                   bl = pl->want_lse ? vk_bind_of(d, ab->lse_off, pl->lse_bytes, 4)
+                                     : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
+    bi[BIND_Q] = (VkDescriptorBufferInfo){ ((struct vk_buf *)ab->q)->buf, bq.base, bq.range };
+    bi[BIND_K] = (VkDescriptorBufferInfo){ ((struct vk_buf *)ab->k)->buf, bk.base, bk.range };
+    bi[BIND_V] = (VkDescriptorBufferInfo){ ((struct vk_buf *)ab->v)->buf, bv.base, bv.range };
+    bi[BIND_O] = (VkDescriptorBufferInfo){ ((struct vk_buf *)ab->o)->buf, bo.base, bo.range };
+    bi[BIND_LSE] = (VkDescriptorBufferInfo){
+        pl->want_lse ? ((struct vk_buf *)ab->lse)->buf : d->dummy.buf, bl.base, bl.range };
+    bi[BIND_COEF] = (VkDescriptorBufferInfo){ coef->buf, 0, VK_WHOLE_SIZE };
+    bi[BIND_SCR0] = (VkDescriptorBufferInfo){ scr0->buf ? scr0->buf : d->dummy.buf, 0,
+                                              VK_WHOLE_SIZE };
+    bi[BIND_SCR1] = (VkDescriptorBufferInfo){ scr1->buf ? scr1->buf : d->dummy.buf, 0,
+                                              VK_WHOLE_SIZE };
+    offs[0] = bq.elem_off, offs[1] = bk.elem_off, offs[2] = bv.elem_off, offs[3] = bo.elem_off;
+    offs[4] = bl.elem_off;
+}
+
+static int write_set(struct vk_dev *d, VkDescriptorPool pool, const VkDescriptorBufferInfo *bi,
+                     VkDescriptorSet *set)
+{
+    VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                         .descriptorPool = pool,
+                                         .descriptorSetCount = 1,
+                                         .pSetLayouts = &d->dsl };
+    VkResult vr = d->vkAllocateDescriptorSets(d->dev, &dsai, set);
+    if (vr != VK_SUCCESS)
+        return vk_err(d->base.ctx, vr, "vkAllocateDescriptorSets");
+    VkWriteDescriptorSet w[NUM_BINDINGS];
+    for (uint32_t i = 0; i < NUM_BINDINGS; i++)
+        w[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                       .dstSet = *set,
+                                       .dstBinding = i,
+                                       .descriptorCount = 1,
+                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                       .pBufferInfo = &bi[i] };
+    d->vkUpdateDescriptorSets(d->dev, NUM_BINDINGS, w, 0, NULL);
     return SSMAX_OK;
 }
 
@@ -196,7 +281,6 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 {
     struct vk_dev *d = (struct vk_dev *)base;
     const struct ssmax_attn_params *p = &pl->p;
-    const uint32_t esz = pl->elem_size;
 
     // Scratch and pipelines first, so a failure leaves every output untouched.
     VkPipeline pipe[3] = { 0 };
@@ -207,55 +291,130 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 
     // Descriptors: one set for every pipeline of this call (they share the layout).
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
-    VkDescriptorSet set;
-    VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                         .descriptorPool = d->dpool,
-                                         .descriptorSetCount = 1,
-                                         .pSetLayouts = &d->dsl };
-    VkResult vr = d->vkAllocateDescriptorSets(d->dev, &dsai, &set);
-    if (vr != VK_SUCCESS)
-        return vk_err(base->ctx, vr, "vkAllocateDescriptorSets");
-    struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
-                   bk = vk_bind_of(d, ab->k_off, pl->kv_bytes, esz),
-                   bv = vk_bind_of(d, ab->v_off, pl->kv_bytes, esz),
-                   bo = vk_bind_of(d, ab->o_off, pl->o_bytes, esz),
-                   bl = pl->want_lse ? vk_bind_of(d, ab->lse_off, pl->lse_bytes, 4)
-                                     : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
-    VkDescriptorBufferInfo bi[NUM_BINDINGS] = {
-        [BIND_Q] = { ((struct vk_buf *)ab->q)->buf, bq.base, bq.range },
-        [BIND_K] = { ((struct vk_buf *)ab->k)->buf, bk.base, bk.range },
-        [BIND_V] = { ((struct vk_buf *)ab->v)->buf, bv.base, bv.range },
-        [BIND_O] = { ((struct vk_buf *)ab->o)->buf, bo.base, bo.range },
-        [BIND_LSE] = { pl->want_lse ? ((struct vk_buf *)ab->lse)->buf : d->dummy.buf, bl.base,
-                       bl.range },
-        [BIND_COEF] = { d->coef.buf, 0, VK_WHOLE_SIZE },
-        [BIND_SCR0] = { d->scr0.buf ? d->scr0.buf : d->dummy.buf, 0, VK_WHOLE_SIZE },
-        [BIND_SCR1] = { d->scr1.buf ? d->scr1.buf : d->dummy.buf, 0, VK_WHOLE_SIZE },
-    };
-    VkWriteDescriptorSet w[NUM_BINDINGS];
-    for (uint32_t i = 0; i < NUM_BINDINGS; i++)
-        w[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                       .dstSet = set,
-                                       .dstBinding = i,
-                                       .descriptorCount = 1,
-                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                       .pBufferInfo = &bi[i] };
-    d->vkUpdateDescriptorSets(d->dev, NUM_BINDINGS, w, 0, NULL);
-
-    const uint32_t offs[5] = { bq.elem_off, bk.elem_off, bv.elem_off, bo.elem_off, bl.elem_off };
+    VkDescriptorBufferInfo bi[NUM_BINDINGS];
+    uint32_t offs[5];
+    bindings(d, pl, ab, pl->kv_bytes, &d->coef, &d->scr0, &d->scr1, bi, offs);
+    struct rec rc = { d, d->cmd, VK_NULL_HANDLE, &d->scr0, 1, device_ns };
+    if ((r = write_set(d, d->dpool, bi, &rc.set)) < 0)
+        return r;
     struct attn_block pc;
     ssmax_plan_block(pl, offs, &pc);
     *device_ns = 0;
-    if ((r = sub_begin(d, set)) < 0)
+    if ((r = sub_begin(&rc)) < 0)
         return r;
-    r = pl->path != SSMAX_PATH_UNFUSED ? record_fused(d, pl, set, pipe, &pc, device_ns)
-                                       : record_unfused(d, pl, ab, set, pipe, &pc, device_ns);
-    return r < 0 ? r : sub_end(d, device_ns);
+    r = pl->path != SSMAX_PATH_UNFUSED ? record_fused(&rc, pl, pipe, &pc)
+                                       : record_unfused(&rc, pl, ab, pipe, &pc);
+    return r < 0 ? r : sub_end(&rc);
+}
+
+/* ---- recording into the application's command buffer ----
+ * A plan that records keeps what its recorded commands use alive as long as it lives: its own
+ * coefficients and scratch, and a descriptor pool with one set a set of bindings (a decode loop
+ * binds the same buffers every step, so one set serves it). */
+#define VK_PLAN_SETS 32
+
+struct vk_plan_state {
+    struct vk_buf coef, scr0, scr1;
+    VkDescriptorPool pool;
+    int nsets;
+    struct {
+        VkDescriptorBufferInfo bi[NUM_BINDINGS];
+        VkDescriptorSet set;
+    } sets[VK_PLAN_SETS];
+};
+
+void vk_plan_state_free(struct ssmax_dev *base, void *state)
+{
+    struct vk_dev *d = (struct vk_dev *)base;
+    struct vk_plan_state *st = state;
+    if (!st)
+        return;
+    vk_buf_free(d, &st->coef);
+    vk_buf_free(d, &st->scr0);
+    vk_buf_free(d, &st->scr1);
+    if (st->pool)
+        d->vkDestroyDescriptorPool(d->dev, st->pool, NULL);
+    ssmax_free(base->ctx, st);
+}
+
+static int plan_state(struct vk_dev *d, const struct attn_plan *base, void **state)
+{
+    if (*state)
+        return SSMAX_OK;
+    struct vk_plan_state *st = ssmax_calloc(d->base.ctx, 1, sizeof(*st));
+    if (!st)
+        return ssmax_set_error(d->base.ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY,
+                               "vulkan: out of host memory");
+    const uint64_t coef_bytes = 2ull * base->p.q_heads * 4;
+    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NUM_BINDINGS * VK_PLAN_SETS };
+    VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                        .maxSets = VK_PLAN_SETS,
+                                        .poolSizeCount = 1,
+                                        .pPoolSizes = &ps };
+    int r = vk_buf_ensure(d, &st->coef, coef_bytes, 1);
+    if (r == SSMAX_OK && base->scr0_bytes)
+        r = vk_buf_ensure(d, &st->scr0, base->scr0_bytes, 0);
+    if (r == SSMAX_OK && base->scr1_bytes)
+        r = vk_buf_ensure(d, &st->scr1, base->scr1_bytes, 0);
+    if (r == SSMAX_OK) {
+        VkResult vr = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &st->pool);
+        if (vr != VK_SUCCESS)
+            r = vk_err(d->base.ctx, vr, "vkCreateDescriptorPool");
+    }
+    if (r < 0) {
+        vk_plan_state_free(&d->base, st);
+        return r;
+    }
+    memcpy(st->coef.map, base->coef, coef_bytes);
+    *state = st;
+    return SSMAX_OK;
+}
+
+int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
+              const struct attn_plan *pl, const struct attn_bufs *ab, VkCommandBuffer cmd)
+{
+    struct vk_dev *d = (struct vk_dev *)dev;
+    VkPipeline pipe[3] = { 0 };
+    int r = pipelines(d, pl, pipe); // made with the plan: found, not built
+    if (r < 0 || (r = plan_state(d, base, state)) < 0)
+        return r;
+    struct vk_plan_state *st = *state;
+    // K and V are bound over the plan's kv_len, so every step of a loop on the same buffers
+    // finds the same set.
+    VkDescriptorBufferInfo bi[NUM_BINDINGS];
+    uint32_t offs[5];
+    bindings(d, pl, ab, base->kv_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    for (int i = 0; i < st->nsets && !set; i++)
+        if (!memcmp(st->sets[i].bi, bi, sizeof(bi)))
+            set = st->sets[i].set;
+    if (!set) {
+        if (st->nsets == VK_PLAN_SETS)
+            return ssmax_set_error(dev->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "bufs: a plan records with at most %d different sets of buffers "
+                                   "and offsets; make another plan for more",
+                                   VK_PLAN_SETS);
+        if ((r = write_set(d, st->pool, bi, &set)) < 0)
+            return r;
+        memcpy(st->sets[st->nsets].bi, bi, sizeof(bi));
+        st->sets[st->nsets++].set = set;
+    }
+    struct attn_block pc;
+    ssmax_plan_block(pl, offs, &pc);
+    uint64_t ns = 0;
+    struct rec rc = { d, cmd, set, &st->scr0, 0, &ns };
+    // The previous recorded execution of this plan read and wrote the same scratch.
+    compute_barrier(&rc);
+    d->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
+                               NULL);
+    return pl->path != SSMAX_PATH_UNFUSED ? record_fused(&rc, pl, pipe, &pc)
+                                          : record_unfused(&rc, pl, ab, pipe, &pc);
 }
 
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
     SSMAX_BACKEND_ENTRIES(vk, vulkan, VULKAN),
     .pipelines = vk_pipelines,
     .prepare = vk_prepare,
+    .plan_state_free = vk_plan_state_free,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
 };

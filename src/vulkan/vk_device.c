@@ -93,7 +93,7 @@ static int vk_buf_alloc(struct vk_dev *d, VkDeviceSize size, int host, struct vk
     return SSMAX_OK;
 }
 
-static void vk_buf_free(struct vk_dev *d, struct vk_buf *b)
+void vk_buf_free(struct vk_dev *d, struct vk_buf *b)
 {
     if (b->buf)
         d->vkDestroyBuffer(d->dev, b->buf, NULL);

@@ -365,3 +365,27 @@ int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDeviceSize of
     }
     return SSMAX_OK;
 }
+
+/* ---- recording into the application's command buffer ---- */
+
+static int record_cb(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
+                     const struct attn_plan *pl, const struct attn_bufs *ab, void *arg)
+{
+    return vk_record(dev, base, state, pl, ab, (VkCommandBuffer)arg);
+}
+
+int ssmax_vulkan_plan_record(ssmax_context *ctx, ssmax_plan *plan, VkCommandBuffer cmd,
+                             const struct ssmax_attn_buffers *bufs,
+                             const struct ssmax_exec_args *args)
+{
+    int r = ssmax_need_runnable(ctx);
+    if (r < 0)
+        return r;
+    if (ctx->dev->fns->id != SSMAX_BACKEND_VULKAN || !((struct vk_dev *)ctx->dev)->imported)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "cmd: recording needs the application's own device "
+                               "(ssmax_vulkan_device_import)");
+    if (!cmd)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "cmd: must not be NULL");
+    return ssmax_plan_record(ctx, plan, bufs, args, record_cb, (void *)cmd);
+}

@@ -185,6 +185,8 @@ int vk_err(struct ssmax_context *ctx, VkResult r, const char *what);
 /* Grows an internal buffer to at least size bytes; host: 1 host-visible and mapped, 2 also
  * cached (staging reads), 0 device-local. */
 int vk_buf_ensure(struct vk_dev *d, struct vk_buf *b, VkDeviceSize size, int host);
+/* Frees an internal buffer (NULL handles allowed) and zeroes *b. */
+void vk_buf_free(struct vk_dev *d, struct vk_buf *b);
 /* The device's one command buffer: begin, and end + submit + wait on the fence. */
 int vk_cmd_begin(struct vk_dev *d);
 int vk_submit_wait(struct vk_dev *d);
@@ -223,6 +225,11 @@ int vk_pipeline(struct vk_dev *d, enum vk_shader_id id, const uint32_t spec[SPEC
 /* The backend's pipelines entry (backend.h): each pipeline of the plan built anew, with
  * VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR where the device offers the statistics. */
 int vk_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb, void *priv);
+/* vk_attn.c: records one execution (pl, ab) of the plan base into the application's cmd, with
+ * the plan's recording state in *state (made at the first recording); and frees that state. */
+int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
+              const struct attn_plan *pl, const struct attn_bufs *ab, VkCommandBuffer cmd);
+void vk_plan_state_free(struct ssmax_dev *base, void *state);
 /* vk_attn.c: the plan's pipelines and scratch, made ahead of its executions. */
 int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl);
 
