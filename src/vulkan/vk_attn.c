@@ -178,16 +178,15 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
             uint64_t *device_ns)
 {
     struct vk_dev *d = (struct vk_dev *)base;
-    const struct ssmax_attn_params *p = &pl->p;
     const uint32_t esz = pl->elem_size;
 
     // Scratch and pipelines first, so a failure leaves every output untouched.
     int r;
     if ((pl->scr0_bytes && (r = vk_buf_ensure(d, &d->scr0, pl->scr0_bytes, 0)) < 0) ||
         (pl->scr1_bytes && (r = vk_buf_ensure(d, &d->scr1, pl->scr1_bytes, 0)) < 0) ||
-        (r = vk_buf_ensure(d, &d->coef, 2ull * p->q_heads * 4, 1)) < 0)
+        (r = vk_buf_ensure(d, &d->coef, pl->coef_bytes, 1)) < 0)
         return r;
-    memcpy(d->coef.map, pl->coef, 2ull * p->q_heads * 4);
+    memcpy(d->coef.map, pl->coef, pl->coef_bytes);
     VkPipeline pipe[3] = { 0 };
     if ((r = pipelines(d, pl, pipe)) < 0)
         return r;
@@ -203,8 +202,8 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     if (vr != VK_SUCCESS)
         return vk_err(base->ctx, vr, "vkAllocateDescriptorSets");
     struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
-                   bk = vk_bind_of(d, ab->k_off, pl->kv_bytes, esz),
-                   bv = vk_bind_of(d, ab->v_off, pl->kv_bytes, esz),
+                   bk = vk_bind_of(d, ab->k_off, pl->k_bytes, esz),
+                   bv = vk_bind_of(d, ab->v_off, pl->v_bytes, esz),
                    bo = vk_bind_of(d, ab->o_off, pl->o_bytes, esz),
                    bl = pl->want_lse ? vk_bind_of(d, ab->lse_off, pl->lse_bytes, 4)
                                      : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
