@@ -245,6 +245,45 @@ static void test_unaligned_inputs(void **state)
         }
 }
 
+/* Strided tensors (SPEC.md section 7.1) on every path: Q, K, V, O as [B, L, H, D]; K and V a
+ * cache of capacity past kv_len (NaN in the rows past it, which must never be read); K and V
+ * interleaved in one buffer with padded rows. Every byte of an input that is not an element holds
+ * NaN, and the harness also checks the strided reference against the dense one (tools/harness.c,
+ * enum h_layout): a kernel that ignored a stride would read NaN or the wrong rows. Odd sizes,
+ * f32 and f16, causal and GQA, offsets past the start of the buffers. */
+static void test_strides(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t b, hq, hkv, lq, lk, d;
+        int f16, causal;
+    } shapes[] = {
+        { 2, 4, 2, 7, 113, 64, 0, 1 },
+        { 1, 2, 2, 7, 113, 8, 1, 0 },
+        { 2, 8, 2, 5, 33, 128, 1, 1 },
+        { 1, 3, 1, 1, 113, 64, 0, 0 }, // decode, MQA
+    };
+    int n = 0;
+    for (int layout = H_BLHD; layout < H_LAYOUTS; layout++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+            for (int path = 1; path <= 3; path++) {
+                struct hcase c = base_case(shapes[s].hq, shapes[s].hkv, shapes[s].lq, shapes[s].lk,
+                                           shapes[s].d);
+                c.p.batch = shapes[s].b;
+                c.p.dtype = shapes[s].f16 ? SSMAX_F16 : SSMAX_F32;
+                c.p.causal = shapes[s].causal;
+                c.p.path = (enum ssmax_path)path;
+                if (path == SSMAX_PATH_SPLIT_KV)
+                    c.p.kv_splits = 3;
+                c.nan_v_hidden = c.p.causal;
+                c.layout = layout;
+                c.in_off = (uint32_t)(s % 2) * 64;
+                run_case(&c);
+                n++;
+            }
+    printf("# %d strided cases\n", n);
+}
+
 /* n at the largest length the device takes: K and V as large as one binding allows (lavapipe:
  * 128 MiB, about 4M keys at D = 8; capped at 4M keys elsewhere), one causal query row at the end. */
 static void test_longest(void **state)
@@ -802,7 +841,7 @@ int main(void)
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
-        cmocka_unit_test(test_unaligned_inputs),
+        cmocka_unit_test(test_unaligned_inputs), cmocka_unit_test(test_strides),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
         cmocka_unit_test(test_plan),          cmocka_unit_test(test_gpu_shapes),
