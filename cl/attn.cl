@@ -51,7 +51,8 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         float x = 0.0f;
         if (rr < GL) {
             uint ii = rr / PV(G), hq = g * PV(G) + rr % PV(G);
-            x = LD(q, PV(q_off), ((b * PV(Hq) + hq) * PV(Lq) + ii) * D + d) * row_factor(P, coef, hq, ii);
+            x = LD(q, PV(q_off), b * SV(q_sb) + hq * SV(q_sh) + ii * SV(q_sr) + d) *
+                row_factor(P, coef, hq, ii);
         }
         Qs[e] = x;
     }
@@ -59,7 +60,8 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ke_wg = min(ke_split, kv_end(P, last / PV(G)));
     const uint ke_min = min(ke_split, kv_end(P, first / PV(G)));
-    const uint kvbase = (b * PV(Hkv) + g) * PV(Lk) * D;
+    const uint kbase = b * SV(k_sb) + g * SV(k_sh), k_sr = SV(k_sr);
+    const uint vbase = b * SV(v_sb) + g * SV(v_sh), v_sr = SV(v_sr);
     for (uint r = t; r < BR; r += FWG)
         Mrow[r] = M_INIT;
     float acc[RS * CP], l[RS];
@@ -71,7 +73,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
     for (uint kt = ks; kt < ke_wg; kt += BC) {
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint c = e / D, d = e % D, j = kt + c;
-            float4 x = j < ke_wg ? LD4(k, PV(k_off), kvbase + j * D + d) : (float4)(0.0f);
+            float4 x = j < ke_wg ? LD4(k, PV(k_off), kbase + j * k_sr + d) : (float4)(0.0f);
             KV[d * BC + c] = x.x;
             KV[(d + 1u) * BC + c] = x.y;
             KV[(d + 2u) * BC + c] = x.z;
@@ -118,7 +120,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint j = kt + e / D;
-            vstore4(j < ke_wg ? LD4(v, PV(v_off), kvbase + j * D + e % D) : (float4)(0.0f), 0, KV + e);
+            vstore4(j < ke_wg ? LD4(v, PV(v_off), vbase + j * v_sr + e % D) : (float4)(0.0f), 0, KV + e);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         // Blocked sums: the tile's terms go to fresh partials (pl, tacc), folded into the running
@@ -172,7 +174,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         const float2 ov = (float2)(Qs[r * D + 2u * p2], Qs[r * D + 2u * p2 + 1u]);
         const float m = Mrow[r], lr = Lrow[r];
         if (!split) {
-            ST2(o, PV(o_off), row * D + 2u * p2, ov);
+            ST2(o, PV(o_off), b * SV(o_sb) + h * SV(o_sh) + i * SV(o_sr) + 2u * p2, ov);
             if (p2 == 0u && PV(want_lse))
                 lse[PV(lse_off) + row] = lr == 0.0f ? -INFINITY : m + log(lr);
         } else {
@@ -206,8 +208,8 @@ __kernel __attribute__((reqd_work_group_size(16, 1, 1))) void flash_attn_split(F
 
 // Split-KV merge with the log-sum-exp rule; one work-group of 64 per row.
 __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
-    __constant uint *P, __global const float2 *part_o, __global const float2 *part_ml,
-    __global io_t *o, __global float *lse)
+    __constant uint *P, __global const float *coef, __global const float2 *part_o,
+    __global const float2 *part_ml, __global io_t *o, __global float *lse)
 {
     const uint rows = PV(B) * PV(Hq) * PV(Lq), row = get_group_id(0), t = get_local_id(0);
     float M = M_INIT;
@@ -219,6 +221,8 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
         L += ml.y * exp(ml.x - M);
     }
     const float inv = L == 0.0f ? 0.0f : 1.0f / L;
+    const uint i = row % PV(Lq), h = (row / PV(Lq)) % PV(Hq), b = row / (PV(Lq) * PV(Hq));
+    const uint orow = b * SV(o_sb) + h * SV(o_sh) + i * SV(o_sr);
     for (uint p = t; p < D / 2u; p += 64u) {
         float2 acc = (float2)(0.0f);
         for (uint s = 0u; s < PV(nsplit); s++) {
@@ -226,7 +230,7 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void split_merge(
             if (ml.y != 0.0f)
                 acc += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
         }
-        ST2(o, PV(o_off), row * D + 2u * p, acc * inv);
+        ST2(o, PV(o_off), orow + 2u * p, acc * inv);
     }
     if (t == 0u && PV(want_lse))
         lse[PV(lse_off) + row] = L == 0.0f ? -INFINITY : M + log(L);
@@ -243,15 +247,16 @@ __kernel __attribute__((reqd_work_group_size(256, 1, 1))) void qk(
     const uint t = get_local_id(0), ty = t / 16u, tx = t % 16u;
     const uint zz = get_group_id(2), bh = bh0 + zz, b = bh / PV(Hq), h = bh % PV(Hq), g = h / PV(G);
     const uint ib = i0 + get_group_id(1) * 16u, jb = get_group_id(0) * 16u, iend = i0 + ni;
-    const uint qbase = (b * PV(Hq) + h) * PV(Lq) * D, kbase = (b * PV(Hkv) + g) * PV(Lk) * D;
+    const uint qbase = b * SV(q_sb) + h * SV(q_sh), q_sr = SV(q_sr);
+    const uint kbase = b * SV(k_sb) + g * SV(k_sh), k_sr = SV(k_sr);
     float s = 0.0f;
     for (uint d0 = 0u; d0 < D; d0 += 8u) {
         if (t < 128u) {
             uint ii = ib + t / 8u;
-            Qt[t] = ii < iend ? LD(q, PV(q_off), qbase + ii * D + d0 + t % 8u) : 0.0f;
+            Qt[t] = ii < iend ? LD(q, PV(q_off), qbase + ii * q_sr + d0 + t % 8u) : 0.0f;
         } else {
             uint u = t - 128u, jj = jb + u / 8u;
-            Kt[u] = jj < PV(Lk) ? LD(k, PV(k_off), kbase + jj * D + d0 + u % 8u) : 0.0f;
+            Kt[u] = jj < PV(Lk) ? LD(k, PV(k_off), kbase + jj * k_sr + d0 + u % 8u) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint dd = 0u; dd < 8u; dd++)
@@ -302,8 +307,8 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
 
 // Unfused 3: O = P V, BR rows of one (batch, head) per work-group.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
-    __constant uint *P, __global const float *probs, __global const io_t *v, __global io_t *o,
-    uint bh0, uint i0, uint ni)
+    __constant uint *P, __global const float *coef, __global const float *probs,
+    __global const io_t *v, __global io_t *o, uint bh0, uint i0, uint ni)
 {
     __local float Ps[BR * BC];
     __local float4 Vs[BC * D4];
@@ -312,7 +317,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     const uint ib = i0 + get_group_id(0) * BR, iend = i0 + ni, i = ib + r;
     const bool valid = i < iend;
     const uint n = valid ? kv_end(P, i) : 0u, nwg = kv_end(P, min(ib + BR, iend) - 1u);
-    const uint pbase = (y * ni + (ib - i0)) * PV(Lk), vbase = (b * PV(Hkv) + g) * PV(Lk) * D;
+    const uint pbase = (y * ni + (ib - i0)) * PV(Lk);
+    const uint vbase = b * SV(v_sb) + g * SV(v_sh), v_sr = SV(v_sr);
     float2 acc[DP];
     for (uint kk = 0u; kk < DP; kk++)
         acc[kk] = (float2)(0.0f);
@@ -323,7 +329,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
         }
         for (uint e = t; e < BC * D4; e += WG) {
             uint j = kt + e / D4;
-            Vs[e] = j < PV(Lk) ? LD4(v, PV(v_off), vbase + j * D + 4u * (e % D4)) : (float4)(0.0f);
+            Vs[e] = j < PV(Lk) ? LD4(v, PV(v_off), vbase + j * v_sr + 4u * (e % D4)) : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         // A blocked sum: the tile's terms from 0, then one add to the running total (key by key
@@ -343,7 +349,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     }
     if (valid)
         for (uint kk = 0u; kk < DP; kk++)
-            ST2(o, PV(o_off), ((b * PV(Hq) + h) * PV(Lq) + i) * D + 2u * (tr + TPR * kk), acc[kk]);
+            ST2(o, PV(o_off), b * SV(o_sb) + h * SV(o_sh) + i * SV(o_sr) + 2u * (tr + TPR * kk),
+                acc[kk]);
 }
 #else
 // Fused flash attention for GPUs (flash_rowgroups), and its split-KV form. Needs no subgroup
@@ -403,15 +410,18 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * PV(split_len), ke_split = min(ks + PV(split_len), PV(Lk));
     const uint ke_wg = min(ke_split, kv_end(P, last / PV(G))); // keys the last row sees
-    const uint kvbase = (b * PV(Hkv) + g) * PV(Lk) * D;
+    const uint kbase = b * SV(k_sb) + g * SV(k_sh), k_sr = SV(k_sr);
+    const uint vbase = b * SV(v_sb) + g * SV(v_sh), v_sr = SV(v_sr);
     const uint R = first + r, RR = R < GL ? R : last;
     const uint i = RR / PV(G), hq = g * PV(G) + RR % PV(G);
     const uint row = (b * PV(Hq) + hq) * PV(Lq) + i;
+    const uint qrow = b * SV(q_sb) + hq * SV(q_sh) + i * SV(q_sr);
+    const uint orow = b * SV(o_sb) + hq * SV(o_sh) + i * SV(o_sr);
     const uint ke_row = R < GL ? min(ke_split, kv_end(P, i)) : 0u;
     const float f = row_factor(P, coef, hq, i);
     float qv[DL], ov[DL];
     for (uint u = 0u; u < DL; u++) {
-        qv[u] = LD(q, PV(q_off), row * D + lane * DL + u) * f;
+        qv[u] = LD(q, PV(q_off), qrow + lane * DL + u) * f;
         ov[u] = 0.0f;
     }
     float m_run = M_INIT, l_run = 0.0f;
@@ -424,7 +434,7 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
         for (uint c = 0u; c < BC; c++) {
             float s = 0.0f;
             if (kt < ke_row) { // keys past ke_wg read the last one (nothing outside the tensor)
-                const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;
+                const uint e = kbase + min(kt + c, ke_wg - 1u) * k_sr + lane * DL;
                 for (uint u = 0u; u < DL; u += VW) {
                     const VT kx = LDV(k, PV(k_off), e + u);
                     s = DOT(qv, kx, s);
@@ -454,7 +464,7 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
             const bool vis = kt + c < ke_row;
             const float p = vis ? exp(sc[c] - mt) : 0.0f;
             ps += p;
-            const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;
+            const uint e = vbase + min(kt + c, ke_wg - 1u) * v_sr + lane * DL;
             for (uint u = 0u; u < DL; u += VW) {
                 const VT vx = LDV(v, PV(v_off), e + u);
                 // select: NaN in a hidden V stays out
@@ -506,7 +516,7 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
     if (!split) {
         const float invl = l_run == 0.0f ? 0.0f : 1.0f / l_run;
         for (uint u = 0u; u < DL; u += 2u)
-            ST2(o, PV(o_off), row * D + lane * DL + u, (float2)(ov[u], ov[u + 1u]) * invl);
+            ST2(o, PV(o_off), orow + lane * DL + u, (float2)(ov[u], ov[u + 1u]) * invl);
         if (PV(want_lse) && lane == 0u)
             lse[PV(lse_off) + row] = l_run == 0.0f ? -INFINITY : m_run + log(l_run);
     } else {

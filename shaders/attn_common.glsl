@@ -32,7 +32,8 @@ layout(binding = BIND_K, std430) readonly buffer BufK { TENSOR k_data[]; };
 layout(binding = BIND_V, std430) readonly buffer BufV { TENSOR v_data[]; };
 layout(binding = BIND_O, std430) writeonly buffer BufO { TENSOR o_data[]; };
 layout(binding = BIND_LSE, std430) writeonly buffer BufL { float lse_data[]; };
-layout(binding = BIND_COEF, std430) readonly buffer BufC { float coef[]; };
+// The strides block (st.q_sb, ...), then the coefficients (shaders/attn_iface.h).
+layout(binding = BIND_COEF, std430) readonly buffer BufC { ATTN_STRIDES(PC_MEMBER) float coef[]; } st;
 
 #ifdef IO_F16
 float ld_half(uint w, uint e) { return unpackHalf2x16(w)[e & 1u]; }
@@ -67,5 +68,5 @@ uint kv_end(uint i)
 float row_factor(uint h, uint i)
 {
     uint x = pc.x_floor != 0u ? (pc.q_pos + i + pc.pos_offset) / pc.floor_scale + 1u : kv_end(i);
-    return max(pc.lo, coef[2u * h] * log(float(x)) + coef[2u * h + 1u]);
+    return max(pc.lo, st.coef[2u * h] * log(float(x)) + st.coef[2u * h + 1u]);
 }

@@ -10,7 +10,8 @@
 #define BIND_V 2       /* V  [B, Hkv, Lk, D] */
 #define BIND_O 3       /* O  [B, Hq, Lq, D] */
 #define BIND_LSE 4     /* LSE [B, Hq, Lq] f32 (bound to a dummy when not wanted) */
-#define BIND_COEF 5    /* per-head factor coefficients a_h, b_h (f32 pairs) */
+#define BIND_COEF 5    /* the strides block (ATTN_STRIDES, uint words), then per-head factor
+                          coefficients a_h, b_h (f32 pairs) */
 #define BIND_SCR0 6    /* scratch: split-KV partial O, or the unfused scores/probabilities */
 #define BIND_SCR1 7    /* scratch: split-KV partial (max, sum) */
 #define NUM_BINDINGS 8
@@ -43,7 +44,20 @@
     X(uint, want_lse) X(uint, row_base) X(uint, split_len) X(uint, nsplit)                         \
     X(uint, chunk_i0) X(uint, chunk_ni)
 
+/* The strides block, X(type, name) a word, at the head of BIND_COEF (uploaded per call, like the
+ * coefficients after it; push constants have no room for it): element strides of Q, K, V and O,
+ * X_sb batch, X_sh head, X_sr row (SPEC.md section 7.1). A tensor's element d of row i of head h
+ * of batch item b is X_off + b * X_sb + h * X_sh + i * X_sr + d. Strides of a dimension of size 1
+ * are 0. Every index fits 32 bits (the planner's ssmax_plan_fit checks the strided extents). */
+#define ATTN_STRIDES(X)                                                                            \
+    X(uint, q_sb) X(uint, q_sh) X(uint, q_sr) X(uint, k_sb) X(uint, k_sh) X(uint, k_sr)            \
+    X(uint, v_sb) X(uint, v_sh) X(uint, v_sr) X(uint, o_sb) X(uint, o_sh) X(uint, o_sr)
+#define STRIDE_WORDS 12 /* words of ATTN_STRIDES: the coefficients start at this word */
+
 #ifndef VULKAN /* C and OpenCL C; GLSL (which defines VULKAN) has no enums */
+/* Word indices into the strides block: SI_q_sb, ..., and SI_COUNT (== STRIDE_WORDS). */
+#define ATTN_STRIDE_INDEX(t, n) SI_##n,
+enum attn_stride_index { ATTN_STRIDES(ATTN_STRIDE_INDEX) SI_COUNT };
 /* Word indices into the block: PI_B, PI_Hq, ..., and PARAM_WORDS (23, 92 bytes: within Vulkan's
  * 128-byte push-constant guarantee). */
 #define ATTN_PARAM_INDEX(t, n) PI_##n,

@@ -59,7 +59,8 @@ void main()
         float x = 0.0;
         if (rr < GL) {
             uint ii = rr / pc.G, hq = g * pc.G + rr % pc.G;
-            x = LOAD(q_data, pc.q_off, ((b * pc.Hq + hq) * pc.Lq + ii) * D + d) * row_factor(hq, ii);
+            x = LOAD(q_data, pc.q_off, b * st.q_sb + hq * st.q_sh + ii * st.q_sr + d) *
+                row_factor(hq, ii);
         }
         Qs[e] = x;
     }
@@ -67,7 +68,8 @@ void main()
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ke_wg = min(ke_split, kv_end(last / pc.G));  // largest key range in the block
     const uint ke_min = min(ke_split, kv_end(first / pc.G)); // smallest
-    const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
+    const uint kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
+    const uint vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
     for (uint r = t; r < BR; r += WG)
         Mrow[r] = M_INIT;
     float acc[RS * CP], l[RS], mr[RS]; // output and row sums, folded once per tile (step 5)
@@ -83,7 +85,7 @@ void main()
         // 1. K^T (4 words an iteration)
         for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
             const uint c = e / D, d = e % D, j = kt + c;
-            vec4 x = j < ke_wg ? LOAD4(k_data, pc.k_off, kvbase + j * D + d) : vec4(0.0);
+            vec4 x = j < ke_wg ? LOAD4(k_data, pc.k_off, kbase + j * k_sr + d) : vec4(0.0);
             [[unroll]] for (uint u = 0u; u < 4u; u++)
                 KV[(d + u) * BC + c] = x[u];
         }
@@ -165,7 +167,7 @@ void main()
 #endif
         for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
             const uint j = kt + e / D;
-            vec4 x = j < ke_wg ? LOAD4(v_data, pc.v_off, kvbase + j * D + e % D) : vec4(0.0);
+            vec4 x = j < ke_wg ? LOAD4(v_data, pc.v_off, vbase + j * v_sr + e % D) : vec4(0.0);
             [[unroll]] for (uint u = 0u; u < 4u; u++)
                 KV[e + u] = x[u];
         }
@@ -240,7 +242,7 @@ void main()
         const vec2 o = vec2(Qs[r * D + 2u * p2], Qs[r * D + 2u * p2 + 1u]);
         const float m = Mrow[r], lr = Lrow[r];
         if (SPLIT == 0u) {
-            store_o2(row * D + 2u * p2, o);
+            store_o2(b * st.o_sb + h * st.o_sh + i * st.o_sr + 2u * p2, o);
             if (p2 == 0u && pc.want_lse != 0u)
                 lse_data[pc.lse_off + row] = lr == 0.0 ? NEG_INF : m + log(lr);
         } else {

@@ -54,12 +54,13 @@ shared float sh_o[MERGE_WORDS];      // key groups' output accumulators
 
 float qv[DL], ov[DL]; // this lane's dimensions of its row's scaled query and of its output
 float m_run, l_run;
+uint kbase, k_sr, vbase, v_sr; // K and V of this workgroup's head: first element, row stride
 
 // This lane's DL words of the step's BC rows of K or V (keys past ke_wg read the last key, so
 // nothing outside the tensor is touched; they are masked).
-#define READ_WORDS(dst, wide, data, off)                                                           \
+#define READ_WORDS(dst, wide, data, off, base, rs)                                                 \
     [[unroll]] for (uint c = 0u; c < BC; c++) {                                                    \
-        const uint e = kvbase + min(kt + c, ke_wg - 1u) * D + lane * DL;                           \
+        const uint e = (base) + min(kt + c, ke_wg - 1u) * (rs) + lane * DL;                        \
         if (WIDE != 0u) {                                                                          \
             [[unroll]] for (uint u = 0u; u < DL; u += 4u) {                                        \
                 const vec4 x = load4(wide[((off) + e + u) / 4u]);                                  \
@@ -75,10 +76,10 @@ float m_run, l_run;
 // One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this row (the
 // step crosses the causal edge or the key tail); otherwise every row sees every key of the step
 // and no select is needed.
-void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg, bool masked)
+void step(uint kt, uint lane, uint ke_row, uint ke_wg, bool masked)
 {
     float kr[BC * DL];
-    READ_WORDS(kr, k_wide, k_data, pc.k_off);
+    READ_WORDS(kr, k_wide, k_data, pc.k_off, kbase, k_sr);
     float s[BC];
     [[unroll]] for (uint c = 0u; c < BC; c++) {
         float x = 0.0;
@@ -114,7 +115,7 @@ void step(uint kt, uint kvbase, uint lane, uint ke_row, uint ke_wg, bool masked)
     // Blocked sums: the step's terms are summed from 0 and folded in once (see flash_rows.comp).
     l_run = fma(l_run, a, ps);
 
-    READ_WORDS(kr, v_wide, v_data, pc.v_off);
+    READ_WORDS(kr, v_wide, v_data, pc.v_off, vbase, v_sr);
     [[unroll]] for (uint u = 0u; u < DL; u++) {
         float acc = 0.0;
         [[unroll]] for (uint c = 0u; c < BC; c++) // select: NaN in a hidden V stays out
@@ -134,15 +135,17 @@ void main()
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
     const uint ke_wg = min(ke_split, kv_end(last / pc.G)); // keys the last row sees
-    const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
+    kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
+    vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
 
     const uint R = first + r, RR = R < GL ? R : last;
     const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
     const uint row = (b * pc.Hq + hq) * pc.Lq + i;
+    const uint qrow = b * st.q_sb + hq * st.q_sh + i * st.q_sr;
     const uint ke_row = R < GL ? min(ke_split, kv_end(i)) : 0u;
     const float f = row_factor(hq, i);
     [[unroll]] for (uint u = 0u; u < DL; u++) {
-        qv[u] = LOAD(q_data, pc.q_off, row * D + lane * DL + u) * f;
+        qv[u] = LOAD(q_data, pc.q_off, qrow + lane * DL + u) * f;
         ov[u] = 0.0;
     }
     m_run = M_INIT;
@@ -153,9 +156,9 @@ void main()
     const uint ke_min = min(ke_split, kv_end(first / pc.G));
     uint kt = ks + kg * BC;
     for (; kt + BC <= ke_min; kt += KG * BC)
-        step(kt, kvbase, lane, ke_row, ke_wg, false);
+        step(kt, lane, ke_row, ke_wg, false);
     for (; kt < ke_wg; kt += KG * BC)
-        step(kt, kvbase, lane, ke_row, ke_wg, true);
+        step(kt, lane, ke_row, ke_wg, true);
 
     if (KG > 1u) { // fold key groups 1.. into key group 0, which keeps its own in registers
         if (kg != 0u) {
@@ -192,7 +195,8 @@ void main()
     if (SPLIT == 0u) {
         const float invl = l_run == 0.0 ? 0.0 : 1.0 / l_run;
         [[unroll]] for (uint u = 0u; u < DL; u += 2u)
-            store_o2(row * D + lane * DL + u, vec2(ov[u], ov[u + 1u]) * invl);
+            store_o2(b * st.o_sb + hq * st.o_sh + i * st.o_sr + lane * DL + u,
+                     vec2(ov[u], ov[u + 1u]) * invl);
         if (pc.want_lse != 0u && lane == 0u)
             lse_data[pc.lse_off + row] = l_run == 0.0 ? NEG_INF : m_run + log(l_run);
     } else {

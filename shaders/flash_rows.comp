@@ -31,7 +31,7 @@ const uint DS = D / WG;  // words of a K or V row each lane reads
 const uint DH = D / 2u;
 
 // K and V seen 4 elements at a time; used when WIDE = 1, which the host sets only when both
-// offsets and DS are multiples of 4, so every read below is aligned.
+// offsets, strides and DS are multiples of 4, so every read below is aligned.
 #ifdef IO_F16
 layout(binding = BIND_K, std430) readonly buffer BufK4 { uvec2 k_wide[]; };
 layout(binding = BIND_V, std430) readonly buffer BufV4 { uvec2 v_wide[]; };
@@ -47,12 +47,13 @@ layout(binding = BIND_SCR1, std430) writeonly buffer BufPM { vec2 part_ml[]; };
 
 float qv[RL * D], ov[RL * D]; // this lane's query rows (times their factor), output accumulators
 float m_run[RL], l_run[RL];
+uint kbase, k_sr, vbase, v_sr; // K and V of this workgroup's head: first element, row stride
 
 // This lane's DS words of each of the step's BC K or V rows, 4 at a time when WIDE. Keys past
 // ke_wg (masked steps only) read the last key instead, so nothing outside the tensor is touched.
-#define READ_WORDS(dst, wide, data, off)                                                           \
+#define READ_WORDS(dst, wide, data, off, base, rs)                                                 \
     [[unroll]] for (uint c = 0u; c < BC; c++) {                                                    \
-        const uint e = kvbase + (masked ? min(kt + c, ke_wg - 1u) : kt + c) * D + t * DS;          \
+        const uint e = (base) + (masked ? min(kt + c, ke_wg - 1u) : kt + c) * (rs) + t * DS;       \
         if (WIDE != 0u) {                                                                          \
             [[unroll]] for (uint u = 0u; u < DS; u += 4u) {                                        \
                 const vec4 x = load4(wide[((off) + e + u) / 4u]);                                  \
@@ -67,10 +68,10 @@ float m_run[RL], l_run[RL];
 
 // One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this lane, and
 // keys at or past ke_wg (no lane sees them) are not read.
-void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg)
+void step(uint kt, uint t, bool masked, uint ke_row[RL], uint ke_wg)
 {
     float kr[BC * DS];
-    READ_WORDS(kr, k_wide, k_data, pc.k_off);
+    READ_WORDS(kr, k_wide, k_data, pc.k_off, kbase, k_sr);
     float s[RL * BC];
     [[unroll]] for (uint k = 0u; k < RL * BC; k++)
         s[k] = 0.0;
@@ -104,7 +105,7 @@ void step(uint kt, uint kvbase, uint t, bool masked, uint ke_row[RL], uint ke_wg
     }
 
     float vr[BC * DS];
-    READ_WORDS(vr, v_wide, v_data, pc.v_off);
+    READ_WORDS(vr, v_wide, v_data, pc.v_off, vbase, v_sr);
     [[unroll]] for (uint d = 0u; d < D; d++) {
         float acc[RL];
         [[unroll]] for (uint r = 0u; r < RL; r++)
@@ -129,17 +130,20 @@ void main()
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
     const uint ke_wg = min(ke_split, kv_end(last / pc.G));   // keys the last row sees
     const uint ke_min = min(ke_split, kv_end(first / pc.G)); // keys every row sees
-    const uint kvbase = (b * pc.Hkv + g) * pc.Lk * D;
+    kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
+    vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
 
-    uint rowi[RL], ke_row[RL];
+    uint rowi[RL], orow[RL], ke_row[RL];
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         const uint R = first + r * WG + t, RR = R < GL ? R : last;
         const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
         rowi[r] = (b * pc.Hq + hq) * pc.Lq + i;
+        orow[r] = b * st.o_sb + hq * st.o_sh + i * st.o_sr;
         ke_row[r] = R < GL ? min(ke_split, kv_end(i)) : 0u;
         const float f = row_factor(hq, i);
+        const uint qrow = b * st.q_sb + hq * st.q_sh + i * st.q_sr;
         [[unroll]] for (uint d = 0u; d < D; d++) {
-            qv[r * D + d] = LOAD(q_data, pc.q_off, rowi[r] * D + d) * f;
+            qv[r * D + d] = LOAD(q_data, pc.q_off, qrow + d) * f;
             ov[r * D + d] = 0.0;
         }
         m_run[r] = M_INIT;
@@ -149,9 +153,9 @@ void main()
     uint kt = ks;
     if (ke_min > ks)
         for (; kt + BC <= ke_min; kt += BC)
-            step(kt, kvbase, t, false, ke_row, ke_wg);
+            step(kt, t, false, ke_row, ke_wg);
     for (; kt < ke_wg; kt += BC)
-        step(kt, kvbase, t, true, ke_row, ke_wg);
+        step(kt, t, true, ke_row, ke_wg);
 
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         if (first + r * WG + t >= GL)
@@ -161,7 +165,7 @@ void main()
         if (SPLIT == 0u) {
             const float inv = l == 0.0 ? 0.0 : 1.0 / l;
             [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
-                store_o2(row * D + 2u * p2, vec2(ov[r * D + 2u * p2], ov[r * D + 2u * p2 + 1u]) * inv);
+                store_o2(orow[r] + 2u * p2, vec2(ov[r * D + 2u * p2], ov[r * D + 2u * p2 + 1u]) * inv);
             if (pc.want_lse != 0u)
                 lse_data[pc.lse_off + row] = l == 0.0 ? NEG_INF : m + log(l);
         } else {

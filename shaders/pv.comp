@@ -35,7 +35,7 @@ void main()
     const uint n = valid ? kv_end(i) : 0u;
     const uint nwg = kv_end(min(ib + BR, iend) - 1u);
     const uint pbase = (gl_WorkGroupID.y * pc.chunk_ni + (ib - pc.chunk_i0)) * pc.Lk;
-    const uint vbase = (b * pc.Hkv + g) * pc.Lk * D;
+    const uint vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
     vec2 acc[DP];
     [[unroll]] for (uint k = 0u; k < DP; k++)
         acc[k] = vec2(0.0);
@@ -46,7 +46,7 @@ void main()
         }
         for (uint e = t; e < BC * D4; e += WG) {
             uint j = kt + e / D4;
-            Vs[e] = j < pc.Lk ? LOAD4(v_data, pc.v_off, vbase + j * D + 4u * (e % D4)) : vec4(0.0);
+            Vs[e] = j < pc.Lk ? LOAD4(v_data, pc.v_off, vbase + j * v_sr + 4u * (e % D4)) : vec4(0.0);
         }
         barrier();
         // A blocked sum: the tile's terms from 0, then one add to the running total (key by key
@@ -70,5 +70,5 @@ void main()
     }
     if (valid)
         [[unroll]] for (uint k = 0u; k < DP; k++)
-            store_o2(((b * pc.Hq + h) * pc.Lq + i) * D + 2u * (tr + TPR * k), acc[k]);
+            store_o2(b * st.o_sb + h * st.o_sh + i * st.o_sr + 2u * (tr + TPR * k), acc[k]);
 }

@@ -20,15 +20,16 @@ void main()
     const uint bh = pc.row_base + gl_WorkGroupID.z, b = bh / pc.Hq, h = bh % pc.Hq, g = h / pc.G;
     const uint i0 = pc.chunk_i0 + gl_WorkGroupID.y * 16u, j0 = gl_WorkGroupID.x * 16u;
     const uint iend = pc.chunk_i0 + pc.chunk_ni;
-    const uint qbase = (b * pc.Hq + h) * pc.Lq * D, kbase = (b * pc.Hkv + g) * pc.Lk * D;
+    const uint qbase = b * st.q_sb + h * st.q_sh, q_sr = st.q_sr;
+    const uint kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     float s = 0.0;
     for (uint d0 = 0u; d0 < D; d0 += 8u) {
         if (t < 128u) {
             uint rr = t / 8u, dd = t % 8u, ii = i0 + rr;
-            Qt[t] = ii < iend ? LOAD(q_data, pc.q_off, qbase + ii * D + d0 + dd) : 0.0;
+            Qt[t] = ii < iend ? LOAD(q_data, pc.q_off, qbase + ii * q_sr + d0 + dd) : 0.0;
         } else {
             uint u = t - 128u, cc = u / 8u, dd = u % 8u, jj = j0 + cc;
-            Kt[u] = jj < pc.Lk ? LOAD(k_data, pc.k_off, kbase + jj * D + d0 + dd) : 0.0;
+            Kt[u] = jj < pc.Lk ? LOAD(k_data, pc.k_off, kbase + jj * k_sr + d0 + dd) : 0.0;
         }
         barrier();
         [[unroll]] for (uint dd = 0u; dd < 8u; dd++)

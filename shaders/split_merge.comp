@@ -26,6 +26,8 @@ void main()
         L += ml.y * exp(ml.x - M);
     }
     const float inv = L == 0.0 ? 0.0 : 1.0 / L;
+    const uint i = row % pc.Lq, h = (row / pc.Lq) % pc.Hq, b = row / (pc.Lq * pc.Hq);
+    const uint orow = b * st.o_sb + h * st.o_sh + i * st.o_sr;
     for (uint p = t; p < D / 2u; p += WG) {
         vec2 o = vec2(0.0);
         for (uint s = 0u; s < pc.nsplit; s++) {
@@ -33,7 +35,7 @@ void main()
             if (ml.y != 0.0) // empty splits hold nothing (a NaN sum still propagates)
                 o += part_o[(s * rows + row) * (D / 2u) + p] * exp(ml.x - M);
         }
-        store_o2(row * D + 2u * p, o * inv);
+        store_o2(orow + 2u * p, o * inv);
     }
     if (t == 0u && pc.want_lse != 0u)
         lse_data[pc.lse_off + row] = L == 0.0 ? NEG_INF : M + log(L);

@@ -177,6 +177,14 @@ int ssmax_plan_create(ssmax_context *ctx, const struct ssmax_attn_params *p, uin
     r = ssmax_plan_make_for(ctx, p, NULL, !!(flags & SSMAX_PLAN_LSE),
                             !!(flags & SSMAX_PLAN_PROBS), &plan->pl);
     plan->pl.p.s = plan->pl.p.b = NULL; // the coefficients hold them; p's arrays may go
+    // The layout, resolved for the plan's kv_len, kept by the plan: executions with fewer keys
+    // read the same layout (the reference on the cpu device too).
+    for (int t = 0; t < 4; t++) {
+        uint64_t *dst = t == 0 ? plan->pl.own_strides.q : t == 1 ? plan->pl.own_strides.k
+                        : t == 2 ? plan->pl.own_strides.v : plan->pl.own_strides.o;
+        memcpy(dst, plan->pl.strides[t], sizeof(plan->pl.strides[t]));
+    }
+    plan->pl.p.strides = &plan->pl.own_strides;
     // Everything an execution needs that takes time: pipelines or programs, scratch.
     if (r == SSMAX_OK && ctx->dev->fns->prepare)
         r = ctx->dev->fns->prepare(ctx->dev, &plan->pl);

@@ -6,6 +6,7 @@
 #define SSMAX_INTERNAL_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -118,11 +119,17 @@ struct attn_plan {
     uint32_t q_pos;            // absolute position of row 0
     /* Row factor times scale, for every mode: fac = max(lo, a[h] * ln(x) + b[h]) with x = n
      * (visible keys), or x = (q_pos + i + pos_offset) / floor_scale + 1 for FLOOR_LOG. */
-    float *coef;               // [2 * q_heads]: a0, b0, a1, b1, ...
+    float *coef;               // the kernels' BIND_COEF: the strides block (struct
+                               // attn_strides), then [2 * q_heads] a0, b0, a1, b1, ...
+    uint64_t coef_bytes;       // ... its size
     float lo;
     uint32_t x_floor;          // 1: FLOOR_LOG argument
     int want_lse, want_probs;
-    uint64_t q_bytes, kv_bytes, o_bytes, lse_bytes, probs_bytes; // per tensor
+    uint64_t q_bytes, k_bytes, v_bytes, o_bytes, lse_bytes, probs_bytes; // per tensor: the
+                               // strided extent, from the first element to the last's end
+    uint64_t strides[4][3];    // byte strides of Q, K, V, O (batch, head, row), defaults resolved
+    struct ssmax_strides own_strides; // a plan object's copy of them (its p.strides points here)
+    int kv_strides4;           // K's and V's element strides are multiples of 4 (wide reads)
     /* Byte offsets of the tensors in their buffers (0 when planned without buffers, as by
      * ssmax_attn_supported), so backends check the exact ranges their bindings will cover. */
     uint64_t q_off, k_off, v_off, o_off, lse_off, probs_off;
@@ -166,6 +173,16 @@ struct attn_block {
     ATTN_PARAMS(ATTN_PARAM_MEMBER)
 };
 _Static_assert(sizeof(struct attn_block) == PARAM_WORDS * 4, "parameter block layout");
+/* The strides block at the head of BIND_COEF (shaders/attn_iface.h), element strides. */
+struct attn_strides {
+    ATTN_STRIDES(ATTN_PARAM_MEMBER)
+};
+_Static_assert(sizeof(struct attn_strides) == STRIDE_WORDS * 4 && SI_COUNT == STRIDE_WORDS,
+               "strides block layout");
+/* The public params keep their size: strides took 8 bytes of reserved. */
+_Static_assert(sizeof(struct ssmax_attn_params) == 136 &&
+                   offsetof(struct ssmax_attn_params, reserved) == 112,
+               "struct ssmax_attn_params layout");
 /* The block of a plan, with the tensors' first elements in their bindings (q, k, v, o, lse). */
 void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5],
                       struct attn_block *out);
@@ -252,6 +269,11 @@ int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
 
 /* Validation (validate.c): the parameters, each field named in the message. */
 int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len);
+/* Byte strides of Q, K, V, O (in that order; batch, head, row) with the defaults resolved (0: the
+ * value that packs the dimension over the ones inside it), and each tensor's strided extent in
+ * bytes. Only for parameters that passed ssmax_validate_params (no overflow then). */
+void ssmax_resolve_strides(const struct ssmax_attn_params *p, uint64_t s[4][3],
+                           uint64_t extent[4]);
 /* The plan (plan.c), on ctx's open device; b NULL plans without buffers (offsets 0, no LSE or
  * weights). Free with ssmax_plan_free, also after a failure. */
 int ssmax_plan_make(struct ssmax_context *ctx, const struct ssmax_attn_params *p,

@@ -75,8 +75,8 @@ static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         { "lse", b->lse, b->lse_off, pl->lse_bytes, 1 },
         { "probs", b->probs, b->probs_off, pl->probs_bytes, 1 },
         { "q", b->q, b->q_off, pl->q_bytes, 0 },
-        { "k", b->k, b->k_off, pl->kv_bytes, 0 },
-        { "v", b->v, b->v_off, pl->kv_bytes, 0 },
+        { "k", b->k, b->k_off, pl->k_bytes, 0 },
+        { "v", b->v, b->v_off, pl->v_bytes, 0 },
     };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(t); i++) {
         if (!t[i].out || !t[i].buf)
@@ -106,8 +106,8 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
 {
     int r;
     if ((r = check_buf(ctx, b->q, b->q_off, pl->q_bytes, "q")) < 0 ||
-        (r = check_buf(ctx, b->k, b->k_off, pl->kv_bytes, "k")) < 0 ||
-        (r = check_buf(ctx, b->v, b->v_off, pl->kv_bytes, "v")) < 0 ||
+        (r = check_buf(ctx, b->k, b->k_off, pl->k_bytes, "k")) < 0 ||
+        (r = check_buf(ctx, b->v, b->v_off, pl->v_bytes, "v")) < 0 ||
         (r = check_buf(ctx, b->o, b->o_off, pl->o_bytes, "o")) < 0 ||
         (b->lse && (r = check_buf(ctx, b->lse, b->lse_off, pl->lse_bytes, "lse")) < 0) ||
         (b->probs && (r = check_buf(ctx, b->probs, b->probs_off, pl->probs_bytes, "probs")) < 0))
@@ -144,8 +144,10 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
     if (pl->p.scale == 0)
         pl->p.scale = (float)(1.0 / sqrt((double)p->head_dim));
     pl->rows = (uint64_t)p->batch * p->q_heads * p->q_len;
-    pl->q_bytes = pl->o_bytes = pl->rows * p->head_dim * pl->elem_size;
-    pl->kv_bytes = (uint64_t)p->batch * p->kv_heads * p->kv_len * p->head_dim * pl->elem_size;
+    // Strided extents (dense: the tensors' sizes); O's rows never overlap (validate.c).
+    uint64_t ext[4];
+    ssmax_resolve_strides(p, pl->strides, ext);
+    pl->q_bytes = ext[0], pl->k_bytes = ext[1], pl->v_bytes = ext[2], pl->o_bytes = ext[3];
     pl->lse_bytes = pl->rows * 4;
     if (b) {
         pl->want_lse = b->lse != NULL;
@@ -165,10 +167,31 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
                                "%s: attention weights need path unfused or auto",
                                b ? "bufs->probs" : "flags: SSMAX_PLAN_PROBS");
 
-    // Factor coefficients: fac = max(lo, a_h * ln(x) + b_h), already times the scale.
-    pl->coef = ssmax_calloc(ctx, 2 * (size_t)p->q_heads, sizeof(float));
-    if (!pl->coef)
+    // The kernels' BIND_COEF: the strides block, then the factor coefficients.
+    pl->coef_bytes = 4ull * STRIDE_WORDS + 8ull * p->q_heads;
+    float *cbuf = ssmax_calloc(ctx, 1, (size_t)pl->coef_bytes);
+    if (!cbuf)
         return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
+    pl->coef = cbuf;
+    // Element strides; a dimension of one index has stride 0, so every stride the kernels
+    // multiply by a nonzero index is within the tensor's extent, which ssmax_plan_fit bounds.
+    struct attn_strides es;
+    uint32_t *ew = (uint32_t *)&es;
+    const uint64_t counts[4][3] = { { p->batch, p->q_heads, p->q_len },
+                                    { p->batch, p->kv_heads, p->kv_len },
+                                    { p->batch, p->kv_heads, p->kv_len },
+                                    { p->batch, p->q_heads, p->q_len } };
+    pl->kv_strides4 = 1;
+    for (int t = 0; t < 4; t++)
+        for (int d = 0; d < 3; d++) {
+            uint64_t x = counts[t][d] > 1 ? pl->strides[t][d] / pl->elem_size : 0;
+            ew[3 * t + d] = (uint32_t)x;
+            if ((t == 1 || t == 2) && x % 4)
+                pl->kv_strides4 = 0;
+        }
+    memcpy(cbuf, &es, sizeof(es));
+    // Factor coefficients: fac = max(lo, a_h * ln(x) + b_h), already times the scale.
+    float *coef = cbuf + STRIDE_WORDS;
     double sc = pl->p.scale;
     pl->lo = -FLT_MAX;
     for (uint32_t h = 0; h < p->q_heads; h++) {
@@ -180,8 +203,8 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
         case SSMAX_MODE_LOGN: a = sc / log((double)p->train_len), o = 0; break;
         case SSMAX_MODE_FLOOR_LOG: a = sc * p->floor_beta, o = sc; break;
         }
-        pl->coef[2 * h] = (float)a;
-        pl->coef[2 * h + 1] = (float)o;
+        coef[2 * h] = (float)a;
+        coef[2 * h + 1] = (float)o;
     }
     if (p->mode == SSMAX_MODE_LOGN)
         pl->lo = (float)sc;
@@ -384,11 +407,6 @@ int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                "args->kv_len: %u is not in [1, %u] (the plan's kv_len)", kv_len,
                                bp->kv_len);
-    if (kv_len < bp->kv_len && (uint64_t)bp->batch * bp->kv_heads > 1)
-        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
-                               "args->kv_len: %u below the plan's %u needs batch 1 and one KV head "
-                               "(the kernels lay K and V out for the keys they read)", kv_len,
-                               bp->kv_len);
     if (q_pos < 0)
         q_pos = kv_len >= bp->q_len ? kv_len - bp->q_len : 0;
     // The position rules of the parameters, against the plan's kv_len (SPEC.md section 7.2).
@@ -405,7 +423,14 @@ int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
     pl->p.kv_len = kv_len;
     pl->q_pos = (uint32_t)q_pos;
     pl->p.q_pos = q_pos;
-    pl->kv_bytes = (uint64_t)bp->batch * bp->kv_heads * kv_len * bp->head_dim * pl->elem_size;
+    // K and V keep the plan's layout (strides resolved for its kv_len); the first kv_len rows of
+    // each head are read.
+    const uint64_t row = (uint64_t)bp->head_dim * pl->elem_size;
+    for (int t = 1; t <= 2; t++) {
+        const uint64_t *s = pl->strides[t];
+        uint64_t e = (bp->batch - 1) * s[0] + (bp->kv_heads - 1) * s[1] + (kv_len - 1) * s[2] + row;
+        *(t == 1 ? &pl->k_bytes : &pl->v_bytes) = e;
+    }
     if (pl->want_probs) {
         if (!b->probs)
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
@@ -433,8 +458,8 @@ void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_
 {
     const uint32_t esz = pl->elem_size;
     out[0] = (struct plan_tensor){ "q", pl->q_bytes, pl->q_off, esz };
-    out[1] = (struct plan_tensor){ "k", pl->kv_bytes, pl->k_off, esz };
-    out[2] = (struct plan_tensor){ "v", pl->kv_bytes, pl->v_off, esz };
+    out[1] = (struct plan_tensor){ "k", pl->k_bytes, pl->k_off, esz };
+    out[2] = (struct plan_tensor){ "v", pl->v_bytes, pl->v_off, esz };
     out[3] = (struct plan_tensor){ "o", pl->o_bytes, pl->o_off, esz };
     out[4] = (struct plan_tensor){ "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 };
     out[5] = (struct plan_tensor){ "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 };

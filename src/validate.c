@@ -34,6 +34,116 @@ static int mul_ok(uint64_t *acc, uint64_t x)
     return !__builtin_mul_overflow(*acc, x, acc);
 }
 
+/* The shapes of Q, K, V, O: counts of batch, heads, rows. */
+static void tensor_dims(const struct ssmax_attn_params *p, int t, uint64_t n[3])
+{
+    n[0] = p->batch;
+    n[1] = t == 0 || t == 3 ? p->q_heads : p->kv_heads;
+    n[2] = t == 0 || t == 3 ? p->q_len : p->kv_len;
+}
+
+static const char *const tensor_names[4] = { "q", "k", "v", "o" };
+
+static const uint64_t *given_strides(const struct ssmax_attn_params *p, int t)
+{
+    const struct ssmax_strides *st = p->strides;
+    return t == 0 ? st->q : t == 1 ? st->k : t == 2 ? st->v : st->o;
+}
+
+/* Resolves the strides of tensor t; 0 when they overflow (message in msg). */
+static int resolve_one(const struct ssmax_attn_params *p, int t, uint64_t s[3], uint64_t *extent,
+                       char *msg, size_t len)
+{
+    const uint64_t esz = p->dtype == SSMAX_F16 ? 2 : 4, row = (uint64_t)p->head_dim * esz;
+    const uint64_t *g = p->strides ? given_strides(p, t) : NULL;
+    uint64_t n[3];
+    tensor_dims(p, t, n);
+    // 0: the stride that packs the dimension over the ones inside it (dense for all 0)
+    s[2] = g && g[2] ? g[2] : row;
+    s[1] = g && g[1] ? g[1] : s[2];
+    s[0] = g && g[0] ? g[0] : 0;
+    int ok = 1;
+    if (!(g && g[1]))
+        ok = mul_ok(&s[1], n[2]);
+    if (!(g && g[0]))
+        s[0] = s[1], ok = ok && mul_ok(&s[0], n[1]);
+    if (!ok) {
+        snprintf(msg, len, "strides->%s: the default strides overflow 64 bits", tensor_names[t]);
+        return 0;
+    }
+    uint64_t e = row;
+    for (int d = 0; d < 3; d++) {
+        uint64_t x = n[d] - 1;
+        if (!mul_ok(&x, s[d]) || __builtin_add_overflow(e, x, &e)) {
+            snprintf(msg, len, "strides->%s: the strided extent overflows 64 bits", tensor_names[t]);
+            return 0;
+        }
+    }
+    *extent = e;
+    return 1;
+}
+
+void ssmax_resolve_strides(const struct ssmax_attn_params *p, uint64_t s[4][3], uint64_t extent[4])
+{
+    char msg[160];
+    for (int t = 0; t < 4; t++)
+        resolve_one(p, t, s[t], &extent[t], msg, sizeof(msg));
+}
+
+/* The strides (SPEC.md section 7.1; the rules are in ssmax.h, struct ssmax_strides). */
+static int validate_strides(const struct ssmax_attn_params *p, char *msg, size_t len)
+{
+    const struct ssmax_strides *st = p->strides;
+    for (size_t i = 0; i < sizeof(st->reserved); i++)
+        if (st->reserved[i])
+            return FAIL("strides->reserved: must be zero");
+    const uint64_t esz = p->dtype == SSMAX_F16 ? 2 : 4, row = (uint64_t)p->head_dim * esz;
+    static const char *const dims[3] = { "batch", "head", "row" };
+    for (int t = 0; t < 4; t++) {
+        const uint64_t *g = given_strides(p, t);
+        for (int d = 0; d < 3; d++)
+            if (g[d] % 4)
+                return FAIL("strides->%s[%d]: %llu bytes (the %s stride) is not a multiple of 4 "
+                            "(rows start on 4-byte words)", tensor_names[t], d,
+                            (unsigned long long)g[d], dims[d]);
+        if (g[2] && g[2] < row)
+            return FAIL("strides->%s[2]: %llu bytes (the row stride) is less than a row, head_dim "
+                        "%u x %llu bytes", tensor_names[t], (unsigned long long)g[2], p->head_dim,
+                        (unsigned long long)esz);
+        uint64_t s[3], e;
+        if (!resolve_one(p, t, s, &e, msg, len))
+            return SSMAX_ERR_INVALID_ARG;
+        if (e > SIZE_MAX / 2)
+            return FAIL("strides->%s: the strided extent, %llu bytes, overflows the address space",
+                        tensor_names[t], (unsigned long long)e);
+    }
+    // O may not overlap itself: its dimensions with more than one index, by increasing stride,
+    // must each step past all the smaller ones span (a row, then a row's run, ...).
+    uint64_t s[3], e, n[3];
+    resolve_one(p, 3, s, &e, msg, len);
+    tensor_dims(p, 3, n);
+    int ord[3] = { 0, 1, 2 };
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (s[ord[j]] < s[ord[i]]) {
+                int x = ord[i];
+                ord[i] = ord[j], ord[j] = x;
+            }
+    uint64_t span = row;
+    for (int i = 0; i < 3; i++) {
+        const int d = ord[i];
+        if (n[d] < 2)
+            continue;
+        if (s[d] < span)
+            return FAIL("strides->o[%d]: %llu bytes (the %s stride) is less than the %llu bytes "
+                        "the smaller strides span, so rows of o overlap one another (an output "
+                        "may not alias itself)", d, (unsigned long long)s[d], dims[d],
+                        (unsigned long long)span);
+        span += s[d] * (n[d] - 1); // no overflow: bounded by the extent
+    }
+    return SSMAX_OK;
+}
+
 int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len)
 {
     if (!p)
@@ -124,6 +234,8 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
         !mul_ok(&kv, esz) || kv > SIZE_MAX / 2)
         return FAIL("batch*kv_heads*kv_len*head_dim: %u*%u*%u*%u elements overflow the address "
                     "space", p->batch, p->kv_heads, p->kv_len, p->head_dim);
+    if (p->strides)
+        return validate_strides(p, msg, len);
     return SSMAX_OK;
 }
 

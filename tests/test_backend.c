@@ -245,6 +245,45 @@ static void test_unaligned_inputs(void **state)
         }
 }
 
+/* Strided tensors (SPEC.md section 7.1) on every path: Q, K, V, O as [B, L, H, D]; K and V a
+ * cache of capacity past kv_len (NaN in the rows past it, which must never be read); K and V
+ * interleaved in one buffer with padded rows. Every byte of an input that is not an element holds
+ * NaN, and the harness also checks the strided reference against the dense one (tools/harness.c,
+ * enum h_layout): a kernel that ignored a stride would read NaN or the wrong rows. Odd sizes,
+ * f32 and f16, causal and GQA, offsets past the start of the buffers. */
+static void test_strides(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t b, hq, hkv, lq, lk, d;
+        int f16, causal;
+    } shapes[] = {
+        { 2, 4, 2, 7, 113, 64, 0, 1 },
+        { 1, 2, 2, 7, 113, 8, 1, 0 },
+        { 2, 8, 2, 5, 33, 128, 1, 1 },
+        { 1, 3, 1, 1, 113, 64, 0, 0 }, // decode, MQA
+    };
+    int n = 0;
+    for (int layout = H_BLHD; layout < H_LAYOUTS; layout++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+            for (int path = 1; path <= 3; path++) {
+                struct hcase c = base_case(shapes[s].hq, shapes[s].hkv, shapes[s].lq, shapes[s].lk,
+                                           shapes[s].d);
+                c.p.batch = shapes[s].b;
+                c.p.dtype = shapes[s].f16 ? SSMAX_F16 : SSMAX_F32;
+                c.p.causal = shapes[s].causal;
+                c.p.path = (enum ssmax_path)path;
+                if (path == SSMAX_PATH_SPLIT_KV)
+                    c.p.kv_splits = 3;
+                c.nan_v_hidden = c.p.causal;
+                c.layout = layout;
+                c.in_off = (uint32_t)(s % 2) * 64;
+                run_case(&c);
+                n++;
+            }
+    printf("# %d strided cases\n", n);
+}
+
 /* n at the largest length the device takes: K and V as large as one binding allows (lavapipe:
  * 128 MiB, about 4M keys at D = 8; capped at 4M keys elsewhere), one causal query row at the end. */
 static void test_longest(void **state)
@@ -427,9 +466,12 @@ static void plan_step_check(ssmax_context *c, ssmax_plan *plan, const struct ssm
     assert_true(o && lse && ro && rl);
     assert_int_equal(ssmax_buffer_read(c, ab->o, 0, o, rows * PD * es), SSMAX_OK);
     assert_int_equal(ssmax_buffer_read(c, ab->lse, 0, lse, rows * 4), SSMAX_OK);
-    struct ssmax_attn_params rp = *pp; // the reference sees exactly the filled keys
+    struct ssmax_attn_params rp = *pp; // the reference sees exactly the filled keys, in place
     rp.kv_len = kv_len;
     rp.q_pos = q_pos;
+    struct ssmax_strides lay = { 0 };
+    lay.k[1] = lay.v[1] = (uint64_t)CAP * PD * es; // heads CAP rows apart
+    rp.strides = &lay;
     struct ssmax_attn_host io = { .q = hq, .k = hk, .v = hv, .o_f64 = ro, .lse_f64 = rl };
     assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
     struct ssmax_compare co, cl;
@@ -479,11 +521,12 @@ static void test_plan_objects(void **state)
     for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         struct ssmax_attn_params p;
         ssmax_attn_params_default(&p);
-        p.q_heads = cases[ci].hq, p.kv_heads = 1, p.q_len = cases[ci].lq, p.kv_len = CAP;
+        // Two KV heads: the cache is [Hkv, CAP, D], so a step's keys are not contiguous.
+        p.q_heads = cases[ci].hq, p.kv_heads = 2, p.q_len = cases[ci].lq, p.kv_len = CAP;
         p.head_dim = PD, p.causal = 1, p.path = cases[ci].path;
         p.dtype = cases[ci].f16 ? SSMAX_F16 : SSMAX_F32;
         const size_t es = cases[ci].f16 ? 2 : 4, nq = (size_t)p.q_heads * p.q_len * PD;
-        const size_t nkv = (size_t)CAP * PD;
+        const size_t nkv = (size_t)2 * CAP * PD;
         void *hq = malloc(nq * es), *hk = malloc(nkv * es), *hv = malloc(nkv * es);
         assert_true(hq && hk && hv);
         h_fill(hq, p.dtype, nq, 1, &seed);
@@ -519,9 +562,12 @@ static void test_plan_objects(void **state)
         struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl };
         uint32_t filled = 0;
         for (size_t f = 0; f < sizeof(fills) / sizeof(fills[0]); f++) {
-            const size_t a = (size_t)filled * PD * es, n = (size_t)(fills[f] - filled) * PD * es;
-            assert_int_equal(ssmax_buffer_write(c, bk, a, (char *)hk + a, n), SSMAX_OK);
-            assert_int_equal(ssmax_buffer_write(c, bv, a, (char *)hv + a, n), SSMAX_OK);
+            for (size_t g = 0; g < 2; g++) { // each KV head's new rows
+                const size_t a = ((size_t)g * CAP + filled) * PD * es;
+                const size_t n = (size_t)(fills[f] - filled) * PD * es;
+                assert_int_equal(ssmax_buffer_write(c, bk, a, (char *)hk + a, n), SSMAX_OK);
+                assert_int_equal(ssmax_buffer_write(c, bv, a, (char *)hv + a, n), SSMAX_OK);
+            }
             filled = fills[f];
             if (filled < p.q_len) // the reference takes no rows past the keys (issue: SPEC 7.2)
                 continue;
@@ -1008,7 +1054,7 @@ int main(void)
         cmocka_unit_test(test_paths_agree),   cmocka_unit_test(test_long_and_large),
         cmocka_unit_test(test_random_matrix), cmocka_unit_test(test_cache_corrupt),
         cmocka_unit_test(test_validation_gate), cmocka_unit_test(test_numeric_edges),
-        cmocka_unit_test(test_unaligned_inputs),
+        cmocka_unit_test(test_unaligned_inputs), cmocka_unit_test(test_strides),
         cmocka_unit_test(test_work_cap), cmocka_unit_test(test_longest),
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
         cmocka_unit_test(test_plan),          cmocka_unit_test(test_gpu_shapes),

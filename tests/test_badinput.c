@@ -24,6 +24,21 @@ struct bad_case {
     void (*mutate)(struct ssmax_attn_params *p);
 };
 
+/* Strides for base_params (f32, head_dim 8: rows of 32 bytes; 4 q heads of 5 rows). */
+static const struct ssmax_strides st_misaligned = { .k = { 0, 0, 34 } };
+static const struct ssmax_strides st_short_row = { .q = { 0, 0, 16 } };
+static const struct ssmax_strides st_o_self = { .o = { 0, 32, 0 } };      // heads on the rows
+static const struct ssmax_strides st_o_rows = { .o = { 0, 64, 128 } };   // row 1 = head 2's row 0
+static const struct ssmax_strides st_reserved = { .reserved = { [7] = 1 } };
+
+#define BAD(name, field, body)                                                                     \
+    static void name(struct ssmax_attn_params *p) { body; }
+BAD(m_st_mis, "strides->k[2]", p->strides = &st_misaligned)
+BAD(m_st_row, "strides->q[2]", p->strides = &st_short_row)
+BAD(m_st_oself, "strides->o[", p->strides = &st_o_self)
+BAD(m_st_orows, "strides->o[", p->strides = &st_o_rows)
+BAD(m_st_res, "strides->reserved", p->strides = &st_reserved)
+#undef BAD
 #define BAD(name, field, body)                                                                     \
     static void name(struct ssmax_attn_params *p) { body; }
 BAD(m_dtype, "dtype", p->dtype = (enum ssmax_dtype)7)
@@ -77,6 +92,8 @@ static const struct bad_case bad_cases[] = {
     { "kv_splits", m_splits_path }, { "reserved", m_reserved }, { "batch*q_heads", m_overflow },
     { "q_pos", m_qpos_max },      { "q_pos", m_qpos_max_nc },   { "q_pos", m_qpos_2_32 },
     { "pos_offset", m_posoff },   { "pos_offset", m_posoff_causal },
+    { "strides->k[2]", m_st_mis }, { "strides->q[2]", m_st_row }, { "strides->o[", m_st_oself },
+    { "strides->o[", m_st_orows }, { "strides->reserved", m_st_res },
 };
 
 static void base_params(struct ssmax_attn_params *p)
@@ -105,7 +122,15 @@ static const struct buf_case buf_cases[] = {
     { "head_dim 100", "head_dim", SSMAX_OK, SSMAX_ERR_UNSUPPORTED },
     { "head_dim 264", "head_dim", SSMAX_OK, SSMAX_ERR_UNSUPPORTED },
     { "ctx NULL", "ctx", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
+    // strides (SPEC.md section 7.1): O interleaved with Q's padded rows in one buffer
+    { "o between q's strided rows", "bufs->q", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
+    { "o inside k's strided extent", "bufs->k", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
+    { "k smaller than its strided extent", "bufs->k: needs 2016", SSMAX_ERR_INVALID_ARG,
+      SSMAX_ERR_INVALID_ARG },
+    { "strided o rows on each other", "strides->o[1]", SSMAX_ERR_INVALID_ARG,
+      SSMAX_ERR_INVALID_ARG },
 };
+static ssmax_buffer *big; // 4096 bytes, for the strided cases
 
 static int run_buf_case(ssmax_context *ctx, int idx, ssmax_buffer *q, ssmax_buffer *k,
                         ssmax_buffer *o, ssmax_buffer *small, ssmax_buffer *half)
@@ -127,6 +152,18 @@ static int run_buf_case(ssmax_context *ctx, int idx, ssmax_buffer *q, ssmax_buff
     case 10: p.head_dim = 100; return ssmax_attn_supported(ctx, &p);
     case 11: p.head_dim = 264; return ssmax_attn_supported(ctx, &p);
     case 12: return ssmax_attn(NULL, &p, &b);
+    }
+    // Q rows of 64 bytes: 20 rows span [0, 1248); O the same at 32, in Q's gaps but inside its
+    // extent (the check is on byte ranges, so this is refused too).
+    static const struct ssmax_strides pad_q_o = { .q = { 0, 0, 64 }, .o = { 0, 0, 64 } };
+    // K rows of 64 bytes: 32 rows span [0, 2016); O dense at 1024
+    static const struct ssmax_strides pad_k = { .k = { 0, 0, 64 } };
+    static const struct ssmax_strides o_overlap = { .o = { 0, 96, 32 } }; // heads 3 rows apart
+    switch (idx) {
+    case 13: p.strides = &pad_q_o, b.q = big, b.o = big, b.o_off = 32; break;
+    case 14: p.strides = &pad_k, b.k = big, b.v = big, b.o = big, b.o_off = 1024; break;
+    case 15: p.strides = &pad_k; break; // k: 1024 bytes
+    case 16: p.strides = &o_overlap; break;
     }
     return ssmax_attn(ctx, &p, &b);
 }
@@ -190,6 +227,10 @@ static void check_device(const char *spec)
     assert_int_equal(ssmax_buffer_create(ctx, sizeof(hq), &o), 0);
     assert_int_equal(ssmax_buffer_create(ctx, 16, &small), 0);
     assert_int_equal(ssmax_buffer_create(ctx, sizeof(hq) / 2, &half), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 4096, &big), 0);
+    uint8_t big_guard[4096], big_back[4096];
+    memset(big_guard, 0x7f, sizeof(big_guard));
+    assert_int_equal(ssmax_buffer_write(ctx, big, 0, big_guard, sizeof(big_guard)), 0);
     assert_int_equal(ssmax_buffer_write(ctx, q, 0, hq, sizeof(hq)), 0);
     assert_int_equal(ssmax_buffer_write(ctx, k, 0, hk, sizeof(hk)), 0);
     struct ssmax_attn_buffers b = { .q = q, .k = k, .v = k, .o = o };
@@ -223,6 +264,8 @@ static void check_device(const char *spec)
                      want, buf_cases[i].field);
         assert_int_equal(ssmax_buffer_read(ctx, o, 0, back, sizeof(back)), 0);
         assert_memory_equal(back, guard, sizeof(guard));
+        assert_int_equal(ssmax_buffer_read(ctx, big, 0, big_back, sizeof(big_back)), 0);
+        assert_memory_equal(big_back, big_guard, sizeof(big_guard)); // an output there: untouched
     }
     // Device limits: a K larger than the storage binding range (lavapipe: 128 MiB).
     struct ssmax_device_info di;

@@ -153,6 +153,55 @@ with tempfile.TemporaryDirectory() as d:
            'ffffffff-ffff-ffff-ffff-ffffffffffff')
 
     expect('run ok', base + ['--check', '--lse', P('lse.npy')], 0, 'PASS')
+
+    # --layout blhd: the same data as [B, L, H, D] files, passed strided; O comes back [B, L, H, D]
+    # and equals the bhld run's O, permuted (the cpu device computes both the same way).
+    def npy_values(path):
+        with open(path, 'rb') as f:
+            raw = f.read()
+        hl = struct.unpack('<H', raw[8:10])[0]
+        body = raw[10 + hl:]
+        return list(struct.unpack('<%df' % (len(body) // 4), body)), raw[10:10 + hl].decode()
+
+    def to_blhd(vals, B, H, L, D):
+        out = [0.0] * len(vals)
+        for b in range(B):
+            for h in range(H):
+                for i in range(L):
+                    for x in range(D):
+                        out[((b * L + i) * H + h) * D + x] = vals[((b * H + h) * L + i) * D + x]
+        return out
+
+    qv, _ = npy_values(P('q.npy'))
+    kv, _ = npy_values(P('k.npy'))
+    vv = [((i * 13) % 7 - 3) / 5.0 for i in range(len(kv))]
+    npy(P('v2.npy'), (1, 2, 9, 8), vv)
+    npy(P('q_blhd.npy'), (1, 5, 4, 8), to_blhd(qv, 1, 4, 5, 8))
+    npy(P('k_blhd.npy'), (1, 9, 2, 8), to_blhd(kv, 1, 2, 9, 8))
+    npy(P('v_blhd.npy'), (1, 9, 2, 8), to_blhd(vv, 1, 2, 9, 8))
+    expect('run bhld for blhd', base[:8] + [P('v2.npy'), '--out', P('o_bhld.npy'), '--causal',
+                                            '--layout', 'bhld', '--lse', P('lse_bhld.npy')], 0)
+    blhd = ['run', '--device', 'cpu', '--q', P('q_blhd.npy'), '--k', P('k_blhd.npy'), '--v',
+            P('v_blhd.npy'), '--causal', '--layout', 'blhd']
+    expect('run --layout blhd', blhd + ['--out', P('o_blhd.npy'), '--lse', P('lse_blhd.npy'),
+                                        '--check'], 0, 'PASS')
+    try:
+        ob, _ = npy_values(P('o_bhld.npy'))
+        ol, hdr = npy_values(P('o_blhd.npy'))
+        lb, _ = npy_values(P('lse_bhld.npy'))
+        ll, lhdr = npy_values(P('lse_blhd.npy'))
+        check('--layout blhd: O is [B, L, H, D], LSE [B, H, L]',
+              ol == to_blhd(ob, 1, 4, 5, 8) and '(1, 5, 4, 8)' in hdr and ll == lb and
+              '(1, 4, 5)' in lhdr, hdr + ' / ' + lhdr)
+    except OSError as e:
+        check('--layout blhd output', False, str(e))
+    expect('--layout bad', blhd + ['--out', P('o_x.npy'), '--layout', 'lbhd'], 2,
+           "--layout: 'lbhd' is not bhld or blhd")
+    for dev in ('vulkan', 'opencl'):
+        rc, out, _ = run('devices')
+        if dev + ':' in out:
+            expect('run --layout blhd on ' + dev,
+                   blhd[:2] + [dev] + blhd[3:] + ['--out', P('o_dev.npy'), '--check'], 0, 'PASS')
     expect('run f16 mismatch dtype', ['run', '--device', 'cpu', '--q', P('q16.npy'), '--k', P('k.npy'),
                                       '--v', P('v.npy'), '--out', P('o.npy')], 2, 'does not match')
     expect('run per-head s', base + ['--s', P('s4.npy'), '--check'], 0, 'PASS')

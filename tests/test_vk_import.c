@@ -767,7 +767,7 @@ static void test_recorded(void **state)
 {
     (void)state;
     ssmax_context *ctx = import_ctx();
-    const uint32_t cap = 300, D = 64, hq = 4, hkv = 1;
+    const uint32_t cap = 300, D = 64, hq = 4, hkv = 2;
     struct ssmax_attn_params p = params(SSMAX_F32, hq, hkv, 1, cap, D, 1, SSMAX_PATH_AUTO);
     const size_t nq = (size_t)hq * D, nkv = (size_t)hkv * cap * D;
     const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;

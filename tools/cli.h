@@ -33,6 +33,7 @@ void cli_json_str(FILE *f, const char *s);
 struct run_opts {
     const char *q, *k, *v, *out, *lse, *probs, *device, *s, *b;
     int check, quiet, verbose;
+    int blhd; // --layout blhd: Q, K, V and O files are [B, L, H, D]
     struct ssmax_attn_params p;
 };
 /* 0 ok, 1 --help, -1 bad arguments (message written to err when not NULL). */

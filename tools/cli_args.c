@@ -117,6 +117,11 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
         else if (!strcmp(a, "--lse")) o->lse = v;
         else if (!strcmp(a, "--probs")) o->probs = v;
         else if (!strcmp(a, "--device")) o->device = v;
+        else if (!strcmp(a, "--layout")) {
+            if (strcmp(v, "bhld") && strcmp(v, "blhd"))
+                return ERR("ssmax run: --layout: '%s' is not bhld or blhd\n", v);
+            o->blhd = !strcmp(v, "blhd");
+        }
         else if (!strcmp(a, "--s")) o->s = v;
         else if (!strcmp(a, "--b")) o->b = v;
         else if (!strcmp(a, "--mode")) {

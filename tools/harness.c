@@ -70,14 +70,103 @@ int h_find_device(ssmax_context *ctx, const char *spec)
 const char *h_mode_name(enum ssmax_mode m) { return ssmax_mode_name(m); }
 const char *h_path_name(enum ssmax_path p) { return ssmax_path_name(p); }
 
+const char *h_layout_name(int layout)
+{
+    static const char *const n[H_LAYOUTS] = { "dense", "blhd", "kv-cache", "kv-interleaved" };
+    return layout >= 0 && layout < H_LAYOUTS ? n[layout] : "?";
+}
+
 void h_describe(const struct hcase *c, char *buf, size_t len)
 {
     const struct ssmax_attn_params *p = &c->p;
-    snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s seed=%llu", p->batch,
+    snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s%s%s seed=%llu", p->batch,
              p->q_heads, p->kv_heads, p->q_len, p->kv_len, p->head_dim,
              p->dtype == SSMAX_F16 ? "f16" : "f32", p->causal ? " causal" : "",
              h_mode_name(p->mode), h_path_name(p->path), c->want_probs ? " probs" : "",
+             c->layout ? " layout=" : "", c->layout ? h_layout_name(c->layout) : "",
              (unsigned long long)c->seed);
+}
+
+/* The strides of a layout and the bytes each tensor's image takes (from its offset): Q, K, V, O.
+ * v_in_k: V lives in K's image, v_at bytes after K's first element. */
+struct hlay {
+    struct ssmax_strides st;
+    size_t img[4];
+    int v_in_k;
+    size_t v_at;
+};
+
+static void layout_of(const struct ssmax_attn_params *p, int layout, struct hlay *l)
+{
+    memset(l, 0, sizeof(*l));
+    const uint64_t es = p->dtype == SSMAX_F16 ? 2 : 4, R = p->head_dim * es;
+    const uint64_t B = p->batch, Hq = p->q_heads, Hkv = p->kv_heads, Lq = p->q_len,
+                   Lk = p->kv_len;
+    uint64_t *q = l->st.q, *k = l->st.k, *v = l->st.v, *o = l->st.o;
+#define SET3(a, x, y, z) (a[0] = (x), a[1] = (y), a[2] = (z))
+    switch (layout) {
+    case H_BLHD:
+        SET3(q, Lq * Hq * R, R, Hq * R);
+        SET3(k, Lk * Hkv * R, R, Hkv * R);
+        SET3(v, Lk * Hkv * R, R, Hkv * R);
+        SET3(o, Lq * Hq * R, R, Hq * R);
+        break;
+    case H_CACHE: {
+        const uint64_t C = Lk + 5, QR = R + 16;
+        SET3(q, Hq * Lq * QR, Lq * QR, QR);
+        SET3(k, Hkv * C * R, C * R, 0); // 0: the row stride's default
+        SET3(v, Hkv * C * R, C * R, R);
+        SET3(o, Lq * Hq * R, R, Hq * R);
+        break;
+    }
+    case H_KVI: {
+        const uint64_t C = Lk + 3, KR = 2 * Hkv * R + 8;
+        SET3(q, Lq * Hq * R, R, Hq * R);
+        SET3(k, C * KR, R, KR);
+        SET3(v, C * KR, R, KR);
+        SET3(o, 0, 0, R + 8); // 0: packed over the padded rows
+        l->v_in_k = 1;
+        l->v_at = Hkv * R;
+        break;
+    }
+    }
+#undef SET3
+    // images: the batch stride times B (every layout here has batch outermost)
+    const uint64_t *ss[4] = { q, k, v, o };
+    const uint64_t H[4] = { Hq, Hkv, Hkv, Hq }, L[4] = { Lq, Lk, Lk, Lq };
+    for (int t = 0; t < 4; t++) {
+        uint64_t row = ss[t][2] ? ss[t][2] : R, head = ss[t][1] ? ss[t][1] : row * L[t];
+        uint64_t bat = ss[t][0] ? ss[t][0] : head * H[t];
+        l->img[t] = (size_t)(B * bat);
+    }
+    if (l->v_in_k)
+        l->img[1] = l->img[1] > l->v_at + l->img[2] ? l->img[1] : l->v_at + l->img[2];
+}
+
+/* Copies a dense [B, H, L, D] tensor into (to_img) or out of a strided image. */
+static void restride(void *img, void *dense, const uint64_t st[3], uint32_t B, uint32_t H,
+                     uint32_t L, size_t rowbytes, int to_img)
+{
+    for (uint32_t b = 0; b < B; b++)
+        for (uint32_t h = 0; h < H; h++)
+            for (uint32_t i = 0; i < L; i++) {
+                uint8_t *x = (uint8_t *)img + b * st[0] + h * st[1] + i * st[2];
+                uint8_t *y = (uint8_t *)dense + (((size_t)b * H + h) * L + i) * rowbytes;
+                if (to_img)
+                    memcpy(x, y, rowbytes);
+                else
+                    memcpy(y, x, rowbytes);
+            }
+}
+
+/* The resolved strides of a layout (0 replaced as the library does). */
+static void resolved(const struct ssmax_attn_params *p, const uint64_t g[3], uint32_t H,
+                     uint32_t L, uint64_t out[3])
+{
+    const uint64_t R = p->head_dim * (uint64_t)(p->dtype == SSMAX_F16 ? 2 : 4);
+    out[2] = g[2] ? g[2] : R;
+    out[1] = g[1] ? g[1] : out[2] * L;
+    out[0] = g[0] ? g[0] : out[1] * H;
 }
 
 struct hbufs {
@@ -187,25 +276,31 @@ static void free_host(struct hhost *h)
     free(h->b);
 }
 
-static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const struct hhost *h,
+/* The inputs as they go to the device: the dense host arrays, or a layout's images. */
+struct himg {
+    const void *q, *k, *v; // v NULL: V is in K's buffer, v_at bytes after K
+    size_t nq, nk, nv, no, v_at;
+};
+
+static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const struct himg *h,
                   const struct hcase *c, struct hbufs *b, struct ssmax_attn_buffers *ab,
                   uint8_t *guard_pat)
 {
     memset(ab, 0, sizeof(*ab));
-    size_t no = h->nq * h->esz, nl = (size_t)p->batch * p->q_heads * p->q_len * 4;
+    size_t no = h->no, nl = (size_t)p->batch * p->q_heads * p->q_len * 4;
     size_t np = nl * p->kv_len;
     int r;
     const size_t io = c->in_off;
-    if ((r = ssmax_buffer_create(ctx, io + h->nq * h->esz, &b->q)) < 0 ||
-        (r = ssmax_buffer_create(ctx, io + h->nkv * h->esz, &b->k)) < 0 ||
-        (r = ssmax_buffer_create(ctx, io + h->nkv * h->esz, &b->v)) < 0 ||
+    if ((r = ssmax_buffer_create(ctx, io + h->nq, &b->q)) < 0 ||
+        (r = ssmax_buffer_create(ctx, io + h->nk, &b->k)) < 0 ||
+        (h->v && (r = ssmax_buffer_create(ctx, io + h->nv, &b->v)) < 0) ||
         (r = ssmax_buffer_create(ctx, no + 2 * GUARD, &b->o)) < 0 ||
         (c->want_lse && (r = ssmax_buffer_create(ctx, nl + 2 * GUARD, &b->lse)) < 0) ||
         (c->want_probs && (r = ssmax_buffer_create(ctx, np + 2 * GUARD, &b->probs)) < 0))
         return r;
-    if ((r = ssmax_buffer_write(ctx, b->q, io, h->q, h->nq * h->esz)) < 0 ||
-        (r = ssmax_buffer_write(ctx, b->k, io, h->k, h->nkv * h->esz)) < 0 ||
-        (r = ssmax_buffer_write(ctx, b->v, io, h->v, h->nkv * h->esz)) < 0)
+    if ((r = ssmax_buffer_write(ctx, b->q, io, h->q, h->nq)) < 0 ||
+        (r = ssmax_buffer_write(ctx, b->k, io, h->k, h->nk)) < 0 ||
+        (h->v && (r = ssmax_buffer_write(ctx, b->v, io, h->v, h->nv)) < 0))
         return r;
     // Outputs start as a NaN-payload sentinel, with guard bands on both sides.
     ssmax_buffer *outs[3] = { b->o, b->lse, b->probs };
@@ -223,9 +318,11 @@ static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const s
         if (r < 0)
             return r;
     }
-    ab->q = b->q, ab->k = b->k, ab->v = b->v, ab->o = b->o, ab->lse = b->lse, ab->probs = b->probs;
+    ab->q = b->q, ab->k = b->k, ab->v = h->v ? b->v : b->k, ab->o = b->o, ab->lse = b->lse;
+    ab->probs = b->probs;
     ab->o_off = ab->lse_off = ab->probs_off = GUARD;
-    ab->q_off = ab->k_off = ab->v_off = io;
+    ab->q_off = ab->k_off = io;
+    ab->v_off = io + (h->v ? 0 : h->v_at);
     return SSMAX_OK;
 }
 
@@ -287,6 +384,42 @@ out:
     return st;
 }
 
+/* The reference reads strided tensors too: on the layout's images (NaN everywhere but the
+ * elements) it must give bit for bit the dense reference's O (float64 and storage type) and LSE.
+ * 0, 1 (r->why says where), or a negative error. */
+static int check_strided_ref(const struct ssmax_attn_params *p, const struct hhost *h,
+                             const struct himg *im, uint64_t rs[4][3], const double *oref,
+                             const double *lref, struct hresult *r)
+{
+    const size_t n = h->nq, rows = (size_t)p->batch * p->q_heads * p->q_len;
+    const size_t rowb = p->head_dim * h->esz;
+    double *o64 = malloc(sizeof(double) * n), *l64 = malloc(sizeof(double) * rows);
+    uint8_t *os = calloc(im->no, 1), *od = malloc(n * h->esz), *og = malloc(n * h->esz);
+    int st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+    if (!o64 || !l64 || !os || !od || !og)
+        goto out;
+    struct ssmax_attn_params pd = *p;
+    pd.strides = NULL;
+    struct ssmax_attn_host dio = { h->q, h->k, h->v, od, NULL, NULL, NULL, NULL };
+    if ((st = ssmax_attn_ref(&pd, &dio)) < 0)
+        goto out;
+    const void *v = im->v ? im->v : (const uint8_t *)im->k + im->v_at;
+    struct ssmax_attn_host sio = { im->q, im->k, v, os, NULL, NULL, o64, l64 };
+    if ((st = ssmax_attn_ref(p, &sio)) < 0)
+        goto out;
+    restride(os, og, rs[3], p->batch, p->q_heads, p->q_len, rowb, 0);
+    st = 1;
+    if (memcmp(o64, oref, sizeof(double) * n) || memcmp(l64, lref, sizeof(double) * rows))
+        snprintf(r->why, sizeof(r->why), "reference: strided O/LSE differ from the dense ones");
+    else if (memcmp(og, od, n * h->esz))
+        snprintf(r->why, sizeof(r->why), "reference: strided O (storage type) differs from dense");
+    else
+        st = 0;
+out:
+    free(o64), free(l64), free(os), free(od), free(og);
+    return st;
+}
+
 int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
 {
     memset(r, 0, sizeof(*r));
@@ -297,6 +430,8 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
     static uint8_t pat[4] = { 0x5a, 0xa5, 0xc3, 0x7f }; // a NaN payload in either dtype
     double *oref = NULL, *lref = NULL, *pref = NULL;
     float *ogot = NULL, *lgot = NULL, *pgot = NULL, *pref32 = NULL;
+    void *imgs[3] = { NULL, NULL, NULL };
+    uint8_t *oimg = NULL;
     int ret = 0;
     if ((ret = make_host(c, &p, &h)) < 0) {
         snprintf(r->why, sizeof(r->why), ret == SSMAX_ERR_LIMIT_EXCEEDED
@@ -304,7 +439,37 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
         r->status = ret;
         goto done;
     }
-    int st = upload(ctx, &p, &h, c, &b, &ab, pat);
+    struct hlay lay;
+    struct himg im = { h.q, h.k, h.v, h.nq * h.esz, h.nkv * h.esz, h.nkv * h.esz, h.nq * h.esz, 0 };
+    uint64_t rs[4][3]; // resolved strides of the layout
+    const uint32_t Hs[4] = { p.q_heads, p.kv_heads, p.kv_heads, p.q_heads };
+    const uint32_t Ls[4] = { p.q_len, p.kv_len, p.kv_len, p.q_len };
+    if (c->layout) {
+        layout_of(&p, c->layout, &lay);
+        p.strides = &lay.st;
+        const uint64_t *g[4] = { lay.st.q, lay.st.k, lay.st.v, lay.st.o };
+        for (int t = 0; t < 4; t++)
+            resolved(&p, g[t], Hs[t], Ls[t], rs[t]);
+        for (int t = 0; t < 3; t++) {
+            if (t == 2 && lay.v_in_k)
+                break;
+            imgs[t] = malloc(lay.img[t] + 8);
+            if (!imgs[t]) {
+                snprintf(r->why, sizeof(r->why), "host: out of memory");
+                ret = r->status = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+                goto done;
+            }
+            for (size_t i = 0; i < lay.img[t] / h.esz; i++)
+                set_nan(imgs[t], p.dtype, i);
+        }
+        void *dense[3] = { h.q, h.k, h.v };
+        for (int t = 0; t < 3; t++)
+            restride(t == 2 && lay.v_in_k ? (uint8_t *)imgs[1] + lay.v_at : imgs[t], dense[t],
+                     rs[t], p.batch, Hs[t], Ls[t], p.head_dim * h.esz, 1);
+        im = (struct himg){ imgs[0], imgs[1], lay.v_in_k ? NULL : imgs[2], lay.img[0], lay.img[1],
+                            lay.img[2], lay.img[3], lay.v_at };
+    }
+    int st = upload(ctx, &p, &im, c, &b, &ab, pat);
     if (st == 0)
         st = ssmax_attn(ctx, &p, &ab);
     r->status = st;
@@ -330,21 +495,55 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
         ret = SSMAX_ERR_OUT_OF_HOST_MEMORY;
         goto done;
     }
-    if ((st = ssmax_buffer_read(ctx, b.o, GUARD, ogot, h.nq * h.esz)) < 0 ||
+    if (c->layout && !(oimg = malloc(im.no))) {
+        snprintf(r->why, sizeof(r->why), "host: out of memory");
+        ret = SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        goto done;
+    }
+    if ((st = ssmax_buffer_read(ctx, b.o, GUARD, c->layout ? oimg : (void *)ogot, im.no)) < 0 ||
         (c->want_lse && (st = ssmax_buffer_read(ctx, b.lse, GUARD, lgot, nrow * 4)) < 0) ||
         (c->want_probs && (st = ssmax_buffer_read(ctx, b.probs, GUARD, pgot, np * 4)) < 0)) {
         snprintf(r->why, sizeof(r->why), "%s: %s", ssmax_strerror(st), ssmax_last_error(ctx));
         ret = st;
         goto done;
     }
+    if (c->layout) {
+        // O's elements to dense; every other byte of its image still holds the guard pattern
+        restride(oimg, ogot, rs[3], p.batch, p.q_heads, p.q_len, p.head_dim * h.esz, 0);
+        int gaps_ok = 1;
+        uint8_t *mark = calloc(im.no, 1), *ones = malloc(h.nq * h.esz);
+        if (mark && ones) {
+            memset(ones, 1, h.nq * h.esz);
+            restride(mark, ones, rs[3], p.batch, p.q_heads, p.q_len, p.head_dim * h.esz, 1);
+            for (size_t i = 0; i < im.no; i++)
+                if (!mark[i] && oimg[i] != pat[(GUARD + i) % 4])
+                    gaps_ok = 0;
+        }
+        free(mark), free(ones);
+        if (!gaps_ok) {
+            snprintf(r->why, sizeof(r->why), "O: a byte of its buffer between its rows was written");
+            ret = 1;
+            goto done;
+        }
+    }
     if (c->sample_rows && c->sample_rows < p.q_len && !c->want_probs) {
-        st = sample_reference(&p, &h, c->sample_rows, oref, lref, ogot, lgot);
+        struct ssmax_attn_params pd = p;
+        pd.strides = NULL; // the dense host arrays
+        st = sample_reference(&pd, &h, c->sample_rows, oref, lref, ogot, lgot);
         h.nq = (size_t)p.batch * p.q_heads * c->sample_rows * p.head_dim;
         nrow = (size_t)p.batch * p.q_heads * c->sample_rows;
     } else {
+        struct ssmax_attn_params pd = p;
+        pd.strides = NULL; // the dense host arrays
         struct ssmax_attn_host io = { h.q, h.k, h.v, NULL, NULL, c->want_probs ? pref32 : NULL,
                                       oref, lref };
-        st = ssmax_attn_ref(&p, &io);
+        st = ssmax_attn_ref(&pd, &io);
+        if (st == 0 && c->layout)
+            st = check_strided_ref(&p, &h, &im, rs, oref, lref, r);
+    }
+    if (st == 1) { // the strided reference disagrees with the dense one (r->why says how)
+        ret = 1;
+        goto done;
     }
     if (st < 0) {
         snprintf(r->why, sizeof(r->why), "reference: %s", ssmax_last_error(NULL));
@@ -413,6 +612,7 @@ done:
     free_bufs(ctx, &b);
     free_host(&h);
     free(oref), free(lref), free(ogot), free(lgot), free(pref), free(pref32), free(pgot);
+    free(imgs[0]), free(imgs[1]), free(imgs[2]), free(oimg);
     return ret;
 }
 
@@ -444,7 +644,8 @@ int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, str
                  ? "host: the tensors' sizes overflow the address space" : "host: out of memory");
         goto done;
     }
-    st = upload(ctx, &p, &h, c, &b, &ab, pat);
+    struct himg im = { h.q, h.k, h.v, h.nq * h.esz, h.nkv * h.esz, h.nkv * h.esz, h.nq * h.esz, 0 };
+    st = upload(ctx, &p, &im, c, &b, &ab, pat);
     struct ssmax_exec_args args;
     ssmax_exec_args_default(&args);
     args.q_pos = p.q_pos;

@@ -24,7 +24,23 @@ struct hcase {
     uint32_t in_off;            // Q, K and V start this many bytes into their buffers
     uint32_t sample_rows;       // > 0: check only this many query rows (evenly spaced) per head
     int use_plan;               // h_time: executions of one plan (made before timing), not ssmax_attn
+    int layout;                 // enum h_layout: how Q, K, V, O sit in their buffers (strides)
 };
+
+/* Tensor layouts for h_run (SPEC.md section 7.1). Every byte of an input buffer that is not an
+ * element of its tensor holds NaN, so a kernel that reads past kv_len or ignores a stride gives
+ * NaN or wrong values; bytes of O's buffer that are not elements of O must stay untouched. With
+ * a layout, the strided reference on the strided buffers is also checked against the dense
+ * reference on the same data, bit for bit. */
+enum h_layout {
+    H_DENSE = 0, // [B, H, L, D], strides NULL
+    H_BLHD,      // Q, K, V, O all [B, L, H, D]
+    H_CACHE,     // K, V a cache [B, Hkv, C, D] of C = kv_len + 5 rows; Q rows padded; O [B, L, H, D]
+    H_KVI,       // K and V interleaved in one buffer, [B, C, 2, Hkv, D] with C = kv_len + 3 and
+                 // each row padded by 8 bytes; Q [B, L, H, D]; O rows padded by 8 bytes
+    H_LAYOUTS
+};
+const char *h_layout_name(int layout);
 
 struct hresult {
     int pass;

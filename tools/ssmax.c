@@ -43,6 +43,8 @@ static const char *usage_run =
     "\n"
     "  Q: .npy float32 or float16, C order [B,Hq,Lq,D]; K, V: [B,Hkv,Lk,D], same dtype as Q.\n"
     "  O is written with Q's dtype and shape.\n"
+    "  --layout bhld|blhd            blhd: Q, K, V and O are [B,L,H,D] (most engines' layout),\n"
+    "                                passed to the device strided as they are (default bhld)\n"
     "\n"
     "  --device auto|cpu|vulkan[:N]|opencl[:N]|uuid:HEX\n"
     "                                default $SSMAX_DEVICE or auto (a real GPU first, then vulkan,\n"
@@ -419,11 +421,25 @@ static int cmd_run(int argc, char **argv)
     }
     p.dtype = q.esize == 2 ? SSMAX_F16 : SSMAX_F32;
     p.batch = (uint32_t)q.shape[0];
-    p.q_heads = (uint32_t)q.shape[1];
-    p.q_len = (uint32_t)q.shape[2];
+    p.q_heads = (uint32_t)q.shape[ro.blhd ? 2 : 1];
+    p.q_len = (uint32_t)q.shape[ro.blhd ? 1 : 2];
     p.head_dim = (uint32_t)q.shape[3];
-    p.kv_heads = (uint32_t)k.shape[1];
-    p.kv_len = (uint32_t)k.shape[2];
+    p.kv_heads = (uint32_t)k.shape[ro.blhd ? 2 : 1];
+    p.kv_len = (uint32_t)k.shape[ro.blhd ? 1 : 2];
+    // [B, L, H, D] files go to the device as they are, with strides (SPEC.md section 7.1); O is
+    // written in the same layout.
+    struct ssmax_strides strides;
+    if (ro.blhd) {
+        const uint64_t R = (uint64_t)p.head_dim * q.esize;
+        memset(&strides, 0, sizeof(strides));
+        strides.q[0] = strides.o[0] = (uint64_t)p.q_len * p.q_heads * R;
+        strides.q[1] = strides.o[1] = R;
+        strides.q[2] = strides.o[2] = (uint64_t)p.q_heads * R;
+        strides.k[0] = strides.v[0] = (uint64_t)p.kv_len * p.kv_heads * R;
+        strides.k[1] = strides.v[1] = R;
+        strides.k[2] = strides.v[2] = (uint64_t)p.kv_heads * R;
+        p.strides = &strides;
+    }
     if (sarg && load_per_head("--s", sarg, p.q_heads, &p.s_all, &s_arr) < 0)
         goto out;
     if (barg && load_per_head("--b", barg, p.q_heads, &p.b_all, &b_arr) < 0)
@@ -494,9 +510,9 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     // All outputs or none: temporary files renamed into place once every one is written.
-    uint64_t ps[4] = { q.shape[0], q.shape[1], q.shape[2], k.shape[2] };
+    uint64_t ps[4] = { p.batch, p.q_heads, p.q_len, p.kv_len }; // LSE, probs: [B, Hq, Lq(, Lk)]
     ao = (struct npy_out){ q.esize, 4, q.shape, o };
-    alse = (struct npy_out){ 4, 3, q.shape, lse };
+    alse = (struct npy_out){ 4, 3, ps, lse };
     aprobs = (struct npy_out){ 4, 4, ps, probs };
     if (out_files_write(outs, nout, err, sizeof(err)) < 0) {
         fprintf(stderr, "ssmax run: %s\n", err);
@@ -538,6 +554,21 @@ static int cmd_run(int argc, char **argv)
             fprintf(stderr, "ssmax run: reference: %s\n", ssmax_last_error(NULL));
             code = EXIT_DEVICE;
             goto out;
+        }
+        if (ro.blhd) { // the reference's O is [B, Hq, Lq, D]; the device wrote [B, Lq, Hq, D]
+            double *t = malloc(sizeof(double) * q.count);
+            if (!t) {
+                code = EXIT_DEVICE;
+                goto out;
+            }
+            const size_t D = p.head_dim;
+            for (size_t b = 0; b < p.batch; b++)
+                for (size_t h = 0; h < p.q_heads; h++)
+                    for (size_t i = 0; i < p.q_len; i++)
+                        memcpy(t + ((b * p.q_len + i) * p.q_heads + h) * D,
+                               oref + ((b * p.q_heads + h) * p.q_len + i) * D, sizeof(double) * D);
+            free(oref);
+            oref = t;
         }
         struct ssmax_compare c;
         if (p.dtype == SSMAX_F16)

@@ -182,9 +182,43 @@ struct ssmax_context_params {
 };
 #define SSMAX_DEFAULT_MAX_WORK (1ull << 33)
 
-/** One attention problem. Initialise with ssmax_attn_params_default(). Layouts are dense C order:
- *  Q and O [batch, q_heads, q_len, head_dim]; K and V [batch, kv_heads, kv_len, head_dim];
- *  LSE [batch, q_heads, q_len] float32; probs [batch, q_heads, q_len, kv_len] float32. */
+/** Byte strides of Q, K, V and O (SPEC.md section 7.1), each { batch, head, row }: element d of
+ *  row i of head h of batch item b of Q sits at q_off + b*q[0] + h*q[1] + i*q[2] + d*esz (esz: 4
+ *  for SSMAX_F32, 2 for SSMAX_F16); the head_dim elements of a row are contiguous. 0 takes the
+ *  dense value of that stride ([B, H, L, D] C order: row head_dim*esz, head L*row, batch H*head,
+ *  with L = kv_len for K and V). kv_len keeps its meaning: the first kv_len rows of each K/V head
+ *  are read, whatever the allocation holds past them.
+ *
+ *  Rules (ssmax_attn_validate; SSMAX_ERR_INVALID_ARG naming the field, e.g. "strides->k[2]"):
+ *  - every stride a multiple of 4 bytes (rows start on 4-byte words: the GPU kernels read f16
+ *    pairs as one word). Strides and offsets that are multiples of 4 elements also let some
+ *    Vulkan kernels read 4 elements at a time (faster, same results);
+ *  - a row stride at least head_dim*esz (rows of one head do not overlap);
+ *  - O may not overlap itself: the (count, stride) pairs of O's batch, head and row dimensions
+ *    with count > 1, in increasing stride order, must each step past everything the smaller ones
+ *    span (stride >= (previous count - 1) * previous stride + previous span, starting from the
+ *    row's head_dim*esz bytes). Inputs may overlap themselves and one another (K and V in one
+ *    buffer); O and LSE may not overlap any input (checked on byte ranges: from the offset to the
+ *    last element's end).
+ *  The buffers must hold the strided extent: off + (B-1)*s[0] + (H-1)*s[1] + (L-1)*s[2] +
+ *  head_dim*esz. GPU kernels index elements in 32 bits within a binding (the limits of
+ *  ssmax_attn_supported apply to that extent).
+ *
+ *  [B, L, H, D] (most engines), f32, Q [B, Lq, Hq, D]:
+ *      q = { Lq*Hq*D*4, D*4, Hq*D*4 }      (k, v alike with kv_len, kv_heads)
+ *  A KV cache [B, Hkv, C, D] of capacity C >= kv_len rows:
+ *      k = v = { Hkv*C*D*esz, C*D*esz, 0 }
+ *  K and V interleaved in one buffer as [B, C, 2, Hkv, D]: k = v = { C*2*Hkv*D*esz, D*esz,
+ *  2*Hkv*D*esz }, with v_off = k_off + Hkv*D*esz. */
+struct ssmax_strides {
+    uint64_t q[3], k[3], v[3], o[3]; ///< bytes: batch, head, row; 0 = the dense value
+    uint8_t reserved[32];            ///< must be zero
+};
+
+/** One attention problem. Initialise with ssmax_attn_params_default(). Layouts are dense C order
+ *  unless strides says otherwise: Q and O [batch, q_heads, q_len, head_dim]; K and V [batch,
+ *  kv_heads, kv_len, head_dim]; LSE [batch, q_heads, q_len] float32 and probs [batch, q_heads,
+ *  q_len, kv_len] float32 are always dense. */
 struct ssmax_attn_params {
     enum ssmax_dtype dtype;     ///< storage type of Q, K, V, O (default SSMAX_F32)
     uint32_t batch;             ///< >= 1
@@ -210,7 +244,8 @@ struct ssmax_attn_params {
                                 ///< q_pos + q_len + pos_offset <= 2^32-1
     enum ssmax_path path;       ///< default SSMAX_PATH_AUTO
     uint32_t kv_splits;         ///< split-KV pieces; 0 = planner's choice (default)
-    uint8_t reserved[32];       ///< must be zero
+    const struct ssmax_strides *strides; ///< byte strides of Q, K, V, O; NULL: dense (default)
+    uint8_t reserved[24];       ///< must be zero
 };
 
 typedef struct ssmax_context ssmax_context; ///< Thread-safety: externally synchronised
@@ -225,7 +260,8 @@ struct ssmax_attn_buffers {
     uint8_t reserved[32];
 };
 
-/** Host arrays for the reference. q, k, v, o use params->dtype; the others are optional. */
+/** Host arrays for the reference. q, k, v, o use params->dtype and params->strides (byte strides
+ *  from these pointers); the others are optional and dense ([B, Hq, Lq, D] for o_f64). */
 struct ssmax_attn_host {
     const void *q, *k, *v;
     void *o;        ///< may be NULL when o_f64 is set

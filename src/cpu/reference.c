@@ -9,18 +9,21 @@
 
 #include "../internal.h"
 
-static double load(const void *base, enum ssmax_dtype t, size_t i)
+/* Element i of the row at byte offset row of base (rows are contiguous; strides are in bytes). */
+static double load(const void *base, enum ssmax_dtype t, size_t row, size_t i)
 {
-    return t == SSMAX_F16 ? (double)ssmax_half_to_float(((const uint16_t *)base)[i])
-                          : (double)((const float *)base)[i];
+    const char *r = (const char *)base + row;
+    return t == SSMAX_F16 ? (double)ssmax_half_to_float(((const uint16_t *)(const void *)r)[i])
+                          : (double)((const float *)(const void *)r)[i];
 }
 
-static void store(void *base, enum ssmax_dtype t, size_t i, double x)
+static void store(void *base, enum ssmax_dtype t, size_t row, size_t i, double x)
 {
+    char *r = (char *)base + row;
     if (t == SSMAX_F16)
-        ((uint16_t *)base)[i] = ssmax_float_to_half((float)x);
+        ((uint16_t *)(void *)r)[i] = ssmax_float_to_half((float)x);
     else
-        ((float *)base)[i] = (float)x;
+        ((float *)(void *)r)[i] = (float)x;
 }
 
 int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn_host *io, char *msg,
@@ -38,6 +41,8 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                    D = p->head_dim, G = Hq / Hkv;
     const double c = p->scale > 0 ? p->scale : 1.0 / sqrt((double)D);
     const int64_t q_pos = p->q_pos >= 0 ? p->q_pos : (Lk >= Lq ? (int64_t)Lk - Lq : 0);
+    uint64_t st[4][3], ext[4]; // byte strides of Q, K, V, O (SPEC.md section 7.1)
+    ssmax_resolve_strides(p, st, ext);
     double *s = malloc(sizeof(double) * Lk), *acc = malloc(sizeof(double) * D);
     if (!s || !acc) {
         free(s);
@@ -54,14 +59,17 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                 if (n > Lk)
                     n = Lk;
                 const size_t row = ((size_t)b * Hq + h) * Lq + i;
-                const size_t qo = row * D, kvb = ((size_t)b * Hkv + g) * Lk * D;
+                const size_t qr = b * st[0][0] + h * st[0][1] + i * st[0][2];
+                const size_t orw = b * st[3][0] + h * st[3][1] + i * st[3][2];
+                const size_t kb = b * st[1][0] + g * st[1][1], vb = b * st[2][0] + g * st[2][1];
                 const double f = n ? ssmax_row_factor(p, h, n, pos) : 0.0;
                 double m = -INFINITY, sum = 0;
                 int nan_row = 0;
                 for (uint64_t j = 0; j < n; j++) {
                     double dot = 0;
                     for (uint32_t d = 0; d < D; d++)
-                        dot += load(io->q, p->dtype, qo + d) * load(io->k, p->dtype, kvb + j * D + d);
+                        dot += load(io->q, p->dtype, qr, d) *
+                               load(io->k, p->dtype, kb + j * st[1][2], d);
                     // Logits are fp32 on every device (README, "Range"): above FLT_MAX the row
                     // is NaN, as the kernels' overflowed dot products make it; below -FLT_MAX/2,
                     // under the running max's floor, a key gets weight exactly 0.
@@ -81,15 +89,15 @@ int ssmax_ref_compute(const struct ssmax_attn_params *p, const struct ssmax_attn
                         sum += w;
                         s[j] = w;
                         for (uint32_t d = 0; d < D; d++)
-                            acc[d] += w * load(io->v, p->dtype, kvb + j * D + d);
+                            acc[d] += w * load(io->v, p->dtype, vb + j * st[2][2], d);
                     }
                 double lse = nan_row ? NAN : (sum > 0 ? m + log(sum) : -INFINITY);
                 for (uint32_t d = 0; d < D; d++) {
                     double o = nan_row ? NAN : (sum > 0 ? acc[d] / sum : 0.0);
                     if (io->o_f64)
-                        io->o_f64[qo + d] = o;
+                        io->o_f64[row * D + d] = o;
                     if (io->o)
-                        store(io->o, p->dtype, qo + d, o);
+                        store(io->o, p->dtype, orw, d, o);
                 }
                 if (io->lse)
                     io->lse[row] = (float)lse;

@@ -72,10 +72,10 @@ static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem
             d->ci->f.clFlush(d->q);
     }
     if (r == SSMAX_OK && e == CL_SUCCESS && pl->path == SSMAX_PATH_SPLIT_KV) {
-        const size_t sz2[] = { ms, ms, ms, ms, ms };
-        const void *va2[] = { &m[0], &m[7], &m[8], &m[5], &m[6] };
+        const size_t sz2[] = { ms, ms, ms, ms, ms, ms };
+        const void *va2[] = { &m[0], &m[1], &m[7], &m[8], &m[5], &m[6] };
         size_t g2 = (size_t)pl->rows * 64, l2 = 64;
-        if ((r = set_args(d, ls->pg->k[K_MERGE], 5, sz2, va2)) == SSMAX_OK)
+        if ((r = set_args(d, ls->pg->k[K_MERGE], 6, sz2, va2)) == SSMAX_OK)
             e = launch(ls, K_MERGE, 1, &g2, &l2);
     }
     return r < 0 ? r : e == CL_SUCCESS ? SSMAX_OK : cl_err(d->base.ctx, e, "kernel launch");
@@ -104,11 +104,11 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
             const void *v1[] = { &m[0], &m[1], &m[2], &m[3], &m[7], &bh0, &i0, &ni };
             const size_t s2z[] = { ms, ms, ms, us, us, us };
             const void *v2[] = { &m[0], &m[7], &m[6], &bh0, &i0, &ni };
-            const size_t s3z[] = { ms, ms, ms, ms, us, us, us };
-            const void *v3[] = { &m[0], &m[7], &m[4], &m[5], &bh0, &i0, &ni };
+            const size_t s3z[] = { ms, ms, ms, ms, ms, us, us, us };
+            const void *v3[] = { &m[0], &m[1], &m[7], &m[4], &m[5], &bh0, &i0, &ni };
             if ((r = set_args(d, ls->pg->k[K_QK], 8, s1z, v1)) < 0 ||
                 (r = set_args(d, ls->pg->k[K_SOFTMAX], 6, s2z, v2)) < 0 ||
-                (r = set_args(d, ls->pg->k[K_PV], 7, s3z, v3)) < 0)
+                (r = set_args(d, ls->pg->k[K_PV], 8, s3z, v3)) < 0)
                 return r;
             size_t gq[3] = { (size_t)((p->kv_len + 15) / 16) * 256, (ni + 15) / 16, nb };
             size_t lq[3] = { 256, 1, 1 };
@@ -208,7 +208,7 @@ static int prepare(struct cl_dev *d, const struct attn_plan *pl, struct cl_prog 
     if ((r = cl_program_get(d, opts, pg)) < 0 ||
         (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
         (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
-        (r = cl_scratch(d, &d->coef, &d->coef_size, 2ull * pl->p.q_heads * 4)) < 0)
+        (r = cl_scratch(d, &d->coef, &d->coef_size, pl->coef_bytes)) < 0)
         return r;
     return SSMAX_OK;
 }
@@ -225,7 +225,6 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     struct cl_dev *d = (struct cl_dev *)base;
     struct ssmax_context *ctx = base->ctx;
     struct cl_fns *f = &d->ci->f;
-    const struct ssmax_attn_params *p = &pl->p;
     const uint32_t esz = pl->elem_size;
     struct cl_prog *pg = NULL;
     int r = prepare(d, pl, &pg);
@@ -240,8 +239,8 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     cl_int e = f->clEnqueueWriteBuffer(d->q, d->params, CL_TRUE, 0, sizeof(blk), &blk, 0, NULL,
                                        NULL);
     if (e == CL_SUCCESS)
-        e = f->clEnqueueWriteBuffer(d->q, d->coef, CL_TRUE, 0, 2ull * p->q_heads * 4, pl->coef, 0,
-                                    NULL, NULL);
+        e = f->clEnqueueWriteBuffer(d->q, d->coef, CL_TRUE, 0, pl->coef_bytes, pl->coef, 0, NULL,
+                                    NULL);
     if (e != CL_SUCCESS)
         return cl_err(ctx, e, "clEnqueueWriteBuffer (parameters)");
 

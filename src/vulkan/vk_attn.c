@@ -147,7 +147,7 @@ static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe
     int r;
     if ((pl->scr0_bytes && (r = vk_buf_ensure(d, &d->scr0, pl->scr0_bytes, 0)) < 0) ||
         (pl->scr1_bytes && (r = vk_buf_ensure(d, &d->scr1, pl->scr1_bytes, 0)) < 0) ||
-        (r = vk_buf_ensure(d, &d->coef, 2ull * pl->p.q_heads * 4, 1)) < 0)
+        (r = vk_buf_ensure(d, &d->coef, pl->coef_bytes, 1)) < 0)
         return r;
     return pipelines(d, pl, pipe);
 }
@@ -225,17 +225,17 @@ static int record_unfused(struct rec *rc, const struct attn_plan *pl, const stru
     return SSMAX_OK;
 }
 
-/* The descriptor writes of a call: the tensors at their bindings (kv_bytes: what K and V's
- * bindings cover), the coefficients and the scratch. Fills bi and the elements' offsets. */
+/* The descriptor writes of a call: the tensors at their bindings (k_bytes, v_bytes: what K and
+ * V's bindings cover), the coefficients and the scratch. Fills bi and the elements' offsets. */
 static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
-                     uint64_t kv_bytes, const struct vk_buf *coef, const struct vk_buf *scr0,
+                     uint64_t k_bytes, uint64_t v_bytes, const struct vk_buf *coef, const struct vk_buf *scr0,
                      const struct vk_buf *scr1, VkDescriptorBufferInfo bi[NUM_BINDINGS],
                      uint32_t offs[5])
 {
     const uint32_t esz = pl->elem_size;
     struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
-                   bk = vk_bind_of(d, ab->k_off, kv_bytes, esz),
-                   bv = vk_bind_of(d, ab->v_off, kv_bytes, esz),
+                   bk = vk_bind_of(d, ab->k_off, k_bytes, esz),
+                   bv = vk_bind_of(d, ab->v_off, v_bytes, esz),
                    bo = vk_bind_of(d, ab->o_off, pl->o_bytes, esz),
                    bl = pl->want_lse ? vk_bind_of(d, ab->lse_off, pl->lse_bytes, 4)
                                      : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
@@ -280,20 +280,19 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
             uint64_t *device_ns)
 {
     struct vk_dev *d = (struct vk_dev *)base;
-    const struct ssmax_attn_params *p = &pl->p;
 
     // Scratch and pipelines first, so a failure leaves every output untouched.
     VkPipeline pipe[3] = { 0 };
     int r = prepare(d, pl, pipe);
     if (r < 0)
         return r;
-    memcpy(d->coef.map, pl->coef, 2ull * p->q_heads * 4);
+    memcpy(d->coef.map, pl->coef, pl->coef_bytes);
 
     // Descriptors: one set for every pipeline of this call (they share the layout).
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[5];
-    bindings(d, pl, ab, pl->kv_bytes, &d->coef, &d->scr0, &d->scr1, bi, offs);
+    bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &d->coef, &d->scr0, &d->scr1, bi, offs);
     struct rec rc = { d, d->cmd, VK_NULL_HANDLE, &d->scr0, 1, device_ns };
     if ((r = write_set(d, d->dpool, bi, &rc.set)) < 0)
         return r;
@@ -345,7 +344,7 @@ static int plan_state(struct vk_dev *d, const struct attn_plan *base, void **sta
     if (!st)
         return ssmax_set_error(d->base.ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY,
                                "vulkan: out of host memory");
-    const uint64_t coef_bytes = 2ull * base->p.q_heads * 4;
+    const uint64_t coef_bytes = base->coef_bytes;
     VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NUM_BINDINGS * VK_PLAN_SETS };
     VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                         .maxSets = VK_PLAN_SETS,
@@ -383,7 +382,7 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     // finds the same set.
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[5];
-    bindings(d, pl, ab, base->kv_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
+    bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
     VkDescriptorSet set = VK_NULL_HANDLE;
     for (int i = 0; i < st->nsets && !set; i++)
         if (!memcmp(st->sets[i].bi, bi, sizeof(bi)))

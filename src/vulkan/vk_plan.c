@@ -367,22 +367,24 @@ static void choose_shader(const struct vk_dev *d, struct attn_plan *pl)
         return;
     }
     if (pl->kernel == KERNEL_LANES) {
-        // K and V 4 words a read (WIDE) when every such read is aligned
+        // K and V 4 words a read (WIDE) when every such read is aligned (offsets and strides)
         const uint32_t esz = pl->elem_size;
         pl->bk_kernel = f16 ? VK_SH_FLASHL_F16 : VK_SH_FLASHL_F32;
         pl->bk_flags = (pl->p.head_dim / pl->lpr) % 4 == 0 &&
-                       vk_bind_of(d, pl->k_off, pl->kv_bytes, esz).elem_off % 4 == 0 &&
-                       vk_bind_of(d, pl->v_off, pl->kv_bytes, esz).elem_off % 4 == 0;
+                       vk_bind_of(d, pl->k_off, pl->k_bytes, esz).elem_off % 4 == 0 &&
+                       vk_bind_of(d, pl->v_off, pl->v_bytes, esz).elem_off % 4 == 0 &&
+                       pl->kv_strides4;
         pl->kernel_name = "flash_lanes";
         return;
     }
     if (pl->kernel == KERNEL_ROWS) {
-        // K and V 4 words a read (WIDE) when every such read is aligned
+        // K and V 4 words a read (WIDE) when every such read is aligned (offsets and strides)
         const uint32_t esz = pl->elem_size;
         pl->bk_kernel = f16 ? VK_SH_FLASHR_F16 : VK_SH_FLASHR_F32;
         pl->bk_flags = (pl->p.head_dim / sg) % 4 == 0 &&
-                       vk_bind_of(d, pl->k_off, pl->kv_bytes, esz).elem_off % 4 == 0 &&
-                       vk_bind_of(d, pl->v_off, pl->kv_bytes, esz).elem_off % 4 == 0;
+                       vk_bind_of(d, pl->k_off, pl->k_bytes, esz).elem_off % 4 == 0 &&
+                       vk_bind_of(d, pl->v_off, pl->v_bytes, esz).elem_off % 4 == 0 &&
+                       pl->kv_strides4;
         pl->kernel_name = "flash_rows";
         return;
     }
