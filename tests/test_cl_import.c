@@ -163,6 +163,105 @@ static void test_imported(void **state)
     clReleaseContext(cx);
 }
 
+/* Enqueued on the application's queue: the execution waits for the application's event (a user
+ * event it completes later), the application chains its read of O after ssmax's event, and a
+ * decode loop of steps goes out without a wait in between; O checked against the reference. */
+static void test_enqueued(void **state)
+{
+    (void)state;
+    cl_int e;
+    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    const uint32_t cap = 200, D = 64, hq = 4, hkv = 2;
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.q_heads = hq, p.kv_heads = hkv, p.q_len = 1, p.kv_len = cap, p.head_dim = D, p.causal = 1;
+    const size_t nq = (size_t)hq * D, nkv = (size_t)hkv * cap * D;
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4), *ho = malloc(nq * 4);
+    double *ref = malloc(nq * sizeof(double));
+    uint64_t seed = seed0 + 99;
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    cl_mem mq = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nq * 4, hqv, &e);
+    cl_mem mk = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nkv * 4, hk, &e);
+    cl_mem mv = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nkv * 4, hv, &e);
+    cl_mem mo = clCreateBuffer(cx, CL_MEM_READ_WRITE, nq * 4, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_buffer *bq, *bk, *bv, *bo;
+    assert_int_equal(ssmax_opencl_buffer_import(c, mq, 0, nq * 4, &bq), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mk, 0, nkv * 4, &bk), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mv, 0, nkv * 4, &bv), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mo, 0, nq * 4, &bo), SSMAX_OK);
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo };
+    for (int path = 1; path <= 3; path++) {
+        p.path = (enum ssmax_path)path;
+        p.kv_splits = path == 2 ? 3 : 0;
+        ssmax_plan *plan = NULL;
+        assert_int_equal(ssmax_plan_create(c, &p, 0, &plan), SSMAX_OK);
+        cl_event gate = clCreateUserEvent(cx, &e), done = NULL;
+        assert_int_equal(e, CL_SUCCESS);
+        static const uint32_t steps[] = { 1, 33, 150, 200 };
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_len = steps[i];
+            cl_event ev = NULL;
+            int r = ssmax_opencl_plan_enqueue(c, plan, &ab, &a, i ? 0 : 1, i ? NULL : &gate, &ev);
+            if (r < 0)
+                fail_msg("enqueue step %zu: %s", i, ssmax_last_error(c));
+            assert_non_null(ev);
+            if (done)
+                clReleaseEvent(done);
+            done = ev;
+        }
+        // Nothing runs before the application's event completes.
+        cl_int status = 0;
+        clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+        assert_true(status != CL_COMPLETE);
+        assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
+        cl_event rd;
+        assert_int_equal(clEnqueueReadBuffer(q, mo, CL_FALSE, 0, nq * 4, ho, 1, &done, &rd),
+                         CL_SUCCESS);
+        assert_int_equal(clWaitForEvents(1, &rd), CL_SUCCESS);
+        clReleaseEvent(rd), clReleaseEvent(done), clReleaseEvent(gate);
+        struct ssmax_attn_params rp = p;
+        rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0;
+        struct ssmax_attn_host io = { .q = hqv, .k = hk, .v = hv, .o_f64 = ref };
+        assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+        struct ssmax_compare cmp;
+        ssmax_compare_f32(ref, ho, nq, 0, &cmp);
+        struct htol tol = h_tol_o(SSMAX_F32, cmp.max_ref);
+        printf("# enqueued path %d: nmse %.2e max %.2e\n", path, cmp.nmse, cmp.max_abs);
+        assert_true(!cmp.nonfinite_mismatch && cmp.nmse <= tol.nmse && cmp.max_abs <= tol.max_abs);
+        ssmax_plan_destroy(c, &plan);
+    }
+    // Bad input: a wait list that does not match its count; a device ssmax made itself.
+    ssmax_plan *plan = NULL;
+    assert_int_equal(ssmax_plan_create(c, &p, 0, &plan), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_plan_enqueue(c, plan, &ab, NULL, 2, NULL, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "event_wait_list"));
+    ssmax_buffer_destroy(c, &bq), ssmax_buffer_destroy(c, &bk);
+    ssmax_buffer_destroy(c, &bv), ssmax_buffer_destroy(c, &bo);
+    assert_int_equal(ssmax_device_open(c, ssmax_device_find(c, "opencl")), SSMAX_OK);
+    assert_int_equal(ssmax_plan_create(c, &p, 0, &plan), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_plan_enqueue(c, plan, &ab, NULL, 0, NULL, NULL),
+                     SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(c), "ssmax_opencl_device_import"));
+    ssmax_context_destroy(&c);
+    clReleaseMemObject(mq), clReleaseMemObject(mk), clReleaseMemObject(mv);
+    clReleaseMemObject(mo);
+    clReleaseCommandQueue(q);
+    clReleaseContext(cx);
+    free(hqv), free(hk), free(hv), free(ho), free(ref);
+}
+
 /* Each bad argument is a named error; nothing is retained by a refused call. */
 static void test_bad_import(void **state)
 {
@@ -242,6 +341,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_imported),
+        cmocka_unit_test(test_enqueued),
         cmocka_unit_test(test_bad_import),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

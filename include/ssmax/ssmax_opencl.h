@@ -48,6 +48,24 @@ SSMAX_API int ssmax_opencl_device_import(ssmax_context *ctx, const struct ssmax_
 SSMAX_API int ssmax_opencl_buffer_import(ssmax_context *ctx, cl_mem mem, size_t offset,
                                          size_t size, ssmax_buffer **out);
 
+/** Enqueues one execution of plan (ssmax_plan_create) on bufs with args (NULL: the defaults) on
+ *  the imported queue, after the events of event_wait_list, and returns at once: no clFinish, no
+ *  blocking write (the parameters travel in small buffers made from host memory as the call
+ *  enqueues). *event (when event is not NULL) is a new event of the execution's last command,
+ *  the application's to wait on and to release; the queue is in order, so later commands on it
+ *  follow anyway. Needs an imported device (ssmax_opencl_device_import).
+ *  The plan and the buffers must outlive the enqueued commands (destroy the plan after they
+ *  completed). ssmax_last_plan reports the execution; ssmax_last_device_time reads 0.
+ *  @return SSMAX_OK, the errors of ssmax_plan_execute, or SSMAX_ERR_INVALID_ARG when the device
+ *  is not imported or the wait list does not match its count. Nothing is enqueued on failure,
+ *  except when the driver refuses a launch midway (SSMAX_ERR_BACKEND): then clFinish the queue
+ *  before reusing the outputs. */
+SSMAX_API int ssmax_opencl_plan_enqueue(ssmax_context *ctx, ssmax_plan *plan,
+                                        const struct ssmax_attn_buffers *bufs,
+                                        const struct ssmax_exec_args *args,
+                                        cl_uint num_events_in_wait_list,
+                                        const cl_event *event_wait_list, cl_event *event);
+
 #ifdef __cplusplus
 }
 #endif

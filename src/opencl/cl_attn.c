@@ -24,13 +24,17 @@ struct launches {
     struct cl_prog *pg;
     cl_event first, last;
     uint32_t launched; // kernels launched, a bit each
+    cl_uint nwait;     // the application's events the first launch waits for
+    const cl_event *wait;
 };
 
 static cl_int launch(struct launches *ls, int kid, cl_uint dims, const size_t *g, const size_t *l)
 {
     struct cl_fns *f = &ls->d->ci->f;
     cl_event ev;
-    cl_int e = f->clEnqueueNDRangeKernel(ls->d->q, ls->pg->k[kid], dims, NULL, g, l, 0, NULL, &ev);
+    const int first = !ls->first; // the queue is in order: the rest follow the first
+    cl_int e = f->clEnqueueNDRangeKernel(ls->d->q, ls->pg->k[kid], dims, NULL, g, l,
+                                         first ? ls->nwait : 0, first ? ls->wait : NULL, &ev);
     if (e != CL_SUCCESS)
         return e;
     ls->launched |= 1u << kid;
@@ -247,7 +251,7 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     // params, coef, q, k, v, o, lse, scratch 0 and 1 (unused ones bound to a dummy)
     cl_mem m[9] = { d->params, d->coef, ab->q, ab->k, ab->v, ab->o, ab->lse ? ab->lse : d->dummy,
                     d->scr0 ? d->scr0 : d->dummy, d->scr1 ? d->scr1 : d->dummy };
-    struct launches ls = { d, pg, NULL, NULL, 0 };
+    struct launches ls = { d, pg, NULL, NULL, 0, 0, NULL };
     r = pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(&ls, pl, m) : enqueue_unfused(&ls, pl, ab, m);
     e = f->clFinish(d->q);
     if (r == SSMAX_OK && e == CL_SUCCESS && ssmax_fault_lost(ctx))
@@ -267,6 +271,61 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
         f->clReleaseEvent(ls.last);
     if (r == SSMAX_OK)
         cl_program_ran(d, pg, ls.launched);
+    return r;
+}
+
+/* One execution enqueued on the application's queue after its wait list, with no host wait and no
+ * blocking write: the parameter block and coefficients go in small buffers made from host memory
+ * at creation (CL_MEM_COPY_HOST_PTR) and released once enqueued (OpenCL keeps them until the
+ * kernels are done). *event: the execution's last launch. */
+int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
+               cl_uint nwait, const cl_event *wait, cl_event *event)
+{
+    struct cl_dev *d = (struct cl_dev *)base;
+    struct ssmax_context *ctx = base->ctx;
+    struct cl_fns *f = &d->ci->f;
+    const uint32_t esz = pl->elem_size;
+    struct cl_prog *pg = NULL;
+    int r = prepare(d, pl, &pg); // the program and scratch were made with the plan: found
+    if (r < 0)
+        return r;
+    const uint32_t offs[5] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
+                               (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
+                               (uint32_t)(ab->lse_off / 4) };
+    struct attn_block blk;
+    ssmax_plan_block(pl, offs, &blk);
+    cl_int e;
+    cl_mem params = f->clCreateBuffer(d->cx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(blk),
+                                      &blk, &e);
+    if (e != CL_SUCCESS)
+        return cl_err(ctx, e, "clCreateBuffer (parameters)");
+    cl_mem coef = f->clCreateBuffer(d->cx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                    pl->coef_bytes, pl->coef, &e);
+    if (e != CL_SUCCESS) {
+        f->clReleaseMemObject(params);
+        return cl_err(ctx, e, "clCreateBuffer (coefficients)");
+    }
+    cl_mem m[9] = { params, coef, ab->q, ab->k, ab->v, ab->o, ab->lse ? ab->lse : d->dummy,
+                    d->scr0 ? d->scr0 : d->dummy, d->scr1 ? d->scr1 : d->dummy };
+    struct launches ls = { d, pg, NULL, NULL, 0, nwait, wait };
+    r = pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(&ls, pl, m) : enqueue_unfused(&ls, pl, ab, m);
+    f->clReleaseMemObject(params);
+    f->clReleaseMemObject(coef);
+    if (r == SSMAX_OK) {
+        f->clFlush(d->q);
+        if (event && ls.last) { // the last launch's event becomes the application's
+            *event = ls.last;
+            ls.last = NULL;
+        } else if (event) {
+            *event = ls.first;
+            ls.first = NULL;
+        }
+        cl_program_ran(d, pg, ls.launched);
+    }
+    if (ls.first)
+        f->clReleaseEvent(ls.first);
+    if (ls.last)
+        f->clReleaseEvent(ls.last);
     return r;
 }
 

@@ -126,3 +126,45 @@ int ssmax_opencl_buffer_import(ssmax_context *ctx, cl_mem mem, size_t offset, si
         d->ci->f.clReleaseMemObject(mem);
     return r;
 }
+
+/* ---- enqueueing on the application's queue ---- */
+
+struct enq {
+    cl_uint nwait;
+    const cl_event *wait;
+    cl_event *event;
+};
+
+static int enqueue_cb(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
+                      const struct attn_plan *pl, const struct attn_bufs *ab, void *arg)
+{
+    (void)base, (void)state;
+    const struct enq *q = arg;
+    return cl_enqueue(dev, pl, ab, q->nwait, q->wait, q->event);
+}
+
+int ssmax_opencl_plan_enqueue(ssmax_context *ctx, ssmax_plan *plan,
+                              const struct ssmax_attn_buffers *bufs,
+                              const struct ssmax_exec_args *args, cl_uint num_events_in_wait_list,
+                              const cl_event *event_wait_list, cl_event *event)
+{
+    int r = ssmax_need_runnable(ctx);
+    if (r < 0)
+        return r;
+    if (ctx->dev->fns->id != SSMAX_BACKEND_OPENCL || !((struct cl_dev *)ctx->dev)->imported)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "queue: enqueueing needs the application's own context and queue "
+                               "(ssmax_opencl_device_import)");
+    if ((num_events_in_wait_list > 0) != (event_wait_list != NULL))
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "event_wait_list: %s with num_events_in_wait_list %u",
+                               event_wait_list ? "given" : "NULL", num_events_in_wait_list);
+    for (cl_uint i = 0; i < num_events_in_wait_list; i++)
+        if (!event_wait_list[i])
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "event_wait_list[%u]: must not be NULL", i);
+    if (event)
+        *event = NULL;
+    struct enq q = { num_events_in_wait_list, event_wait_list, event };
+    return ssmax_plan_record(ctx, plan, bufs, args, enqueue_cb, &q);
+}

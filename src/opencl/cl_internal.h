@@ -115,6 +115,11 @@ int cl_open_common(struct ssmax_context *ctx, struct cl_dev *d);
 /* Grows a scratch buffer *m (of *have bytes) to at least need bytes. */
 int cl_scratch(struct cl_dev *d, cl_mem *m, size_t *have, size_t need);
 
+/* cl_attn.c: one execution enqueued after the wait list, its last launch's event in *event
+ * (NULL: none kept); nothing waited for. */
+int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
+               cl_uint nwait, const cl_event *wait, cl_event *event);
+
 /* cl_plan.c */
 /* The build options of the plan's program (cl/attn.cl's defines). */
 void cl_plan_opts(const struct attn_plan *pl, char *out, size_t n);
