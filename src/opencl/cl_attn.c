@@ -269,8 +269,10 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
         f->clReleaseEvent(ls.first);
     if (ls.last)
         f->clReleaseEvent(ls.last);
-    if (r == SSMAX_OK)
+    if (r == SSMAX_OK) {
         cl_program_ran(d, pg, ls.launched);
+        cl_programs_settle(d); // the queue finished: enqueued kernels ran too
+    }
     return r;
 }
 
@@ -320,7 +322,9 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
             *event = ls.first;
             ls.first = NULL;
         }
-        cl_program_ran(d, pg, ls.launched);
+        // Whether the kernels ran is known only once the queue finished: the binary is saved
+        // (and the crash marker dropped) then, never while the driver may still be compiling.
+        pg->pending |= ls.launched;
     }
     if (ls.first)
         f->clReleaseEvent(ls.first);

@@ -60,8 +60,8 @@ void cl_close(struct ssmax_dev *base)
 {
     struct cl_dev *d = (struct cl_dev *)base;
     struct cl_fns *f = &d->ci->f;
-    if (d->q)
-        f->clFinish(d->q);
+    if (d->q && f->clFinish(d->q) == CL_SUCCESS)
+        cl_programs_settle(d);
     cl_programs_release(d);
     cl_mem mems[] = { d->params, d->coef, d->scr0, d->scr1, d->dummy };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(mems); i++)

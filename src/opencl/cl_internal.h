@@ -83,6 +83,7 @@ struct cl_prog {
     uint32_t kmask; // the kernels the program holds (K_TILES_SET or K_ROWG_SET)
     uint32_t used;  // kernels launched in this process
     uint32_t saved; // kernels launched when the binary was last written
+    uint32_t pending; // kernels enqueued (cl_enqueue) and not yet known to have run
     char marker[800]; // loaded from the cache: the marker kept until every kernel ran (see there)
 };
 
@@ -132,6 +133,8 @@ int cl_program_get(struct cl_dev *d, const char *opts, struct cl_prog **out);
 /* After a successful call that launched the kernels in launched: saves the binary again when it
  * gained code (see the cache section), and drops the crash marker once every kernel ran. */
 void cl_program_ran(struct cl_dev *d, struct cl_prog *pg, uint32_t launched);
+/* After the queue finished: cl_program_ran for the kernels enqueued without a wait. */
+void cl_programs_settle(struct cl_dev *d);
 /* Releases the device's programs and their markers. */
 void cl_programs_release(struct cl_dev *d);
 

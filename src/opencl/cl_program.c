@@ -358,6 +358,15 @@ void cl_program_ran(struct cl_dev *d, struct cl_prog *pg, uint32_t launched)
     }
 }
 
+void cl_programs_settle(struct cl_dev *d)
+{
+    for (int i = 0; i < d->nprogs; i++)
+        if (d->progs[i].pending) {
+            cl_program_ran(d, &d->progs[i], d->progs[i].pending);
+            d->progs[i].pending = 0;
+        }
+}
+
 void cl_programs_release(struct cl_dev *d)
 {
     for (int i = 0; i < d->nprogs; i++) {
