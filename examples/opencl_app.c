@@ -2,8 +2,8 @@
  * An OpenCL application that runs ssmax on its own context, queue and buffers, chained by events:
  * each decode step the application writes the new query without blocking, ssmax's attention waits
  * for that write's event, and the application's read of the output waits for ssmax's event. The
- * host never waits inside the loop. The same steps run once more through the blocking call, to
- * show what the host gives back: the time of each call on the host, per step.
+ * host never waits inside the loop. The same steps run once more through the blocking one-call
+ * form, ssmax_attn, to show what the host gives back: the time of each call on the host, per step.
  *
  * Shape: B1 Hq32 Hkv8 Lq1 D128 over a 4096-key cache, f32, the last STEPS keys filled one a step.
  *   opencl_app         exit 0 on a match with the float64 reference, 1 on a mismatch or error,
@@ -138,21 +138,24 @@ int main(void)
         bad = !(c.nmse <= 1e-8) || c.nonfinite_mismatch;
     }
 
-    // 2. The same steps through the blocking call, which waits for each.
+    // 2. The same steps through ssmax_attn, which plans, runs and waits for each. The cache is
+    // laid out for CAP keys: the heads CAP rows apart, whatever this step's kv_len.
+    struct ssmax_strides st = { 0 };
+    st.k[1] = st.v[1] = (uint64_t)CAP * D * 4;
     for (uint32_t s = 0; s < STEPS && !bad; s++) {
-        struct ssmax_exec_args a;
-        ssmax_exec_args_default(&a);
-        a.kv_len = CAP - STEPS + 1 + s;
-        double h0 = now_ms();
+        struct ssmax_attn_params ps = p;
+        ps.kv_len = CAP - STEPS + 1 + s;
+        ps.strides = &st;
         bad = clEnqueueWriteBuffer(queue, mq, CL_TRUE, 0, nq * 4, q + s * nq, 0, NULL, NULL) !=
-                  CL_SUCCESS ||
-              failed(ssmax_plan_execute(ctx, plan, &b, &a), ctx, "ssmax_plan_execute");
+              CL_SUCCESS;
+        double h0 = now_ms();
+        bad = bad || failed(ssmax_attn(ctx, &ps, &b), ctx, "ssmax_attn");
         host_blk[s] = now_ms() - h0;
     }
     if (!bad) {
         const double he = median(host_enq, STEPS), hb = median(host_blk, STEPS);
         printf("B1 Hq%d Hkv%d Lq1 Lk%d D%d f32, %d steps: enqueued: %.3f ms of host time a step "
-               "(the call), %.3f ms a step in all; blocking: %.3f ms a step on the host "
+               "(the call), %.3f ms a step in all; ssmax_attn: %.3f ms a step on the host "
                "(the call, waiting); last step nmse %.2e max_abs %.2e: ok\n",
                HQ, HKV, CAP, D, STEPS, he, wall_enq / STEPS, hb, c.nmse, c.max_abs);
     } else if (c.count) {

@@ -879,6 +879,28 @@ static void test_recorded(void **state)
     assert_int_equal(validation_errors, 0);
 }
 
+/* The application's own VkPipelineCache: ssmax builds through it, keeps no file of its own for the
+ * device, and leaves it to the application (valid after the context is gone). */
+static void test_app_pipeline_cache(void **state)
+{
+    (void)state;
+    VkPipelineCacheCreateInfo pcci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO };
+    VkPipelineCache cache;
+    assert_int_equal(vkCreatePipelineCache(app.dev, &pcci, NULL, &cache), VK_SUCCESS);
+    ssmax_context *ctx = NULL;
+    assert_int_equal(ssmax_context_create(NULL, &ctx), SSMAX_OK);
+    struct ssmax_vulkan_device d = app_device();
+    d.pipeline_cache = cache;
+    assert_int_equal(ssmax_vulkan_device_import(ctx, &d), SSMAX_OK);
+    run_case(ctx, params(SSMAX_F32, 4, 2, 9, 50, 32, 1, SSMAX_PATH_AUTO), 1);
+    ssmax_context_destroy(&ctx);
+    size_t n = 0;
+    assert_int_equal(vkGetPipelineCacheData(app.dev, cache, &n, NULL), VK_SUCCESS);
+    assert_true(n >= 32); // at least the header: the cache is alive and the application's
+    vkDestroyPipelineCache(app.dev, cache, NULL);
+    assert_int_equal(validation_errors, 0);
+}
+
 static void test_app_device_after(void **state)
 {
     (void)state;
@@ -914,6 +936,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_features_as_enabled),
         cmocka_unit_test(test_recorded),
+        cmocka_unit_test(test_app_pipeline_cache),
         cmocka_unit_test(test_app_device_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -106,7 +106,13 @@ struct ssmax_vulkan_device {
     void (*lock_queue)(void *priv, uint32_t family, uint32_t index);
     void (*unlock_queue)(void *priv, uint32_t family, uint32_t index);
     void *lock_priv;
-    uint8_t reserved[32]; ///< must be zero
+    /** Optional: the application's VkPipelineCache on device; ssmax creates its pipelines through
+     *  it (and then keeps no cache file of its own for this device), never destroys or writes it
+     *  to disk, and uses it only from calls on this context: the application synchronises other
+     *  uses of it while an ssmax call runs. VK_NULL_HANDLE:
+     *  ssmax's own cache, kept on disk (README, "Caches on disk"). */
+    VkPipelineCache pipeline_cache;
+    uint8_t reserved[24]; ///< must be zero
 };
 
 /** Closes the context's open device (as ssmax_device_open does, with its buffers and plans) and

@@ -320,9 +320,9 @@ int vk_dev_setup(struct ssmax_context *ctx, struct vk_dev *d, uint32_t tsbits)
         vk_close(&d->base);
         return vk_err(ctx, r, "vkCreatePipelineLayout");
     }
-    // The pipeline cache, seeded from disk; an imported device gets ssmax's own too (the
-    // application's cache is not asked for yet: VK_NULL_HANDLE).
-    vk_pcache_open(d, VK_NULL_HANDLE);
+    // The pipeline cache: the application's when it gave one (imported devices), else ssmax's
+    // own, seeded from disk.
+    vk_pcache_open(d, d->app_pcache);
     if (ctx->params.debug && ssmax_env_int("SSMAX_VK_PROVOKE_VALIDATION", 0)) {
         // Test hook: one invalid call (a zero-sized buffer) to prove the validation gate counts.
         VkBufferCreateInfo bad = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,

@@ -217,6 +217,7 @@ static int import_open(struct ssmax_context *ctx, void *priv, struct ssmax_dev *
     d->lock_queue = s->lock_queue;
     d->unlock_queue = s->unlock_queue;
     d->lock_priv = s->lock_priv;
+    d->app_pcache = s->pipeline_cache;
     d->ts_mask = a->tsbits >= 64 ? ~0ull : ((1ull << a->tsbits) - 1);
     return vk_dev_setup(ctx, d, a->tsbits);
 }

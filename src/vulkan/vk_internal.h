@@ -153,6 +153,7 @@ struct vk_dev {
     /* The pipeline cache every pipeline is made with (vk_pcache.c); VK_NULL_HANDLE: none. */
     VkPipelineCache pcache;
     int pcache_owned;         // 1: ours, saved and destroyed at close; 0: the application's
+    VkPipelineCache app_pcache; // imported: the application's cache, or VK_NULL_HANDLE
     int pcache_dirty;         // pipelines were made with it since it was loaded
     int pcache_replace;       // the file on disk failed a check: write even if nothing changed
     size_t pcache_loaded;     // bytes of driver data loaded from the file (0: none)
