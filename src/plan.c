@@ -280,7 +280,7 @@ static void plan_path(const struct ssmax_dev *dev, struct attn_plan *pl)
 #define CDIV(a, b) (((a) + (b)-1) / (b))
 
 /* Scratch sizes and submissions from the tiles and the device limits the backend stated. */
-static int plan_work(ssmax_context *ctx, struct attn_plan *pl)
+static int plan_work(ssmax_context *ctx, struct attn_plan *pl, int exec)
 {
     const struct ssmax_attn_params *p = &pl->p;
     const uint32_t D = p->head_dim;
@@ -323,6 +323,10 @@ static int plan_work(ssmax_context *ctx, struct attn_plan *pl)
         const uint64_t limit = pl->scratch_max < (256ull << 20) ? pl->scratch_max : 256ull << 20;
         const uint64_t nbh = (uint64_t)p->batch * p->q_heads;
         const uint64_t per_bh = (uint64_t)p->q_len * p->kv_len * 4;
+        // An execution of a plan keeps the plan's chunks: its scores (fewer keys) then fit the
+        // plan's scratch, which a chunking worked out anew for fewer keys could outgrow.
+        if (exec)
+            goto chunks;
         pl->bh_per = 1;
         pl->i_count = p->q_len;
         if (per_bh <= limit) {
@@ -345,6 +349,7 @@ static int plan_work(ssmax_context *ctx, struct attn_plan *pl)
                 pl->i_count = n < 1 ? 1 : n < pl->i_count ? (uint32_t)n : pl->i_count;
             }
         }
+    chunks:
         pl->scr0_bytes = (uint64_t)pl->bh_per * pl->i_count * p->kv_len * 4;
         pl->nchunks = (uint32_t)(CDIV(nbh, pl->bh_per) * CDIV(p->q_len, pl->i_count));
         uint64_t per_chunk = 2ull * pl->bh_per * pl->i_count * p->kv_len * D;
@@ -391,7 +396,7 @@ int ssmax_plan_make_for(ssmax_context *ctx, const struct ssmax_attn_params *p,
     pl->max_groups_x = UINT32_MAX;
     if ((r = fns->plan(dev, pl)) < 0)
         return r;
-    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl)) < 0)
+    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl, 0)) < 0)
         return r;
     if (pl->why[0])
         ssmax_log(ctx, SSMAX_LOG_DEBUG, "plan: %s", pl->why);
@@ -423,14 +428,10 @@ int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
     pl->p.kv_len = kv_len;
     pl->q_pos = (uint32_t)q_pos;
     pl->p.q_pos = q_pos;
-    // K and V keep the plan's layout (strides resolved for its kv_len); the first kv_len rows of
-    // each head are read.
-    const uint64_t row = (uint64_t)bp->head_dim * pl->elem_size;
-    for (int t = 1; t <= 2; t++) {
-        const uint64_t *s = pl->strides[t];
-        uint64_t e = (bp->batch - 1) * s[0] + (bp->kv_heads - 1) * s[1] + (kv_len - 1) * s[2] + row;
-        *(t == 1 ? &pl->k_bytes : &pl->v_bytes) = e;
-    }
+    // K and V keep the plan's layout and extent (k_bytes, v_bytes: the plan's kv_len rows a head),
+    // as ssmax.h says their buffers must hold: an execution is checked and bound (recorded
+    // plans bind the plan's extent once) for the same bytes whatever its kv_len; the first
+    // kv_len rows of each head are read.
     if (pl->want_probs) {
         if (!b->probs)
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
@@ -448,7 +449,7 @@ int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
     pl->why[0] = 0;
     if ((r = plan_buffers(ctx, b, pl)) < 0 || (r = ssmax_plan_fit(ctx, pl, &pl->fit)) < 0)
         return r;
-    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl)) < 0)
+    if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl, 1)) < 0)
         return r;
     snprintf(pl->why, sizeof(pl->why), "%s", base->why);
     return SSMAX_OK;

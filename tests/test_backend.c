@@ -599,7 +599,17 @@ static void test_plan_objects(void **state)
             a.reserved[3] = 1;
             assert_int_equal(ssmax_plan_execute(c, plan, &ab, &a), SSMAX_ERR_INVALID_ARG);
             assert_non_null(strstr(ssmax_last_error(c), "args->reserved"));
+            // K must hold the plan's kv_len rows a head, whatever this step's kv_len.
+            ssmax_buffer *short_k = NULL;
+            assert_int_equal(ssmax_buffer_create(c, nkv * es - 4, &short_k), SSMAX_OK);
             struct ssmax_attn_buffers bad = ab;
+            bad.k = short_k;
+            ssmax_exec_args_default(&a);
+            a.kv_len = 2;
+            assert_int_equal(ssmax_plan_execute(c, plan, &bad, &a), SSMAX_ERR_INVALID_ARG);
+            assert_non_null(strstr(ssmax_last_error(c), "bufs->k"));
+            ssmax_buffer_destroy(c, &short_k);
+            bad = ab;
             bad.probs = bl;
             assert_int_equal(ssmax_plan_execute(c, plan, &bad, NULL), SSMAX_ERR_INVALID_ARG);
             assert_non_null(strstr(ssmax_last_error(c), "SSMAX_PLAN_PROBS"));

@@ -34,7 +34,9 @@ struct ssmax_opencl_device {
 };
 
 /** Closes ctx's open device (as ssmax_device_open does, with its buffers and plans) and opens
- *  d's device over the application's context and queue. ctx must have the OpenCL backend.
+ *  d's device over the application's context and queue. ctx must have the OpenCL backend. The
+ *  arguments are checked before the open device closes; a failure after that (a driver error)
+ *  leaves no device open.
  *  @return SSMAX_OK; SSMAX_ERR_INVALID_ARG naming the field (NULL handles, a queue of another
  *  context or device, an out-of-order queue, reserved bytes); SSMAX_ERR_NO_DEVICE when the loader
  *  does not list the device; SSMAX_ERR_BACKEND for a failed OpenCL call. */
@@ -44,7 +46,9 @@ SSMAX_API int ssmax_opencl_device_import(ssmax_context *ctx, const struct ssmax_
  *  to the imported context (ssmax_opencl_device_import). offset is a multiple of 4; size >= 1.
  *  ssmax retains mem and releases it when the buffer is destroyed (ssmax_buffer_destroy, or the
  *  device's close): the application's own reference stays valid. Offsets in ssmax_attn_buffers
- *  and ssmax_buffer_read/write count from offset. */
+ *  and ssmax_buffer_read/write count from offset. Ranges of one mem are seen as one buffer by the
+ *  overlap check (an output over an input is refused); sub-buffers of one parent are separate
+ *  memory objects to it: do not let an output sub-buffer alias an input's. */
 SSMAX_API int ssmax_opencl_buffer_import(ssmax_context *ctx, cl_mem mem, size_t offset,
                                          size_t size, ssmax_buffer **out);
 

@@ -169,7 +169,8 @@ SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDev
  *
  *  Lifetimes: the plan (its descriptor sets, coefficients and scratch, kept per plan) and the
  *  buffers must outlive every submission of cmd: destroy the plan, close the device or destroy
- *  the context only after they completed. Recording binds K and V over the plan's kv_len rows
+ *  the context only after they completed. A plan's recordings share its scratch: submit them
+ *  to one queue (the barrier ssmax records orders them only there), or use a plan per queue. Recording binds K and V over the plan's kv_len rows
  *  (their buffers must hold them), so every step of a loop on the same buffers shares one
  *  descriptor set; a plan records with at most 32 different sets of buffers and offsets
  *  (SSMAX_ERR_LIMIT_EXCEEDED past that: make another plan). The whole execution goes into cmd:

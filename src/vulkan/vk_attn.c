@@ -318,6 +318,7 @@ struct vk_plan_state {
     int nsets;
     struct {
         VkDescriptorBufferInfo bi[NUM_BINDINGS];
+        uint64_t ids[5]; // the buffers' identities: a handle value alone may be a new buffer's
         VkDescriptorSet set;
     } sets[VK_PLAN_SETS];
 };
@@ -378,14 +379,21 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     if (r < 0 || (r = plan_state(d, base, state)) < 0)
         return r;
     struct vk_plan_state *st = *state;
+    if (pl->scr0_bytes > base->scr0_bytes || pl->scr1_bytes > base->scr1_bytes)
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_BACKEND,
+                               "vulkan: internal: an execution's scratch outgrew its plan's");
     // K and V are bound over the plan's kv_len, so every step of a loop on the same buffers
     // finds the same set.
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[5];
     bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
+    const struct vk_buf *const tb[5] = { ab->q, ab->k, ab->v, ab->o, ab->lse };
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = tb[i] ? tb[i]->id : 0;
     VkDescriptorSet set = VK_NULL_HANDLE;
     for (int i = 0; i < st->nsets && !set; i++)
-        if (!memcmp(st->sets[i].bi, bi, sizeof(bi)))
+        if (!memcmp(st->sets[i].bi, bi, sizeof(bi)) && !memcmp(st->sets[i].ids, ids, sizeof(ids)))
             set = st->sets[i].set;
     if (!set) {
         if (st->nsets == VK_PLAN_SETS)
@@ -396,6 +404,7 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
         if ((r = write_set(d, st->pool, bi, &set)) < 0)
             return r;
         memcpy(st->sets[st->nsets].bi, bi, sizeof(bi));
+        memcpy(st->sets[st->nsets].ids, ids, sizeof(ids));
         st->sets[st->nsets++].set = set;
     }
     struct attn_block pc;

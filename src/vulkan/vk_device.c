@@ -44,9 +44,17 @@ static int find_mem(const VkPhysicalDeviceMemoryProperties *mp, uint32_t bits,
 }
 
 /* host: 1 = host-visible and mapped (staging, small uniforms, unified user buffers). */
+static _Atomic uint64_t buf_ids;
+
+uint64_t vk_buf_id(void)
+{
+    return atomic_fetch_add(&buf_ids, 1) + 1;
+}
+
 static int vk_buf_alloc(struct vk_dev *d, VkDeviceSize size, int host, struct vk_buf *out)
 {
     memset(out, 0, sizeof(*out));
+    out->id = vk_buf_id();
     VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                                .size = size,
                                .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |

@@ -351,6 +351,7 @@ int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDeviceSize of
         vb->buf = buf;
         vb->imported = 1;
         vb->usage = usage;
+        vb->id = vk_buf_id();
     }
     if ((r = ssmax_buffer_adopt(ctx, vb, (size_t)offset, (size_t)size, out)) < 0) {
         if (fresh)

@@ -123,6 +123,9 @@ struct vk_buf {
      * one object), counted, on the device's list. */
     int refs;
     struct vk_buf *next;
+    /* Never reused in the process (vk_buf_id): a recorded plan's descriptor sets are keyed by it,
+     * since a new VkBuffer may take a destroyed one's handle value. */
+    uint64_t id;
 };
 
 struct vk_pipe {
@@ -186,6 +189,8 @@ int vk_err(struct ssmax_context *ctx, VkResult r, const char *what);
 /* Grows an internal buffer to at least size bytes; host: 1 host-visible and mapped, 2 also
  * cached (staging reads), 0 device-local. */
 int vk_buf_ensure(struct vk_dev *d, struct vk_buf *b, VkDeviceSize size, int host);
+/* A new buffer identity (struct vk_buf.id). */
+uint64_t vk_buf_id(void);
 /* Frees an internal buffer (NULL handles allowed) and zeroes *b. */
 void vk_buf_free(struct vk_dev *d, struct vk_buf *b);
 /* The device's one command buffer: begin, and end + submit + wait on the fence. */
