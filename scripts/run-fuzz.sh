@@ -15,7 +15,14 @@ for t in npy params cli; do
   cp tests/fuzz/corpus/$t/* "$work/$t/"
   ./build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$secs" -max_len=4096 \
     -artifact_prefix="$work/" "$work/$t" 2>&1 | grep -E "^Done|ERROR|SUMMARY" || true
-  ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* >/dev/null 2>&1 && { echo "fuzz_$t failed"; exit 1; }
+  # any one artifact fails (ls of three patterns succeeds only when all three match)
+  for a in "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-*; do
+    if [ -e "$a" ]; then
+      echo "fuzz_$t failed: $a"
+      od -An -tx1 "$a" | head -5
+      exit 1
+    fi
+  done
 done
 rm -rf "$work"
 echo "fuzzing: no crash"

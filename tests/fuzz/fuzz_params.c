@@ -20,9 +20,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     float sb[64];
     for (int i = 0; i < 64; i++)
         sb[i] = (float)(i % 7) * 0.1f;
-    // pointers cannot come from the fuzzer: NULL or a 64-entry array
+    // pointers cannot come from the fuzzer: NULL or a 64-entry array, and NULL or strides made of
+    // the bytes after the flags
     p.s = (size > n && (data[n] & 1) && p.q_heads <= 64) ? sb : NULL;
     p.b = (size > n && (data[n] & 2) && p.q_heads <= 64) ? sb : NULL;
+    struct ssmax_strides st;
+    memset(&st, 0, sizeof(st));
+    if (size > n + 1 && (data[n] & 4))
+        memcpy(&st, data + n + 1, size - n - 1 < sizeof(st) ? size - n - 1 : sizeof(st));
+    p.strides = size > n && (data[n] & 4) ? &st : NULL;
     char msg[512];
     if (ssmax_attn_validate(&p, msg, sizeof(msg)) != SSMAX_OK)
         return 0;
@@ -32,9 +38,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (work > 2e5 || elems > 2e5)
         return 0;
     size_t es = p.dtype == SSMAX_F16 ? 2 : 4;
-    size_t nq = (size_t)p.batch * p.q_heads * p.q_len * p.head_dim;
-    size_t nk = (size_t)p.batch * p.kv_heads * p.kv_len * p.head_dim;
-    void *q = calloc(nq, es), *k = calloc(nk, es), *o = calloc(nq, es);
+    // Bytes each tensor spans: dense, or its strided extent (a stride of 0 is the dense one).
+    const uint32_t cnt[4][3] = { { p.batch, p.q_heads, p.q_len }, { p.batch, p.kv_heads, p.kv_len },
+                                 { p.batch, p.kv_heads, p.kv_len }, { p.batch, p.q_heads, p.q_len } };
+    const uint64_t *gs[4] = { st.q, st.k, st.v, st.o };
+    double ext[4];
+    for (int t = 0; t < 4; t++) {
+        double row = (double)p.head_dim * es, sr = row, sh, sbt;
+        if (p.strides && gs[t][2])
+            sr = (double)gs[t][2];
+        sh = p.strides && gs[t][1] ? (double)gs[t][1] : sr * cnt[t][2];
+        sbt = p.strides && gs[t][0] ? (double)gs[t][0] : sh * cnt[t][1];
+        ext[t] = (cnt[t][0] - 1) * sbt + (cnt[t][1] - 1) * sh + (cnt[t][2] - 1) * sr + row;
+        if (ext[t] > 8e6)
+            return 0;
+    }
+    size_t nq = (size_t)ext[0], nk = (size_t)(ext[1] > ext[2] ? ext[1] : ext[2]);
+    size_t no = (size_t)ext[3];
+    void *q = calloc(nq, 1), *k = calloc(nk, 1), *o = calloc(no, 1);
     float *lse = calloc((size_t)p.batch * p.q_heads * p.q_len, sizeof(float));
     struct ssmax_attn_host io = { q, k, k, o, lse, NULL, NULL, NULL };
     if (q && k && o && lse && ssmax_attn_ref(&p, &io) != SSMAX_OK)
