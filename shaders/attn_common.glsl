@@ -57,16 +57,106 @@ void store_o2(uint e, vec2 v)
 }
 #endif
 
-// Keys visible to query row i (SPEC.md section 2): n = q_pos + i + 1 when causal, else Lk.
-uint kv_end(uint i)
+// The additive mask (FL_MASK) and its rows' visible-key counts (mask_count.comp writes them).
+layout(binding = BIND_MASK, std430) readonly buffer BufM { uint mask_data[]; };
+layout(binding = BIND_NVIS, std430) buffer BufN { uint nvis[]; };
+
+// Per-batch key count and position of row 0 (FL_SEQ), else the call's.
+uint seq_kv(uint b)
 {
-    return pc.causal != 0u ? min(pc.q_pos + i + 1u, pc.Lk) : pc.Lk;
+    return (pc.flags & FL_SEQ) != 0u ? floatBitsToUint(st.coef[3u * pc.Hq + b]) : pc.Lk;
+}
+uint seq_pos(uint b)
+{
+    return (pc.flags & FL_SEQ) != 0u ? floatBitsToUint(st.coef[3u * pc.Hq + pc.B + b]) : pc.q_pos;
 }
 
-// f(n, p, h) * scale for query head h, row i: max(lo, a_h * ln(x) + b_h), with x = n, or
-// x = floor((p + o) / F) + 1 for FLOOR_LOG. The host folds the mode and scale into a_h, b_h, lo.
+// Keys [x, y) that row i of batch item b may see before the mask (SPEC.md section 7.2):
+// j < kv_len[b], j <= p when causal, j > p - W with a window; x == y when there are none.
+uvec2 kv_range(uint b, uint i)
+{
+    const uint p = seq_pos(b) + i;
+    uint hi = seq_kv(b);
+    if (pc.causal != 0u)
+        hi = min(hi, p + 1u);
+    const uint lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
+    return uvec2(min(lo, hi), hi);
+}
+// The end of that range (a row's keys are [kv_range.x, kv_end)).
+uint kv_end(uint b, uint i)
+{
+    return kv_range(b, i).y;
+}
+
+// The mask row of (b, h, i): its first element in mask_data (m_sb, m_sh are 0 where the mask
+// broadcasts), and entry j of it (-inf: hidden).
+uint mask_row(uint b, uint h, uint i)
+{
+    return pc.mask_off + b * st.m_sb + h * st.m_sh + i * st.m_sr;
+}
+float mask_at(uint row, uint j)
+{
+    const uint e = row + j;
+    return (pc.flags & FL_MASK_F16) != 0u ? unpackHalf2x16(mask_data[e >> 1])[e & 1u]
+                                          : uintBitsToFloat(mask_data[e]);
+}
+// Index of (b, h, i) in nvis.
+uint nvis_index(uint b, uint h, uint i)
+{
+    const bool heads = (pc.flags & FL_MASK_HEADS) != 0u;
+    return ((heads ? b * pc.Hq + h : b)) * pc.Lq + i;
+}
+
+// n: the keys row i of head h of batch item b sees (SPEC.md section 7.2).
+uint row_n(uint b, uint h, uint i)
+{
+    if ((pc.flags & FL_MASK) != 0u)
+        return nvis[nvis_index(b, h, i)];
+    const uvec2 r = kv_range(b, i);
+    return r.y - r.x;
+}
+
+// f(n, p, h) * scale for query head h, row i of batch item b: max(lo, a_h * ln(x) + b_h), with
+// x = n (at least 1: an empty row's factor is never used), or x = floor((p + o) / F) + 1 for
+// FLOOR_LOG. The host folds the mode and scale into a_h, b_h, lo.
+float row_factor(uint b, uint h, uint i)
+{
+    uint x = pc.x_floor != 0u ? (seq_pos(b) + i + pc.pos_offset) / pc.floor_scale + 1u
+                              : max(row_n(b, h, i), 1u);
+    return max(pc.lo, st.coef[2u * h] * log(float(x)) + st.coef[2u * h + 1u]);
+}
+
+// Soft-capping (SPEC.md section 7.3): C * tanh(z / C) for C > 0. tanh's argument is held to
+// [-15, 15], where tanh is +-1 in fp32, so no driver's tanh sees an overflowing exp; NaN stays
+// NaN (the comparison is false for it).
+float softcap(float z)
+{
+    if (pc.softcap <= 0.0)
+        return z;
+    float t = z / pc.softcap;
+    t = abs(t) > 15.0 ? sign(t) * 15.0 : t;
+    return pc.softcap * tanh(t);
+}
+
+// A row's sink (SPEC.md section 7.4) folded into its running max m and sum l at the end: the
+// sink joins the denominator only. Returns the factor the row's accumulated O takes.
+float sink_fold(uint h, inout float m, inout float l)
+{
+    if ((pc.flags & FL_SINKS) == 0u)
+        return 1.0;
+    const float s = st.coef[2u * pc.Hq + h], mn = max(m, s), a = exp(m - mn);
+    l = l * a + exp(s - mn);
+    m = mn;
+    return a;
+}
+
+// Interim: the signatures of the kernels that do not take SPEC.md section 7 yet (no FL_* flag,
+// no window: batch item 0 stands for every item). Removed when every kernel does.
+uint kv_end(uint i)
+{
+    return kv_end(0u, i);
+}
 float row_factor(uint h, uint i)
 {
-    uint x = pc.x_floor != 0u ? (pc.q_pos + i + pc.pos_offset) / pc.floor_scale + 1u : kv_end(i);
-    return max(pc.lo, st.coef[2u * h] * log(float(x)) + st.coef[2u * h + 1u]);
+    return row_factor(0u, h, i);
 }

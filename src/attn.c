@@ -30,7 +30,8 @@ static void bufs_of(const struct ssmax_attn_buffers *b, struct attn_bufs *ab)
         b->q->bk, b->k->bk, b->v->bk, b->o->bk, b->lse ? b->lse->bk : NULL,
         b->probs ? b->probs->bk : NULL, b->q->base + b->q_off, b->k->base + b->k_off,
         b->v->base + b->v_off, b->o->base + b->o_off, b->lse ? b->lse->base + b->lse_off : 0,
-        b->probs ? b->probs->base + b->probs_off : 0,
+        b->probs ? b->probs->base + b->probs_off : 0, b->mask ? b->mask->bk : NULL,
+        b->mask ? b->mask->base + b->mask_off : 0,
     };
 }
 
@@ -58,7 +59,8 @@ int ssmax_attn_buffers_resolve(ssmax_context *ctx, const struct ssmax_attn_buffe
         (b->v && !(out->v = ssmax_buffer_resolve(ctx, b->v, "bufs->v"))) ||
         (b->o && !(out->o = ssmax_buffer_resolve(ctx, b->o, "bufs->o"))) ||
         (b->lse && !(out->lse = ssmax_buffer_resolve(ctx, b->lse, "bufs->lse"))) ||
-        (b->probs && !(out->probs = ssmax_buffer_resolve(ctx, b->probs, "bufs->probs"))))
+        (b->probs && !(out->probs = ssmax_buffer_resolve(ctx, b->probs, "bufs->probs"))) ||
+        (b->mask && !(out->mask = ssmax_buffer_resolve(ctx, b->mask, "bufs->mask"))))
         return SSMAX_ERR_INVALID_ARG;
     return SSMAX_OK;
 }
@@ -176,7 +178,6 @@ int ssmax_plan_create(ssmax_context *ctx, const struct ssmax_attn_params *p, uin
         return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
     r = ssmax_plan_make_for(ctx, p, NULL, !!(flags & SSMAX_PLAN_LSE),
                             !!(flags & SSMAX_PLAN_PROBS), &plan->pl);
-    plan->pl.p.s = plan->pl.p.b = NULL; // the coefficients hold them; p's arrays may go
     // The layout, resolved for the plan's kv_len, kept by the plan: executions with fewer keys
     // read the same layout (the reference on the cpu device too).
     for (int t = 0; t < 4; t++) {
@@ -238,6 +239,7 @@ static int exec_begin(ssmax_context *ctx, const void *h, const struct ssmax_attn
                       const struct ssmax_exec_args *args, struct ssmax_plan **out,
                       struct ssmax_attn_buffers *rb, struct attn_plan *pl)
 {
+    pl->own = NULL; // ssmax_plan_free(pl) is safe from here on
     int r = ssmax_need_runnable(ctx);
     if (r < 0)
         return r;
@@ -258,8 +260,9 @@ static int exec_begin(ssmax_context *ctx, const void *h, const struct ssmax_attn
     if ((r = ssmax_attn_buffers_resolve(ctx, b, rb)) < 0)
         return r;
     *out = plan;
-    return ssmax_plan_exec(ctx, &plan->pl, rb, a.kv_len ? a.kv_len : plan->pl.p.kv_len, a.q_pos,
-                           pl);
+    if (!a.kv_len)
+        a.kv_len = plan->pl.p.kv_len;
+    return ssmax_plan_exec(ctx, &plan->pl, rb, &a, pl);
 }
 
 int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_attn_buffers *b,
@@ -269,7 +272,10 @@ int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_att
     struct ssmax_attn_buffers rb;
     struct attn_plan pl;
     int r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
-    return r < 0 ? r : run(ctx, &pl, &rb);
+    if (r == SSMAX_OK)
+        r = run(ctx, &pl, &rb);
+    ssmax_plan_free(ctx, &pl);
+    return r;
 }
 
 int ssmax_plan_record(ssmax_context *ctx, void *h, const struct ssmax_attn_buffers *b,
@@ -279,8 +285,10 @@ int ssmax_plan_record(ssmax_context *ctx, void *h, const struct ssmax_attn_buffe
     struct ssmax_attn_buffers rb;
     struct attn_plan pl;
     int r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
-    if (r < 0)
+    if (r < 0) {
+        ssmax_plan_free(ctx, &pl);
         return r;
+    }
     struct attn_bufs ab;
     bufs_of(&rb, &ab);
     r = rec(ctx->dev, &plan->pl, &plan->bk_state, &pl, &ab, arg);
@@ -290,6 +298,7 @@ int ssmax_plan_record(ssmax_context *ctx, void *h, const struct ssmax_attn_buffe
     } else if (r == SSMAX_ERR_DEVICE_LOST) {
         ctx->failed = 1;
     }
+    ssmax_plan_free(ctx, &pl);
     return r;
 }
 

@@ -33,6 +33,8 @@ struct ssmax_backend_fns {
     /* head_dim the kernels take: a multiple of head_dim_step up to head_dim_max. */
     uint32_t head_dim_step, head_dim_max;
     int rows_kernel; // 1: has SSMAX_KERNEL_ROWS (tuned entries may name it)
+    int inference;   // 1: the kernels take SPEC.md section 7.2-7.4 (masks, windows, per-batch
+                     // lengths, soft-capping, sinks); else such a call is SSMAX_ERR_UNSUPPORTED
     /* The backend's part of planning (plan.c calls it once per call, after the path): fills
      * kernel, kernel_name, tiles, bk_kernel and bk_flags, scratch_max and max_groups_x; may split
      * the keys further where the device needs it (an AUTO path only, with the reason in why);

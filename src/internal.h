@@ -82,7 +82,7 @@ struct plan_tensor {
     uint64_t bytes, off;
     uint32_t esz;
 };
-enum { PLAN_TENSORS = 6 };
+enum { PLAN_TENSORS = 7 };
 void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS]);
 /* What a device allows each tensor of a plan: at most max_bytes (limit names it, as "largest
  * allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"); with align, bindings start at the offset rounded
@@ -120,8 +120,14 @@ struct attn_plan {
     /* Row factor times scale, for every mode: fac = max(lo, a[h] * ln(x) + b[h]) with x = n
      * (visible keys), or x = (q_pos + i + pos_offset) / floor_scale + 1 for FLOOR_LOG. */
     float *coef;               // the kernels' BIND_COEF: the strides block (struct
-                               // attn_strides), then [2 * q_heads] a0, b0, a1, b1, ...
+                               // attn_strides), then the coefficient words (attn_iface.h)
     uint64_t coef_bytes;       // ... its size
+    void *own;                 // what this plan owns (ssmax_plan_free): coef and copies of p's
+                               // arrays (s, b, sinks, kv_lens, q_positions), which p points to
+    uint32_t flags;            // FL_* (attn_iface.h)
+    uint64_t mask_bytes, mask_off; // the mask's strided extent and byte offset in its buffer
+    uint32_t mask_esz;         // 4 or 2; 0 without a mask
+    uint64_t nvis_bytes;       // with a mask: the visible-key counts (BIND_NVIS), 4 a mask row
     float lo;
     uint32_t x_floor;          // 1: FLOOR_LOG argument
     int want_lse, want_probs;
@@ -179,12 +185,11 @@ struct attn_strides {
 };
 _Static_assert(sizeof(struct attn_strides) == STRIDE_WORDS * 4 && SI_COUNT == STRIDE_WORDS,
                "strides block layout");
-/* The public params keep their size: strides took 8 bytes of reserved. */
-_Static_assert(sizeof(struct ssmax_attn_params) == 136 &&
-                   offsetof(struct ssmax_attn_params, reserved) == 112,
+_Static_assert(sizeof(void *) != 8 || sizeof(struct ssmax_attn_params) == 208,
                "struct ssmax_attn_params layout");
-/* The block of a plan, with the tensors' first elements in their bindings (q, k, v, o, lse). */
-void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5],
+/* The block of a plan, with the tensors' first elements in their bindings (q, k, v, o, lse,
+ * mask). */
+void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[6],
                       struct attn_block *out);
 
 /* Appends a reason to pl->why. */
@@ -193,16 +198,10 @@ void ssmax_plan_why(struct attn_plan *pl, const char *fmt, ...) __attribute__((f
 struct attn_bufs {
     void *q, *k, *v, *o, *lse, *probs; // backend buffer objects
     size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
+    void *mask;                        // NULL without a mask
+    size_t mask_off;
 };
 
-/* Rows visible to query row i (SPEC.md section 2). */
-static inline uint32_t plan_visible(const struct attn_plan *pl, uint32_t i)
-{
-    if (!pl->p.causal)
-        return pl->p.kv_len;
-    uint64_t n = (uint64_t)pl->q_pos + i + 1;
-    return n < pl->p.kv_len ? (uint32_t)n : pl->p.kv_len;
-}
 
 /* Checked handles (handle.c). init gives the context its serial; release frees the table. new
  * makes a handle for obj in *out; get resolves h (an argument called arg) to its object, or sets
@@ -272,6 +271,11 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
 /* Byte strides of Q, K, V, O (in that order; batch, head, row) with the defaults resolved (0: the
  * value that packs the dimension over the ones inside it), and each tensor's strided extent in
  * bytes. Only for parameters that passed ssmax_validate_params (no overflow then). */
+/* Position of row 0 of batch item b (q_positions, q_pos, or the default from kv_lens[b]). */
+uint64_t ssmax_seq_pos(const struct ssmax_attn_params *p, uint32_t b);
+/* The mask's byte strides (dense defaults for its shape; 0 where it broadcasts) and extent; 0
+ * when they overflow (validate.c). */
+int ssmax_mask_layout(const struct ssmax_attn_params *p, uint64_t s[3], uint64_t *extent);
 void ssmax_resolve_strides(const struct ssmax_attn_params *p, uint64_t s[4][3],
                            uint64_t extent[4]);
 /* The plan (plan.c), on ctx's open device; b NULL plans without buffers (offsets 0, no LSE or
@@ -283,12 +287,14 @@ void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl);
 int ssmax_plan_make_for(struct ssmax_context *ctx, const struct ssmax_attn_params *p,
                         const struct ssmax_attn_buffers *b, int want_lse, int want_probs,
                         struct attn_plan *pl);
-/* One execution of plan base: kv_len keys (at most the plan's) and query row 0 at q_pos (< 0:
- * the default for kv_len) with the buffers b (resolved). *pl is base with the execution's values,
- * buffers checked, and scratch and submissions worked out again: the path, kernel and tiles stay.
- * pl shares base's coefficients: never ssmax_plan_free it. */
+/* One execution of plan base with args a (kv_len 0 resolved to the plan's; at most the plan's,
+ * q_pos < 0: the default for kv_len, per-batch arrays or NULL) and the buffers b (resolved). *pl
+ * is base with the execution's values, buffers checked, and scratch and submissions worked out
+ * again: the path, kernel and tiles stay. pl shares base's coefficients unless the execution has
+ * per-batch arrays (then it owns a copy): ssmax_plan_free it, also after a failure (it frees only
+ * what pl owns). */
 int ssmax_plan_exec(struct ssmax_context *ctx, const struct attn_plan *base,
-                    const struct ssmax_attn_buffers *b, uint32_t kv_len, int64_t q_pos,
+                    const struct ssmax_attn_buffers *b, const struct ssmax_exec_args *a,
                     struct attn_plan *pl);
 /* Shared memory of the tiles kernels at BR x BC and head dim D, in bytes. */
 uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc);

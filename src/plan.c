@@ -33,8 +33,9 @@ void ssmax_plan_why(struct attn_plan *pl, const char *fmt, ...)
 
 void ssmax_plan_free(struct ssmax_context *ctx, struct attn_plan *pl)
 {
-    if (pl) {
-        ssmax_free(ctx, pl->coef);
+    if (pl && pl->own) {
+        ssmax_free(ctx, pl->own);
+        pl->own = NULL;
         pl->coef = NULL;
     }
 }
@@ -77,6 +78,7 @@ static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         { "q", b->q, b->q_off, pl->q_bytes, 0 },
         { "k", b->k, b->k_off, pl->k_bytes, 0 },
         { "v", b->v, b->v_off, pl->v_bytes, 0 },
+        { "mask", b->mask, b->mask_off, pl->mask_bytes, 0 },
     };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(t); i++) {
         if (!t[i].out || !t[i].buf)
@@ -112,6 +114,11 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         (b->lse && (r = check_buf(ctx, b->lse, b->lse_off, pl->lse_bytes, "lse")) < 0) ||
         (b->probs && (r = check_buf(ctx, b->probs, b->probs_off, pl->probs_bytes, "probs")) < 0))
         return r;
+    if (pl->p.mask && (r = check_buf(ctx, b->mask, b->mask_off, pl->mask_bytes, "mask")) < 0)
+        return r;
+    if (!pl->p.mask && b->mask)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->mask: set, but params mask is SSMAX_MASK_NONE");
     for (size_t i = 0; i < sizeof(b->reserved); i++)
         if (b->reserved[i])
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
@@ -122,6 +129,61 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
     pl->v_off = b->v->base + b->v_off, pl->o_off = b->o->base + b->o_off;
     pl->lse_off = b->lse ? b->lse->base + b->lse_off : 0;
     pl->probs_off = b->probs ? b->probs->base + b->probs_off : 0;
+    pl->mask_off = b->mask ? b->mask->base + b->mask_off : 0;
+    return SSMAX_OK;
+}
+
+/* The plan's own block (pl->own): the coefficients (zeroed, room for the strides block and every
+ * coefficient word), then copies of p's per-head and per-batch arrays, which pl->p points to from
+ * then on: a plan object outlives the caller's arrays. With a (an execution's arguments), the
+ * per-batch arrays are a's and the coefficients a copy of pl's. Fills the per-batch words from
+ * q_pos as given (< 0: each item's default); with per-batch arrays, pl->p.q_positions then holds
+ * every item's position. */
+static int plan_arrays(ssmax_context *ctx, struct attn_plan *pl, const struct ssmax_attn_params *p,
+                       const struct ssmax_exec_args *a, int64_t q_pos)
+{
+    const uint32_t Hq = p->q_heads, B = p->batch;
+    const uint64_t coef_bytes = 4ull * (STRIDE_WORDS + 3ull * Hq + 2ull * B);
+    const uint32_t *kv_lens = a ? a->kv_lens : p->kv_lens;
+    const int64_t *q_positions = a ? a->q_positions : p->q_positions;
+    const size_t bytes = 8ull * B + coef_bytes + 12ull * Hq + 4ull * B;
+    char *own = ssmax_calloc(ctx, 1, bytes);
+    if (!own)
+        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
+    int64_t *qps = (int64_t *)(void *)own;
+    float *coef = (float *)(void *)(own + 8ull * B);
+    float *s = coef + coef_bytes / 4, *bb = s + Hq, *sinks = bb + Hq;
+    uint32_t *kvl = (uint32_t *)(void *)(sinks + Hq);
+    if (a)
+        memcpy(coef, pl->coef, coef_bytes); // the plan's, for the execution's own words
+    if (p->s)
+        memcpy(s, p->s, 4ull * Hq), pl->p.s = s;
+    if (p->b)
+        memcpy(bb, p->b, 4ull * Hq), pl->p.b = bb;
+    if (p->sinks)
+        memcpy(sinks, p->sinks, 4ull * Hq), pl->p.sinks = sinks;
+    pl->p.kv_lens = kv_lens ? memcpy(kvl, kv_lens, 4ull * B) : NULL;
+    pl->p.q_positions = NULL;
+    if (kv_lens || q_positions) {
+        struct ssmax_attn_params t = pl->p;
+        t.q_pos = q_pos;
+        t.q_positions = q_positions;
+        for (uint32_t i = 0; i < B; i++)
+            qps[i] = (int64_t)ssmax_seq_pos(&t, i);
+        pl->p.q_positions = qps;
+    }
+    pl->own = own;
+    pl->coef = coef;
+    pl->coef_bytes = coef_bytes;
+    // Per-batch keys and positions (FL_SEQ when any item differs from the call's values).
+    uint32_t *w = (uint32_t *)(void *)(coef + STRIDE_WORDS + 3ull * Hq);
+    pl->flags &= ~FL_SEQ;
+    for (uint32_t i = 0; i < B; i++) {
+        w[i] = pl->p.kv_lens ? pl->p.kv_lens[i] : pl->p.kv_len;
+        w[B + i] = (uint32_t)ssmax_seq_pos(&pl->p, i);
+        if (w[i] != pl->p.kv_len || w[B + i] != pl->q_pos)
+            pl->flags |= FL_SEQ;
+    }
     return SSMAX_OK;
 }
 
@@ -167,12 +229,9 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
                                "%s: attention weights need path unfused or auto",
                                b ? "bufs->probs" : "flags: SSMAX_PLAN_PROBS");
 
-    // The kernels' BIND_COEF: the strides block, then the factor coefficients.
-    pl->coef_bytes = 4ull * STRIDE_WORDS + 8ull * p->q_heads;
-    float *cbuf = ssmax_calloc(ctx, 1, (size_t)pl->coef_bytes);
-    if (!cbuf)
-        return ssmax_set_error(ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "plan: out of host memory");
-    pl->coef = cbuf;
+    if ((r = plan_arrays(ctx, pl, p, NULL, p->q_pos)) < 0)
+        return r;
+    float *cbuf = pl->coef;
     // Element strides; a dimension of one index has stride 0, so every stride the kernels
     // multiply by a nonzero index is within the tensor's extent, which ssmax_plan_fit bounds.
     struct attn_strides es;
@@ -189,6 +248,19 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
             if ((t == 1 || t == 2) && x % 4)
                 pl->kv_strides4 = 0;
         }
+    if (p->mask) {
+        uint64_t ms[3], mext;
+        ssmax_mask_layout(p, ms, &mext);
+        pl->mask_esz = p->mask_dtype == SSMAX_F16 ? 2 : 4;
+        pl->mask_bytes = mext;
+        es.m_sb = (uint32_t)(ms[0] / pl->mask_esz);
+        es.m_sh = (uint32_t)(ms[1] / pl->mask_esz);
+        es.m_sr = (uint32_t)(ms[2] / pl->mask_esz);
+        const uint64_t hm = p->mask == SSMAX_MASK_BH_LQ_LK ? p->q_heads : 1;
+        pl->nvis_bytes = 4ull * p->batch * hm * p->q_len;
+        pl->flags |= FL_MASK | (p->mask_dtype == SSMAX_F16 ? FL_MASK_F16 : 0) |
+                     (p->mask == SSMAX_MASK_BH_LQ_LK ? FL_MASK_HEADS : 0);
+    }
     memcpy(cbuf, &es, sizeof(es));
     // Factor coefficients: fac = max(lo, a_h * ln(x) + b_h), already times the scale.
     float *coef = cbuf + STRIDE_WORDS;
@@ -205,7 +277,10 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
         }
         coef[2 * h] = (float)a;
         coef[2 * h + 1] = (float)o;
+        coef[2 * p->q_heads + h] = p->sinks ? p->sinks[h] : 0.0f;
     }
+    if (p->sinks)
+        pl->flags |= FL_SINKS;
     if (p->mode == SSMAX_MODE_LOGN)
         pl->lo = (float)sc;
     pl->x_floor = p->mode == SSMAX_MODE_FLOOR_LOG;
@@ -391,6 +466,12 @@ int ssmax_plan_make_for(ssmax_context *ctx, const struct ssmax_attn_params *p,
                                "range; the cpu device takes any in [1, %d])",
                                p->head_dim, fns->head_dim_step, fns->head_dim_step,
                                fns->head_dim_max, fns->name, SSMAX_MAX_REF_HEAD_DIM);
+    if (!fns->inference && (pl->flags || p->window || p->softcap > 0))
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
+                               "%s: the %s kernels do not take masks, windows, per-batch lengths, "
+                               "soft-capping or sinks yet (SPEC.md section 7); the cpu device does",
+                               p->mask ? "mask" : p->window ? "window" : p->softcap > 0 ? "softcap"
+                               : p->sinks ? "sinks" : "kv_lens", fns->name);
     plan_path(dev, pl);
     pl->scratch_max = UINT64_MAX;
     pl->max_groups_x = UINT32_MAX;
@@ -404,34 +485,61 @@ int ssmax_plan_make_for(ssmax_context *ctx, const struct ssmax_attn_params *p,
 }
 
 int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
-                    const struct ssmax_attn_buffers *b, uint32_t kv_len, int64_t q_pos,
+                    const struct ssmax_attn_buffers *b, const struct ssmax_exec_args *a,
                     struct attn_plan *pl)
 {
     const struct ssmax_attn_params *bp = &base->p;
+    const uint32_t kv_len = a->kv_len;
+    int64_t q_pos = a->q_pos;
+    *pl = *base; // shares coef and own until the execution needs its own
+    pl->own = NULL;
     if (kv_len < 1 || kv_len > bp->kv_len)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                "args->kv_len: %u is not in [1, %u] (the plan's kv_len)", kv_len,
                                bp->kv_len);
-    if (q_pos < 0)
+    if (q_pos < 0 && !a->kv_lens)
         q_pos = kv_len >= bp->q_len ? kv_len - bp->q_len : 0;
-    // The position rules of the parameters, against the plan's kv_len (SPEC.md section 7.2).
+    // The position rules of the parameters, against the plan's kv_len (SPEC.md section 7.2);
+    // per-batch lengths against this execution's.
     struct ssmax_attn_params chk = *bp;
     chk.q_pos = q_pos;
-    chk.s = chk.b = NULL;
+    chk.s = chk.b = chk.sinks = NULL;
+    chk.kv_lens = NULL;
+    chk.q_positions = a->q_positions;
     char msg[512];
     int r = ssmax_validate_params(&chk, msg, sizeof(msg));
+    if (r == SSMAX_OK && a->kv_lens) {
+        chk.kv_len = kv_len; // each kv_lens[b] within the execution's kv_len
+        chk.kv_lens = a->kv_lens;
+        chk.causal = 0;      // positions were checked against the plan's kv_len above
+        chk.window = 0;
+        r = ssmax_validate_params(&chk, msg, sizeof(msg));
+    }
     if (r < 0) {
         const char *m = strncmp(msg, "q_pos", 5) ? msg : msg + 5;
-        return ssmax_set_error(ctx, r, "%s%s", m == msg ? "" : "args->q_pos", m);
+        return ssmax_set_error(ctx, r, "%s%s", m == msg ? "args->" : "args->q_pos", m);
     }
-    *pl = *base; // shares coef: the caller never frees pl
     pl->p.kv_len = kv_len;
-    pl->q_pos = (uint32_t)q_pos;
+    pl->q_pos = q_pos < 0 ? 0 : (uint32_t)q_pos;
     pl->p.q_pos = q_pos;
+    pl->p.kv_lens = NULL;
+    pl->p.q_positions = NULL;
+    if ((a->kv_lens || a->q_positions) && !ctx->dev->fns->inference)
+        return ssmax_set_error(ctx, SSMAX_ERR_UNSUPPORTED,
+                               "args->%s: the %s kernels do not take per-batch lengths yet "
+                               "(SPEC.md section 7)", a->kv_lens ? "kv_lens" : "q_positions",
+                               ctx->dev->fns->name);
+    if (a->kv_lens || a->q_positions) {
+        // The execution's per-batch words in its own copy of the coefficients.
+        if ((r = plan_arrays(ctx, pl, &pl->p, a, q_pos)) < 0)
+            return r;
+    } else {
+        pl->flags &= ~FL_SEQ; // the plan's own arrays are not the execution's
+    }
     // K and V keep the plan's layout and extent (k_bytes, v_bytes: the plan's kv_len rows a head),
     // as ssmax.h says their buffers must hold: an execution is checked and bound (recorded
     // plans bind the plan's extent once) for the same bytes whatever its kv_len; the first
-    // kv_len rows of each head are read.
+    // kv_len rows of each head are read. So does the mask, with the plan's kv_len a row.
     if (pl->want_probs) {
         if (!b->probs)
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
@@ -464,6 +572,7 @@ void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_
     out[3] = (struct plan_tensor){ "o", pl->o_bytes, pl->o_off, esz };
     out[4] = (struct plan_tensor){ "lse", pl->want_lse ? pl->lse_bytes : 0, pl->lse_off, 4 };
     out[5] = (struct plan_tensor){ "probs", pl->want_probs ? pl->probs_bytes : 0, pl->probs_off, 0 };
+    out[6] = (struct plan_tensor){ "mask", pl->mask_bytes, pl->mask_off, pl->mask_esz };
 }
 
 int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
@@ -501,7 +610,7 @@ int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
     return SSMAX_OK;
 }
 
-void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5], struct attn_block *out)
+void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[6], struct attn_block *out)
 {
     const struct ssmax_attn_params *p = &pl->p;
     *out = (struct attn_block){
@@ -512,6 +621,8 @@ void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[5], st
         .q_off = elem_off[0], .k_off = elem_off[1], .v_off = elem_off[2], .o_off = elem_off[3],
         .lse_off = elem_off[4], .want_lse = (uint32_t)pl->want_lse,
         .split_len = pl->split_len, .nsplit = pl->nsplit,
+        .flags = pl->flags, .window = p->window, .softcap = p->softcap,
+        .mask_off = elem_off[5],
     };
 }
 

@@ -144,6 +144,130 @@ static int validate_strides(const struct ssmax_attn_params *p, char *msg, size_t
     return SSMAX_OK;
 }
 
+/* The position rules for row 0 of a batch item at qp (given: q_pos or q_positions[b] set) with
+ * keys kv; name is the field ("q_pos", "q_positions[3]"). */
+static int check_pos(const struct ssmax_attn_params *p, uint64_t qp, const char *name, char *msg,
+                     size_t len)
+{
+    if (p->causal && qp + p->q_len > p->kv_len)
+        return FAIL("%s: %llu + q_len %u exceeds kv_len %u (a causal query cannot sit past "
+                    "the last key)", name, (unsigned long long)qp, p->q_len, p->kv_len);
+    if (qp + p->q_len > UINT32_MAX)
+        return FAIL("%s: %llu + q_len %u exceeds 2^32 - 1 (positions are 32-bit)", name,
+                    (unsigned long long)qp, p->q_len);
+    if (p->mode == SSMAX_MODE_FLOOR_LOG && qp + p->q_len + p->pos_offset > UINT32_MAX)
+        return FAIL("pos_offset: %s %llu + q_len %u + pos_offset %u exceeds 2^32 - 1 (floor-log "
+                    "positions p + pos_offset + 1 are 32-bit)", name,
+                    (unsigned long long)qp, p->q_len, p->pos_offset);
+    return SSMAX_OK;
+}
+
+uint64_t ssmax_seq_pos(const struct ssmax_attn_params *p, uint32_t b)
+{
+    if (p->q_positions)
+        return (uint64_t)p->q_positions[b];
+    if (p->q_pos >= 0)
+        return (uint64_t)p->q_pos;
+    const uint32_t kv = p->kv_lens ? p->kv_lens[b] : p->kv_len;
+    return kv >= p->q_len ? (uint64_t)kv - p->q_len : 0;
+}
+
+/* The mask's byte strides with the dense defaults for its shape, and its extent; 0 when they
+ * overflow 64 bits. */
+int ssmax_mask_layout(const struct ssmax_attn_params *p, uint64_t s[3], uint64_t *extent)
+{
+    const uint64_t esz = p->mask_dtype == SSMAX_F16 ? 2 : 4, *g = p->mask_strides;
+    const uint64_t heads = p->mask == SSMAX_MASK_BH_LQ_LK ? p->q_heads : 1;
+    const uint64_t items = p->mask == SSMAX_MASK_LQ_LK ? 1 : p->batch;
+    int ok = 1;
+    s[2] = g[2] ? g[2] : (uint64_t)p->kv_len * esz;
+    s[1] = s[0] = 0;
+    if (heads > 1 || p->mask == SSMAX_MASK_BH_LQ_LK)
+        s[1] = g[1] ? g[1] : s[2], ok = g[1] || mul_ok(&s[1], p->q_len);
+    if (p->mask != SSMAX_MASK_LQ_LK) {
+        if (g[0])
+            s[0] = g[0];
+        else if (p->mask == SSMAX_MASK_BH_LQ_LK)
+            s[0] = s[1], ok = ok && mul_ok(&s[0], heads);
+        else
+            s[0] = s[2], ok = ok && mul_ok(&s[0], p->q_len);
+    }
+    uint64_t e = (uint64_t)p->kv_len * esz;
+    const uint64_t n[3] = { items, heads, p->q_len };
+    for (int d = 0; d < 3 && ok; d++) {
+        uint64_t x = n[d] - 1;
+        ok = mul_ok(&x, s[d]) && !__builtin_add_overflow(e, x, &e);
+    }
+    *extent = e;
+    return ok;
+}
+
+/* SPEC.md sections 7.2 to 7.4: per-sequence lengths and positions, window, soft-cap, sinks, mask.
+ * Sizes are bounded before this runs only by the shapes' own checks, so the mask's extent is
+ * computed with overflow checks. */
+static int validate_ext(const struct ssmax_attn_params *p, char *msg, size_t len)
+{
+    if (p->window && !p->causal)
+        return FAIL("window: %u needs causal attention (a sliding window is causal; set causal "
+                    "= 1 or window = 0)", p->window);
+    if (!isfinite(p->softcap) || p->softcap < 0)
+        return FAIL("softcap: %g must be finite and > 0 (0: no soft-capping)", (double)p->softcap);
+    if (p->sinks)
+        for (uint32_t h = 0; h < p->q_heads; h++)
+            if (!isfinite(p->sinks[h]))
+                return FAIL("sinks[%u]: %g must be finite", h, (double)p->sinks[h]);
+    if (p->kv_lens)
+        for (uint32_t b = 0; b < p->batch; b++)
+            if (p->kv_lens[b] < 1 || p->kv_lens[b] > p->kv_len)
+                return FAIL("kv_lens[%u]: %u is not in [1, %u] (kv_len)", b, p->kv_lens[b],
+                            p->kv_len);
+    if (p->q_positions || p->kv_lens) {
+        char name[48];
+        for (uint32_t b = 0; b < p->batch; b++) {
+            if (p->q_positions && p->q_positions[b] < 0)
+                return FAIL("q_positions[%u]: %lld must be >= 0", b, (long long)p->q_positions[b]);
+            if (p->q_positions && p->q_positions[b] > (int64_t)UINT32_MAX)
+                return FAIL("q_positions[%u]: %lld exceeds 2^32 - 1 (positions are 32-bit)", b,
+                            (long long)p->q_positions[b]);
+            snprintf(name, sizeof(name), p->q_positions ? "q_positions[%u]" : "q_pos (of item %u)",
+                     b);
+            int r = check_pos(p, ssmax_seq_pos(p, b), name, msg, len);
+            if (r < 0)
+                return r;
+        }
+    }
+    if ((unsigned)p->mask > SSMAX_MASK_BH_LQ_LK)
+        return FAIL("mask: %d is not a valid enum ssmax_mask_shape (0..3)", (int)p->mask);
+    if (p->mask == SSMAX_MASK_NONE) {
+        if (p->mask_strides[0] || p->mask_strides[1] || p->mask_strides[2])
+            return FAIL("mask_strides: set without a mask (mask is SSMAX_MASK_NONE)");
+        return SSMAX_OK;
+    }
+    if (p->mask_dtype != SSMAX_F32 && p->mask_dtype != SSMAX_F16)
+        return FAIL("mask_dtype: %d is not SSMAX_F32 (0) or SSMAX_F16 (1)", (int)p->mask_dtype);
+    const uint64_t esz = p->mask_dtype == SSMAX_F16 ? 2 : 4;
+    static const char *const dims[3] = { "batch", "head", "row" };
+    for (int d = 0; d < 3; d++) {
+        if (p->mask_strides[d] % esz)
+            return FAIL("mask_strides[%d]: %llu bytes (the %s stride) is not a multiple of the "
+                        "entry size %llu", d, (unsigned long long)p->mask_strides[d], dims[d],
+                        (unsigned long long)esz);
+        if (p->mask_strides[d] > UINT32_MAX)
+            return FAIL("mask_strides[%d]: %llu bytes exceeds 2^32 - 1", d,
+                        (unsigned long long)p->mask_strides[d]);
+    }
+    if (p->mask == SSMAX_MASK_LQ_LK && (p->mask_strides[0] || p->mask_strides[1]))
+        return FAIL("mask_strides[%d]: must be 0 for a [q_len, kv_len] mask (shared by every "
+                    "batch item and head)", p->mask_strides[0] ? 0 : 1);
+    if (p->mask == SSMAX_MASK_B1_LQ_LK && p->mask_strides[1])
+        return FAIL("mask_strides[1]: must be 0 for a [batch, 1, q_len, kv_len] mask (shared by "
+                    "the heads)");
+    uint64_t s[3], e;
+    if (!ssmax_mask_layout(p, s, &e) || e > SIZE_MAX / 2)
+        return FAIL("mask: its strided extent overflows the address space");
+    return SSMAX_OK;
+}
+
 int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t len)
 {
     if (!p)
@@ -202,16 +326,9 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
     const uint64_t qp = p->q_pos >= 0   ? (uint64_t)p->q_pos
                         : p->kv_len >= p->q_len ? (uint64_t)p->kv_len - p->q_len
                                                 : 0;
-    if (p->causal && qp + p->q_len > p->kv_len)
-        return FAIL("q_pos: %llu + q_len %u exceeds kv_len %u (a causal query cannot sit past "
-                    "the last key)", (unsigned long long)qp, p->q_len, p->kv_len);
-    if (qp + p->q_len > UINT32_MAX)
-        return FAIL("q_pos: %llu + q_len %u exceeds 2^32 - 1 (positions are 32-bit)",
-                    (unsigned long long)qp, p->q_len);
-    if (p->mode == SSMAX_MODE_FLOOR_LOG && qp + p->q_len + p->pos_offset > UINT32_MAX)
-        return FAIL("pos_offset: q_pos %llu + q_len %u + pos_offset %u exceeds 2^32 - 1 (floor-log "
-                    "positions p + pos_offset + 1 are 32-bit)",
-                    (unsigned long long)qp, p->q_len, p->pos_offset);
+    int rp = check_pos(p, qp, "q_pos", msg, len);
+    if (rp < 0)
+        return rp;
     if ((unsigned)p->path > SSMAX_PATH_UNFUSED)
         return FAIL("path: %d is not a valid enum ssmax_path (0..3)", (int)p->path);
     if (p->kv_splits > 256)
@@ -224,6 +341,9 @@ int ssmax_validate_params(const struct ssmax_attn_params *p, char *msg, size_t l
     for (size_t i = 0; i < sizeof(p->reserved); i++)
         if (p->reserved[i])
             return FAIL("reserved: must be zero");
+    int r = validate_ext(p, msg, len);
+    if (r < 0)
+        return r;
     uint64_t e = p->batch, kv = p->batch;
     uint64_t esz = p->dtype == SSMAX_F16 ? 2 : 4;
     if (!mul_ok(&e, p->q_heads) || !mul_ok(&e, p->q_len) || !mul_ok(&e, p->head_dim) ||

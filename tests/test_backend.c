@@ -1003,6 +1003,244 @@ static void test_tune_store(void **state)
             setenv(vars[k], saved[k], 1);
 }
 
+/* ---- SPEC.md section 7: per-sequence lengths, masks, windows, soft-capping, sinks ---- */
+
+/* The six exact cases of SPEC.md section 7.5 on every path, f32 and f16 storage (the data are
+ * small integers, exact in f16), mask f32 and f16. */
+static void test_inference_exact(void **state)
+{
+    (void)state;
+    const float qf[8] = { 1, 0, 0, 1, 1, 1, 2, -1 }, kf[8] = { 1, 0, 0, 1, 1, -1, 1, 1 },
+                vf[8] = { 1, 0, 0, 1, 2, 2, -1, 3 };
+    const float X = -INFINITY;
+    const float mask[16] = { 0, X, X, X, 0, -1, X, X, X, 0.5f, 0, X, 0, 0, X, 0 };
+    static const struct {
+        int causal;
+        uint32_t window, kv3;
+        float cap, sink;
+        int has_sink, has_mask;
+        double o[4][2], lse[4];
+    } cases[] = {
+        { 1, 2, 0, 0, 0, 0, 0,
+          { { 1, 0 }, { 0.439039, 0.560961 }, { 0.878077, 1.439039 }, { 0.860411, 2.379863 } },
+          { 0, 0.823168, 0.823168, 1.213009 } },
+        { 1, 0, 0, 1, 0, 0, 0,
+          { { 1, 0 }, { 0.440219, 0.559781 }, { 0.885064, 0.885064 }, { 0.804734, 1.513099 } },
+          { 0, 0.820483, 1.359811, 1.915814 } },
+        { 1, 0, 0, 0, 0.5f, 1, 0,
+          { { 0.377541, 0 }, { 0.254685, 0.325411 }, { 0.620693, 0.620693 }, { 0.892262, 1.302672 } },
+          { 0.974077, 1.367729, 1.722412, 2.389667 } },
+        { 1, 0, 0, 0, 0, 0, 1,
+          { { 1, 0 }, { 0.680253, 0.319747 }, { 0.643795, 1.321898 }, { 0.161747, 1.179026 } },
+          { 0, 0.385290, 1.133522, 1.464957 } },
+        { 0, 0, 3, 0, 0, 0, 0,
+          { { 1.120185, 1.000000 }, { 0.747360, 0.897909 }, { 0.879815, 0.879815 }, { 1.417300, 1.170338 } },
+          { 1.373536, 1.148283, 1.373536, 1.801619 } },
+        { 1, 3, 0, 2, -1, 1, 1,
+          { { 0.731059, 0 }, { 0.544263, 0.255514 }, { 0.576055, 1.182068 }, { -0.525675, 1.899812 } },
+          { 0.313262, 0.608323, 1.244699, 0.886918 } },
+    };
+    // D = 8 (the GPU kernels' smallest): the data in the first two columns, zeros after.
+    const uint32_t D = 8;
+    float q[32] = { 0 }, k[32] = { 0 }, v[32] = { 0 };
+    uint16_t qh[32], kh[32], vh[32], mh[16];
+    for (int r = 0; r < 4; r++)
+        for (int d = 0; d < 2; d++)
+            q[r * D + d] = qf[r * 2 + d], k[r * D + d] = kf[r * 2 + d], v[r * D + d] = vf[r * 2 + d];
+    for (int i = 0; i < 32; i++)
+        qh[i] = ssmax_f32_to_f16(q[i]), kh[i] = ssmax_f32_to_f16(k[i]), vh[i] = ssmax_f32_to_f16(v[i]);
+    for (int i = 0; i < 16; i++)
+        mh[i] = ssmax_f32_to_f16(mask[i]);
+    ssmax_buffer *bq, *bk, *bv, *bo, *bl, *bm, *bp;
+    assert_int_equal(ssmax_buffer_create(ctx, 128, &bq), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 128, &bk), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 128, &bv), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 128, &bo), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 16, &bl), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 64, &bm), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, 64, &bp), 0);
+    static const enum ssmax_path paths[3] = { SSMAX_PATH_FUSED, SSMAX_PATH_SPLIT_KV,
+                                              SSMAX_PATH_UNFUSED };
+    for (int f16 = 0; f16 < 2; f16++) {
+        const size_t es = f16 ? 2 : 4;
+        assert_int_equal(ssmax_buffer_write(ctx, bq, 0, f16 ? (void *)qh : (void *)q, 32 * es), 0);
+        assert_int_equal(ssmax_buffer_write(ctx, bk, 0, f16 ? (void *)kh : (void *)k, 32 * es), 0);
+        assert_int_equal(ssmax_buffer_write(ctx, bv, 0, f16 ? (void *)vh : (void *)v, 32 * es), 0);
+        assert_int_equal(ssmax_buffer_write(ctx, bm, 0, f16 ? (void *)mh : (void *)mask, 16 * es), 0);
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+            for (int pi = 0; pi < 3; pi++) {
+                struct ssmax_attn_params p;
+                ssmax_attn_params_default(&p);
+                p.dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+                p.head_dim = D;
+                p.q_len = p.kv_len = 4;
+                p.s_all = 0.5f;
+                p.scale = (float)(1 / sqrt(2.0));
+                p.causal = cases[c].causal;
+                p.q_pos = 0;
+                p.window = cases[c].window;
+                p.softcap = cases[c].cap;
+                p.path = paths[pi];
+                p.kv_splits = pi == 1 ? 2 : 0;
+                const uint32_t kvl = cases[c].kv3;
+                p.kv_lens = kvl ? &kvl : NULL;
+                const float sink = cases[c].sink;
+                p.sinks = cases[c].has_sink ? &sink : NULL;
+                struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl,
+                                                 .probs = pi == 2 ? bp : NULL };
+                if (cases[c].has_mask) {
+                    p.mask = SSMAX_MASK_LQ_LK;
+                    p.mask_dtype = p.dtype;
+                    ab.mask = bm;
+                }
+                int st = ssmax_attn(ctx, &p, &ab);
+                if (st != SSMAX_OK)
+                    fail_msg("case %zu path %d f16 %d: %s", c, pi, f16, ssmax_last_error(ctx));
+                float o[32], lse[4];
+                uint16_t oh[32];
+                assert_int_equal(ssmax_buffer_read(ctx, bo, 0, f16 ? (void *)oh : (void *)o, 32 * es), 0);
+                assert_int_equal(ssmax_buffer_read(ctx, bl, 0, lse, 16), 0);
+                const double tol = f16 ? 2e-3 : 2e-6;
+                for (int i = 0; i < 4; i++) {
+                    for (int d = 0; d < 2; d++) {
+                        double got = f16 ? ssmax_f16_to_f32(oh[i * D + d]) : o[i * D + d];
+                        if (!(fabs(got - cases[c].o[i][d]) <= tol + 1e-6))
+                            fail_msg("case %zu path %d f16 %d row %d O[%d] = %.6f, want %.6f", c,
+                                     pi, f16, i, d, got, cases[c].o[i][d]);
+                    }
+                    if (!(fabs(lse[i] - cases[c].lse[i]) <= 2e-6))
+                        fail_msg("case %zu path %d f16 %d row %d LSE = %.6f, want %.6f", c, pi,
+                                 f16, i, (double)lse[i], cases[c].lse[i]);
+                }
+                check_validation();
+            }
+    }
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk), ssmax_buffer_destroy(ctx, &bv);
+    ssmax_buffer_destroy(ctx, &bo), ssmax_buffer_destroy(ctx, &bl), ssmax_buffer_destroy(ctx, &bm);
+    ssmax_buffer_destroy(ctx, &bp);
+}
+
+/* Seeded random cases of every feature of section 7 against the reference: every path, f32 and
+ * f16, every mask shape and dtype (rows emptied, rows with one key), windows, soft-caps, sinks,
+ * per-sequence lengths, GQA, strided layouts, and NaN in every key no row may see. */
+static void test_inference_random(void **state)
+{
+    (void)state;
+    static const uint32_t lens[] = { 1, 3, 7, 33, 113, 300 };
+    static const uint32_t dims[] = { 8, 16, 64, 128, 40 };
+    const char *e = getenv("SSMAX_TEST_CASES");
+    int ncases = e ? atoi(e) : 48;
+    if (ncases < 1)
+        fail_msg("SSMAX_TEST_CASES='%s': not a positive number of cases", e);
+    uint64_t seed = base_seed ^ 0x7e57;
+    printf("# inference random: %d cases, seed %llu\n", ncases, (unsigned long long)seed);
+    for (int i = 0; i < ncases; i++) {
+        struct hcase c = base_case(1, 1, 1, 1, 8);
+        c.p.mode = (enum ssmax_mode)(i % 5);
+        c.p.dtype = (i / 5) % 2 ? SSMAX_F16 : SSMAX_F32;
+        c.p.kv_heads = 1 + (uint32_t)(h_rand(&seed) % 2);
+        c.p.q_heads = c.p.kv_heads * (1u << (h_rand(&seed) % 3));
+        c.p.batch = 1 + (uint32_t)(h_rand(&seed) % 3);
+        c.p.head_dim = dims[h_rand(&seed) % 5];
+        uint32_t a = lens[h_rand(&seed) % 6], b = lens[h_rand(&seed) % 6];
+        c.p.q_len = a < b ? a : b;
+        c.p.kv_len = a < b ? b : a;
+        c.p.causal = (int)(h_rand(&seed) % 3 != 0);
+        c.p.path = (enum ssmax_path)(h_rand(&seed) % 4);
+        c.p.train_len = 2 + (uint32_t)(h_rand(&seed) % 64);
+        c.p.floor_scale = 1 + (uint32_t)(h_rand(&seed) % 100);
+        const uint32_t f = (uint32_t)h_rand(&seed);
+        if (c.p.causal && f % 3 == 0)
+            c.p.window = 1 + (uint32_t)(h_rand(&seed) % (c.p.kv_len + 3)); // 1 up to past Lk
+        if (f % 5 < 2)
+            c.p.softcap = (float)(0.5 + 4 * (double)(h_rand(&seed) % 1000) / 1000);
+        c.sinks = f % 7 < 3;
+        c.seq_lens = (f >> 8) % 2;
+        c.mask = (int)((f >> 9) % 4);
+        c.mask_f16 = (f >> 11) % 2;
+        c.mask_hide = 0.05 + 0.9 * (double)((f >> 12) % 100) / 100;
+        c.nan_hidden = 1;
+        c.want_probs = c.p.path == SSMAX_PATH_UNFUSED && (f >> 20) % 2;
+        c.layout = (f >> 21) % 3 == 0 ? (int)(1 + (f >> 23) % (H_LAYOUTS - 1)) : H_DENSE;
+        c.amp = 2;
+        c.seed = seed + (uint64_t)i;
+        run_case(&c);
+    }
+}
+
+/* A padded batch of four sequences of 1, 7, 300 and 5000 keys, decode (one query row each, at
+ * the end of its sequence) and a 3-row prefill, in one call: against the reference, with NaN in
+ * every key past a sequence's length. */
+static void test_padded_batch(void **state)
+{
+    (void)state;
+    static const uint32_t kvl[4] = { 1, 7, 300, 5000 };
+    for (int pi = 0; pi < 4; pi++)
+        for (int lq = 1; lq <= 3; lq += 2) {
+            struct hcase c = base_case(8, 2, (uint32_t)lq, 5000, 64);
+            c.p.batch = 4;
+            c.p.kv_lens = kvl;
+            c.p.causal = lq > 1;
+            c.p.path = (enum ssmax_path)pi;
+            c.p.dtype = pi % 2 ? SSMAX_F16 : SSMAX_F32;
+            c.nan_hidden = 1;
+            static const uint32_t kvl3[4] = { 3, 7, 300, 5000 };
+            static const int64_t qp[4] = { 0, 4, 297, 4997 }; // each sequence's last 3 rows
+            if (lq > 1) {
+                c.p.kv_lens = kvl3;
+                c.p.q_positions = qp;
+            }
+            c.seed = base_seed + 4000 + (uint64_t)(pi * 4 + lq);
+            run_case(&c);
+        }
+}
+
+/* Windows of 1 and wider than the context, with and without a mask, on every path. */
+static void test_windows(void **state)
+{
+    (void)state;
+    static const uint32_t ws[] = { 1, 2, 64, 1000, 100000 };
+    for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++)
+        for (int pi = 0; pi < 4; pi++) {
+            struct hcase c = base_case(4, 2, 33, 700, 64);
+            c.p.causal = 1;
+            c.p.window = ws[w];
+            c.p.path = (enum ssmax_path)pi;
+            c.mask = w % 2 ? SSMAX_MASK_BH_LQ_LK : SSMAX_MASK_NONE;
+            c.mask_hide = 0.3;
+            c.nan_hidden = 1;
+            c.sinks = (int)(w % 2);
+            c.seed = base_seed + 5000 + w * 4 + (uint64_t)pi;
+            run_case(&c);
+        }
+    // Decode far into a long context with a small window: only the window's keys hold data.
+    struct hcase c = base_case(8, 2, 1, 20000, 128);
+    c.p.causal = 1;
+    c.p.window = 100;
+    c.nan_hidden = 1;
+    run_case(&c);
+}
+
+/* A plan with a mask, executed with per-batch lengths and positions that change every step. */
+static void test_plan_inference(void **state)
+{
+    (void)state;
+    for (int pi = 0; pi < 4; pi++) {
+        struct hcase c = base_case(4, 2, 1, 400, 64);
+        c.p.batch = 3;
+        c.p.path = (enum ssmax_path)pi;
+        c.mask = SSMAX_MASK_B1_LQ_LK;
+        c.mask_hide = 0.2;
+        c.sinks = 1;
+        c.p.softcap = 5;
+        c.p.kv_lens = (const uint32_t[3]){ 17, 400, 250 };
+        c.nan_hidden = 1;
+        c.use_plan = 1; // h_run: a plan, executed with the per-batch arrays as its arguments
+        c.seed = base_seed + 6000 + (uint64_t)pi;
+        run_case(&c);
+    }
+}
+
 static void log_cb(void *priv, enum ssmax_log_level l, const char *msg)
 {
     (void)priv, (void)l;
@@ -1069,6 +1307,9 @@ int main(void)
         cmocka_unit_test(test_long_rows_forced), cmocka_unit_test(test_tune_store),
         cmocka_unit_test(test_plan),          cmocka_unit_test(test_gpu_shapes),
         cmocka_unit_test(test_plan_objects),
+        cmocka_unit_test(test_inference_exact), cmocka_unit_test(test_inference_random),
+        cmocka_unit_test(test_padded_batch),  cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_plan_inference),
     };
     e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
     if (e && *e) {

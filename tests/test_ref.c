@@ -97,6 +97,125 @@ static void test_case_a(void **state)
     assert_true(fabs(ssmax_row_factor(&p, 0, 5, 4) - 0.692058302) <= 1e-7);
 }
 
+/* SPEC.md 7.5: the six exact cases on the data of case B (SSMAX, s = 0.5, c = 1/sqrt(2)). */
+static void test_case_inference(void **state)
+{
+    (void)state;
+    const float q[8] = { 1, 0, 0, 1, 1, 1, 2, -1 }, k[8] = { 1, 0, 0, 1, 1, -1, 1, 1 },
+                v[8] = { 1, 0, 0, 1, 2, 2, -1, 3 };
+    const float X = -INFINITY;
+    const float mask[16] = { 0, X, X, X, 0, -1, X, X, X, 0.5f, 0, X, 0, 0, X, 0 };
+    uint16_t mask16[16];
+    for (int j = 0; j < 16; j++)
+        mask16[j] = ssmax_f32_to_f16(mask[j]);
+    static const struct {
+        int causal;
+        uint32_t window, kv3;
+        float cap, sink;
+        int has_sink, has_mask;
+        double o[4][2], lse[4];
+    } cases[] = {
+        { 1, 2, 0, 0, 0, 0, 0,
+          { { 1, 0 }, { 0.439039, 0.560961 }, { 0.878077, 1.439039 }, { 0.860411, 2.379863 } },
+          { 0, 0.823168, 0.823168, 1.213009 } },
+        { 1, 0, 0, 1, 0, 0, 0,
+          { { 1, 0 }, { 0.440219, 0.559781 }, { 0.885064, 0.885064 }, { 0.804734, 1.513099 } },
+          { 0, 0.820483, 1.359811, 1.915814 } },
+        { 1, 0, 0, 0, 0.5f, 1, 0,
+          { { 0.377541, 0 }, { 0.254685, 0.325411 }, { 0.620693, 0.620693 }, { 0.892262, 1.302672 } },
+          { 0.974077, 1.367729, 1.722412, 2.389667 } },
+        { 1, 0, 0, 0, 0, 0, 1,
+          { { 1, 0 }, { 0.680253, 0.319747 }, { 0.643795, 1.321898 }, { 0.161747, 1.179026 } },
+          { 0, 0.385290, 1.133522, 1.464957 } },
+        { 0, 0, 3, 0, 0, 0, 0,
+          { { 1.120185, 1.000000 }, { 0.747360, 0.897909 }, { 0.879815, 0.879815 }, { 1.417300, 1.170338 } },
+          { 1.373536, 1.148283, 1.373536, 1.801619 } },
+        { 1, 3, 0, 2, -1, 1, 1,
+          { { 0.731059, 0 }, { 0.544263, 0.255514 }, { 0.576055, 1.182068 }, { -0.525675, 1.899812 } },
+          { 0.313262, 0.608323, 1.244699, 0.886918 } },
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (int m16 = 0; m16 < 2; m16++) {
+            struct ssmax_attn_params p;
+            ssmax_attn_params_default(&p);
+            p.head_dim = 2;
+            p.q_len = p.kv_len = 4;
+            p.s_all = 0.5f;
+            p.causal = cases[c].causal;
+            p.q_pos = 0;
+            p.window = cases[c].window;
+            p.softcap = cases[c].cap;
+            const uint32_t kvl = cases[c].kv3;
+            if (kvl)
+                p.kv_lens = &kvl;
+            const float sink = cases[c].sink;
+            if (cases[c].has_sink)
+                p.sinks = &sink;
+            if (cases[c].has_mask) {
+                p.mask = SSMAX_MASK_LQ_LK;
+                p.mask_dtype = m16 ? SSMAX_F16 : SSMAX_F32;
+            }
+            double o[8], lse[4];
+            float of[8], lsef[4];
+            struct ssmax_attn_host io = { q, k, v, of, lsef, NULL, o, lse, NULL };
+            if (cases[c].has_mask)
+                io.mask = m16 ? (const void *)mask16 : (const void *)mask;
+            assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+            for (int i = 0; i < 4; i++) {
+                for (int d = 0; d < 2; d++)
+                    if (fabs(o[i * 2 + d] - cases[c].o[i][d]) > TOL) {
+                        print_error("case %zu (mask f16 %d) row %d O[%d] = %.6f, want %.6f\n", c,
+                                    m16, i, d, o[i * 2 + d], cases[c].o[i][d]);
+                        fail();
+                    }
+                if (fabs(lse[i] - cases[c].lse[i]) > TOL) {
+                    print_error("case %zu row %d LSE = %.6f, want %.6f\n", c, i, lse[i],
+                                cases[c].lse[i]);
+                    fail();
+                }
+            }
+        }
+}
+
+/* Empty rows: O = 0 and LSE = -inf, or LSE = sigma with a sink; hidden keys' NaN never reaches a
+ * row; a NaN mask entry on a visible key makes the row NaN; n counts visible keys only. */
+static void test_inference_edges(void **state)
+{
+    (void)state;
+    const float N = NAN, X = -INFINITY;
+    // 2 rows, 3 keys, D = 2; key 2 is NaN and hidden from row 0 by the mask.
+    const float q[4] = { 1, 0, 0, 1 }, k[6] = { 1, 0, 0, 1, N, N }, v[6] = { 1, 2, 3, 4, N, N };
+    const float mask[6] = { 0, 0, X, X, X, X }; // row 1 sees nothing
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.head_dim = 2;
+    p.q_len = 2;
+    p.kv_len = 3;
+    p.mask = SSMAX_MASK_LQ_LK;
+    double o[4], lse[2];
+    float of[4], probs[6];
+    struct ssmax_attn_host io = { q, k, v, of, NULL, probs, o, lse, mask };
+    assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+    // Row 0 sees keys 0 and 1: n = 2, f = 0.43 ln 2; row 1 is empty.
+    const double f = (double)0.43f * log(2.0) / sqrt(2.0), w0 = 1 / (1 + exp(-f));
+    assert_true(fabs(o[0] - (w0 * 1 + (1 - w0) * 3)) <= TOL);
+    assert_true(fabs(probs[0] - w0) <= 1e-6 && probs[2] == 0);
+    assert_true(o[2] == 0 && o[3] == 0 && isinf(lse[1]) && lse[1] < 0);
+    assert_true(probs[3] == 0 && probs[4] == 0 && probs[5] == 0);
+    const float sinks[1] = { 0.25f };
+    p.sinks = sinks;
+    assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+    assert_true(o[2] == 0 && o[3] == 0 && fabs(lse[1] - 0.25) <= 1e-12);
+    assert_true(probs[3] == 0 && probs[4] == 0 && probs[5] == 0);
+    const double den = exp(f) + 1 + exp(0.25);
+    assert_true(fabs(probs[0] - exp(f) / den) <= 1e-6 && fabs(lse[0] - log(den)) <= 1e-9);
+    // A NaN entry on a visible key: that row NaN, the other untouched.
+    float mask2[6] = { 0, N, X, 0, 0, X };
+    io.mask = mask2;
+    assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+    assert_true(isnan(o[0]) && isnan(lse[0]) && !isnan(o[2]) && !isnan(lse[1]));
+}
+
 static void test_case_b(void **state)
 {
     (void)state;
@@ -304,6 +423,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fading_table),  cmocka_unit_test(test_case_a),
         cmocka_unit_test(test_case_b),        cmocka_unit_test(test_factor_tables),
+        cmocka_unit_test(test_case_inference), cmocka_unit_test(test_inference_edges),
         cmocka_unit_test(test_gqa_equals_repeat), cmocka_unit_test(test_causal_qpos),
         cmocka_unit_test(test_edges),         cmocka_unit_test(test_half),
     };

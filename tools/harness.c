@@ -79,11 +79,26 @@ const char *h_layout_name(int layout)
 void h_describe(const struct hcase *c, char *buf, size_t len)
 {
     const struct ssmax_attn_params *p = &c->p;
-    snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s%s%s seed=%llu", p->batch,
+    char ext[160] = "";
+    size_t n = 0;
+    if (p->window)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " window=%u", p->window);
+    if (p->softcap > 0)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " softcap=%g", (double)p->softcap);
+    if (c->sinks || p->sinks)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " sinks");
+    if (c->seq_lens || p->kv_lens || p->q_positions)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " per-seq");
+    if (c->mask)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " mask=%d%s/%g%s", c->mask,
+                              c->mask_f16 ? "h" : "", c->mask_hide, c->mask_block ? "/blocks" : "");
+    if (c->nan_hidden)
+        snprintf(ext + n, sizeof(ext) - n, " nan-hidden");
+    snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s%s%s%s seed=%llu", p->batch,
              p->q_heads, p->kv_heads, p->q_len, p->kv_len, p->head_dim,
              p->dtype == SSMAX_F16 ? "f16" : "f32", p->causal ? " causal" : "",
              h_mode_name(p->mode), h_path_name(p->path), c->want_probs ? " probs" : "",
-             c->layout ? " layout=" : "", c->layout ? h_layout_name(c->layout) : "",
+             c->layout ? " layout=" : "", c->layout ? h_layout_name(c->layout) : "", ext,
              (unsigned long long)c->seed);
 }
 
@@ -170,7 +185,7 @@ static void resolved(const struct ssmax_attn_params *p, const uint64_t g[3], uin
 }
 
 struct hbufs {
-    ssmax_buffer *q, *k, *v, *o, *lse, *probs;
+    ssmax_buffer *q, *k, *v, *o, *lse, *probs, *mask;
 };
 
 static void free_bufs(ssmax_context *ctx, struct hbufs *b)
@@ -181,14 +196,89 @@ static void free_bufs(ssmax_context *ctx, struct hbufs *b)
     ssmax_buffer_destroy(ctx, &b->o);
     ssmax_buffer_destroy(ctx, &b->lse);
     ssmax_buffer_destroy(ctx, &b->probs);
+    ssmax_buffer_destroy(ctx, &b->mask);
 }
 
 /* Host inputs and per-head arrays for a case. */
 struct hhost {
     void *q, *k, *v;
-    float *s, *b;
-    size_t nq, nkv, esz;
+    float *s, *b, *sinks;
+    void *mask;          // dense for its shape (mask_strides 0)
+    uint32_t *kv_lens;   // the case's per-batch lengths (seq_lens)
+    size_t nq, nkv, esz, nmask;
 };
+
+/* The mask's dense entry count for its shape. */
+static size_t mask_count(const struct ssmax_attn_params *p, int shape)
+{
+    size_t n = (size_t)p->q_len * p->kv_len;
+    if (shape == SSMAX_MASK_B1_LQ_LK)
+        n *= p->batch;
+    if (shape == SSMAX_MASK_BH_LQ_LK)
+        n *= (size_t)p->batch * p->q_heads;
+    return n;
+}
+
+/* 1 when key j is visible to row i of head h of batch item b (SPEC.md section 7.2). */
+static int h_visible(const struct ssmax_attn_params *p, const struct hhost *h, uint32_t b,
+                     uint32_t hq, uint32_t i, uint32_t j)
+{
+    const uint64_t kv = p->kv_lens ? p->kv_lens[b] : p->kv_len;
+    uint64_t pos;
+    if (p->q_positions)
+        pos = (uint64_t)p->q_positions[b];
+    else if (p->q_pos >= 0)
+        pos = (uint64_t)p->q_pos;
+    else
+        pos = kv >= p->q_len ? kv - p->q_len : 0;
+    pos += i;
+    if (j >= kv || (p->causal && j > pos) || (p->window && j + p->window <= pos))
+        return 0;
+    if (p->mask) {
+        size_t at = (size_t)i * p->kv_len + j;
+        if (p->mask == SSMAX_MASK_B1_LQ_LK)
+            at += (size_t)b * p->q_len * p->kv_len;
+        else if (p->mask == SSMAX_MASK_BH_LQ_LK)
+            at += ((size_t)b * p->q_heads + hq) * p->q_len * p->kv_len;
+        float x = p->mask_dtype == SSMAX_F16 ? ssmax_f16_to_f32(((uint16_t *)h->mask)[at])
+                                             : ((float *)h->mask)[at];
+        if (x == -INFINITY)
+            return 0;
+    }
+    return 1;
+}
+
+/* The additive mask of a case (hcase.mask*), dense for its shape. */
+static void make_mask(const struct hcase *c, const struct ssmax_attn_params *p, struct hhost *h,
+                      uint64_t *seed)
+{
+    const uint32_t Lq = p->q_len, Lk = p->kv_len;
+    const size_t rows = h->nmask / Lk;
+    for (size_t r = 0; r < rows; r++) {
+        const uint32_t i = (uint32_t)(r % Lq);
+        const double u = h_unit(seed);
+        const int empty = !c->mask_block && u < 0.125, single = !c->mask_block && u >= 0.875;
+        const uint32_t keep = single ? (uint32_t)(h_rand(seed) % Lk) : 0;
+        for (uint32_t j = 0; j < Lk; j++) {
+            float x;
+            if (c->mask_block) {
+                // One draw per block of 16 rows x mask_block keys of this mask matrix.
+                uint64_t bs = c->seed ^ ((r / Lq) * 0x9e3779b97f4a7c15ull) ^
+                              ((uint64_t)(i / 16) << 32) ^ (j / c->mask_block);
+                x = h_unit(&bs) < c->mask_hide ? -INFINITY : (float)(3 * h_unit(seed) - 2);
+            } else if (empty || (single && j != keep)) {
+                x = -INFINITY;
+            } else {
+                x = h_unit(seed) < c->mask_hide && !single ? -INFINITY
+                                                           : (float)(3 * h_unit(seed) - 2);
+            }
+            if (c->mask_f16)
+                ((uint16_t *)h->mask)[r * Lk + j] = ssmax_f32_to_f16(x);
+            else
+                ((float *)h->mask)[r * Lk + j] = x;
+        }
+    }
+}
 
 /* Element i of a host tensor of type dt becomes a quiet NaN. */
 static void set_nan(void *a, enum ssmax_dtype dt, size_t i)
@@ -256,6 +346,50 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
         set_nan(h->k, p->dtype, (size_t)(c->nan_k_key - 1) * p->head_dim);
     if (c->nan_v_key > 0 && (uint32_t)c->nan_v_key <= p->kv_len)
         set_nan(h->v, p->dtype, (size_t)(c->nan_v_key - 1) * p->head_dim);
+    if (c->sinks) {
+        if (!(h->sinks = malloc(sizeof(float) * p->q_heads)))
+            return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        for (uint32_t i = 0; i < p->q_heads; i++)
+            h->sinks[i] = (float)(3 * h_unit(&seed) - 1);
+        p->sinks = h->sinks;
+    }
+    if (c->seq_lens && !p->kv_lens) {
+        if (!(h->kv_lens = malloc(sizeof(uint32_t) * p->batch)))
+            return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        for (uint32_t b = 0; b < p->batch; b++)
+            h->kv_lens[b] = 1 + (uint32_t)(h_rand(&seed) % p->kv_len);
+        if (p->causal && !p->q_positions && p->q_pos < 0)
+            for (uint32_t b = 0; b < p->batch; b++) // causal rows must sit within kv_len
+                if (h->kv_lens[b] < p->q_len)
+                    h->kv_lens[b] = p->q_len;
+        p->kv_lens = h->kv_lens;
+    }
+    if (c->mask) {
+        p->mask = (enum ssmax_mask_shape)c->mask;
+        p->mask_dtype = c->mask_f16 ? SSMAX_F16 : SSMAX_F32;
+        h->nmask = mask_count(p, c->mask);
+        if (!(h->mask = malloc(h->nmask * (c->mask_f16 ? 2 : 4))))
+            return SSMAX_ERR_OUT_OF_HOST_MEMORY;
+        make_mask(c, p, h, &seed);
+    }
+    if (c->nan_hidden && (uint64_t)p->batch * p->q_heads * p->q_len * p->kv_len <= (1ull << 27)) {
+        // Keys no row of the batch item sees, in any head that reads them: NaN in K and V.
+        const uint32_t G = p->q_heads / p->kv_heads;
+        for (uint32_t b = 0; b < p->batch; b++)
+            for (uint32_t g = 0; g < p->kv_heads; g++)
+                for (uint32_t j = 0; j < p->kv_len; j++) {
+                    int seen = 0;
+                    for (uint32_t hq = g * G; hq < (g + 1) * G && !seen; hq++)
+                        for (uint32_t i = 0; i < p->q_len && !seen; i++)
+                            seen = h_visible(p, h, b, hq, i, j);
+                    if (!seen)
+                        for (uint32_t d = 0; d < p->head_dim; d++) {
+                            size_t at = (((size_t)b * p->kv_heads + g) * p->kv_len + j) * p->head_dim + d;
+                            set_nan(h->k, p->dtype, at);
+                            set_nan(h->v, p->dtype, at);
+                        }
+                }
+    }
     if (c->nan_v_hidden && p->causal) {
         int64_t qp = p->q_pos >= 0 ? p->q_pos : (int64_t)p->kv_len - p->q_len;
         uint32_t first = (uint32_t)(qp + p->q_len); // keys no row sees
@@ -274,6 +408,9 @@ static void free_host(struct hhost *h)
     free(h->v);
     free(h->s);
     free(h->b);
+    free(h->sinks);
+    free(h->mask);
+    free(h->kv_lens);
 }
 
 /* The inputs as they go to the device: the dense host arrays, or a layout's images. */
@@ -283,8 +420,8 @@ struct himg {
 };
 
 static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const struct himg *h,
-                  const struct hcase *c, struct hbufs *b, struct ssmax_attn_buffers *ab,
-                  uint8_t *guard_pat)
+                  const struct hhost *hh, const struct hcase *c, struct hbufs *b,
+                  struct ssmax_attn_buffers *ab, uint8_t *guard_pat)
 {
     memset(ab, 0, sizeof(*ab));
     size_t no = h->no, nl = (size_t)p->batch * p->q_heads * p->q_len * 4;
@@ -323,6 +460,14 @@ static int upload(ssmax_context *ctx, const struct ssmax_attn_params *p, const s
     ab->o_off = ab->lse_off = ab->probs_off = GUARD;
     ab->q_off = ab->k_off = io;
     ab->v_off = io + (h->v ? 0 : h->v_at);
+    if (hh->mask) {
+        const size_t nm = hh->nmask * (c->mask_f16 ? 2 : 4);
+        if ((r = ssmax_buffer_create(ctx, io + nm, &b->mask)) < 0 ||
+            (r = ssmax_buffer_write(ctx, b->mask, io, hh->mask, nm)) < 0)
+            return r;
+        ab->mask = b->mask;
+        ab->mask_off = io;
+    }
     return SSMAX_OK;
 }
 
@@ -350,12 +495,23 @@ static int sample_reference(const struct ssmax_attn_params *p, const struct hhos
 {
     const size_t D = p->head_dim, esz = h->esz, BH = (size_t)p->batch * p->q_heads;
     int64_t qp0 = p->q_pos >= 0 ? p->q_pos : (p->kv_len >= p->q_len ? (int64_t)p->kv_len - p->q_len : 0);
+    // Per-batch positions of row 0 (each item's default from kv_lens), and the mask's strides:
+    // a one-row problem reads its row of the full mask.
+    int64_t *qpb = malloc(sizeof(int64_t) * p->batch * 2), *qpi = qpb ? qpb + p->batch : NULL;
+    if (qpb)
+        for (uint32_t b = 0; b < p->batch; b++) {
+            const uint64_t kv = p->kv_lens ? p->kv_lens[b] : p->kv_len;
+            qpb[b] = p->q_positions ? p->q_positions[b]
+                     : p->q_pos >= 0 ? p->q_pos : (kv >= p->q_len ? (int64_t)(kv - p->q_len) : 0);
+        }
+    const size_t mesz = p->mask_dtype == SSMAX_F16 ? 2 : 4;
+    const uint64_t mrow = (uint64_t)p->kv_len * mesz;
     uint8_t *qs = malloc(BH * D * esz);
     double *os = malloc(sizeof(double) * BH * D), *ls = malloc(sizeof(double) * BH);
     uint8_t *gather = malloc(BH * S * D * esz);
     float *lg = malloc(sizeof(float) * BH * S);
     int st = SSMAX_ERR_OUT_OF_HOST_MEMORY;
-    if (!qs || !os || !ls || !gather || !lg)
+    if (!qs || !os || !ls || !gather || !lg || !qpb)
         goto out;
     for (uint32_t k = 0; k < S; k++) {
         uint32_t i = S == 1 ? 0 : (uint32_t)((uint64_t)k * (p->q_len - 1) / (S - 1));
@@ -368,7 +524,19 @@ static int sample_reference(const struct ssmax_attn_params *p, const struct hhos
         struct ssmax_attn_params one = *p;
         one.q_len = 1;
         one.q_pos = qp0 + i;
-        struct ssmax_attn_host io = { qs, h->k, h->v, NULL, NULL, NULL, os, ls };
+        for (uint32_t b = 0; b < p->batch; b++)
+            qpi[b] = qpb[b] + i;
+        if (p->kv_lens || p->q_positions)
+            one.q_positions = qpi;
+        const void *mk = h->mask;
+        if (p->mask) {
+            one.mask_strides[2] = mrow; // one row; the others as the full mask's
+            one.mask_strides[1] = p->mask == SSMAX_MASK_BH_LQ_LK ? mrow * p->q_len : 0;
+            one.mask_strides[0] = p->mask == SSMAX_MASK_LQ_LK ? 0
+                                  : mrow * p->q_len * (p->mask == SSMAX_MASK_BH_LQ_LK ? p->q_heads : 1);
+            mk = (const uint8_t *)h->mask + (size_t)i * mrow;
+        }
+        struct ssmax_attn_host io = { qs, h->k, h->v, NULL, NULL, NULL, os, ls, mk };
         if ((st = ssmax_attn_ref(&one, &io)) < 0)
             goto out;
         for (size_t bh = 0; bh < BH; bh++) {
@@ -380,7 +548,7 @@ static int sample_reference(const struct ssmax_attn_params *p, const struct hhos
     memcpy(lgot, lg, sizeof(float) * BH * S);
     st = SSMAX_OK;
 out:
-    free(qs), free(os), free(ls), free(gather), free(lg);
+    free(qs), free(os), free(ls), free(gather), free(lg), free(qpb);
     return st;
 }
 
@@ -400,11 +568,11 @@ static int check_strided_ref(const struct ssmax_attn_params *p, const struct hho
         goto out;
     struct ssmax_attn_params pd = *p;
     pd.strides = NULL;
-    struct ssmax_attn_host dio = { h->q, h->k, h->v, od, NULL, NULL, NULL, NULL };
+    struct ssmax_attn_host dio = { h->q, h->k, h->v, od, NULL, NULL, NULL, NULL, h->mask };
     if ((st = ssmax_attn_ref(&pd, &dio)) < 0)
         goto out;
     const void *v = im->v ? im->v : (const uint8_t *)im->k + im->v_at;
-    struct ssmax_attn_host sio = { im->q, im->k, v, os, NULL, NULL, o64, l64 };
+    struct ssmax_attn_host sio = { im->q, im->k, v, os, NULL, NULL, o64, l64, h->mask };
     if ((st = ssmax_attn_ref(p, &sio)) < 0)
         goto out;
     restride(os, og, rs[3], p->batch, p->q_heads, p->q_len, rowb, 0);
@@ -469,9 +637,22 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
         im = (struct himg){ imgs[0], imgs[1], lay.v_in_k ? NULL : imgs[2], lay.img[0], lay.img[1],
                             lay.img[2], lay.img[3], lay.v_at };
     }
-    int st = upload(ctx, &p, &im, c, &b, &ab, pat);
-    if (st == 0)
+    int st = upload(ctx, &p, &im, &h, c, &b, &ab, pat);
+    if (st == 0 && c->use_plan) {
+        ssmax_plan *plan = NULL;
+        struct ssmax_exec_args args;
+        ssmax_exec_args_default(&args);
+        args.q_pos = p.q_pos;
+        args.kv_lens = p.kv_lens;
+        args.q_positions = p.q_positions;
+        st = ssmax_plan_create(ctx, &p, (ab.lse ? SSMAX_PLAN_LSE : 0) |
+                                        (ab.probs ? SSMAX_PLAN_PROBS : 0), &plan);
+        if (st == 0)
+            st = ssmax_plan_execute(ctx, plan, &ab, &args);
+        ssmax_plan_destroy(ctx, &plan);
+    } else if (st == 0) {
         st = ssmax_attn(ctx, &p, &ab);
+    }
     r->status = st;
     if (st < 0) {
         snprintf(r->why, sizeof(r->why), "%s: %s", ssmax_strerror(st), ssmax_last_error(ctx));
@@ -536,7 +717,7 @@ int h_run(ssmax_context *ctx, const struct hcase *c, struct hresult *r)
         struct ssmax_attn_params pd = p;
         pd.strides = NULL; // the dense host arrays
         struct ssmax_attn_host io = { h.q, h.k, h.v, NULL, NULL, c->want_probs ? pref32 : NULL,
-                                      oref, lref };
+                                      oref, lref, h.mask };
         st = ssmax_attn_ref(&pd, &io);
         if (st == 0 && c->layout)
             st = check_strided_ref(&p, &h, &im, rs, oref, lref, r);
@@ -645,10 +826,12 @@ int h_time(ssmax_context *ctx, const struct hcase *c, int warmup, int iters, str
         goto done;
     }
     struct himg im = { h.q, h.k, h.v, h.nq * h.esz, h.nkv * h.esz, h.nkv * h.esz, h.nq * h.esz, 0 };
-    st = upload(ctx, &p, &im, c, &b, &ab, pat);
+    st = upload(ctx, &p, &im, &h, c, &b, &ab, pat);
     struct ssmax_exec_args args;
     ssmax_exec_args_default(&args);
     args.q_pos = p.q_pos;
+    args.kv_lens = p.kv_lens;
+    args.q_positions = p.q_positions;
     if (st == 0 && c->use_plan)
         st = ssmax_plan_create(ctx, &p, (ab.lse ? SSMAX_PLAN_LSE : 0) |
                                         (ab.probs ? SSMAX_PLAN_PROBS : 0), &plan);

@@ -23,8 +23,20 @@ struct hcase {
     int nan_v_key;              // > 0: plant NaN in V[0, 0, nan_v_key - 1, 0]
     uint32_t in_off;            // Q, K and V start this many bytes into their buffers
     uint32_t sample_rows;       // > 0: check only this many query rows (evenly spaced) per head
-    int use_plan;               // h_time: executions of one plan (made before timing), not ssmax_attn
+    int use_plan;               // a plan's execution, not ssmax_attn (h_time: executions of one
+                                // plan made before timing); per-batch arrays as its arguments
     int layout;                 // enum h_layout: how Q, K, V, O sit in their buffers (strides)
+    /* SPEC.md section 7: p.window, p.softcap, p.kv_lens, p.q_positions are used as given; these
+     * make the rest from the seed. */
+    int mask;                   // enum ssmax_mask_shape: an additive mask, dense, from the seed
+    int mask_f16;               // ... of halves
+    double mask_hide;           // ... each entry -inf with this probability (else uniform
+                                // [-2, 1]); and about one row in 8 empty, one in 8 a single key
+    uint32_t mask_block;        // > 0: hide whole blocks of 16 rows x mask_block keys instead
+                                // (mask_hide of them; no empty or single-key rows)
+    int sinks;                  // a sink logit per query head, uniform in [-1, 2]
+    int seq_lens;               // kv_lens per batch item, uniform in [1, kv_len] (unless given)
+    int nan_hidden;             // NaN in every K and V row no query row of its batch item sees
 };
 
 /* Tensor layouts for h_run (SPEC.md section 7.1). Every byte of an input buffer that is not an

@@ -215,6 +215,14 @@ struct ssmax_strides {
     uint8_t reserved[32];            ///< must be zero
 };
 
+/** The shape of an additive mask (SPEC.md section 7.3). Its rows hold kv_len entries. */
+enum ssmax_mask_shape {
+    SSMAX_MASK_NONE = 0,     ///< no mask (default)
+    SSMAX_MASK_LQ_LK = 1,    ///< [q_len, kv_len], shared by every batch item and head
+    SSMAX_MASK_B1_LQ_LK = 2, ///< [batch, 1, q_len, kv_len], shared by the heads of a batch item
+    SSMAX_MASK_BH_LQ_LK = 3, ///< [batch, q_heads, q_len, kv_len]
+};
+
 /** One attention problem. Initialise with ssmax_attn_params_default(). Layouts are dense C order
  *  unless strides says otherwise: Q and O [batch, q_heads, q_len, head_dim]; K and V [batch,
  *  kv_heads, kv_len, head_dim]; LSE [batch, q_heads, q_len] float32 and probs [batch, q_heads,
@@ -245,7 +253,34 @@ struct ssmax_attn_params {
     enum ssmax_path path;       ///< default SSMAX_PATH_AUTO
     uint32_t kv_splits;         ///< split-KV pieces; 0 = planner's choice (default)
     const struct ssmax_strides *strides; ///< byte strides of Q, K, V, O; NULL: dense (default)
-    uint8_t reserved[24];       ///< must be zero
+
+    /* Inference extensions (SPEC.md sections 7.2 to 7.4), all off by default. A key j is visible
+     * to row i of batch item b, at position p = q_pos[b] + i, when j < kv_len[b], j <= p
+     * (causal), j > p - window (window), and the mask entry is not -inf; n, the count every
+     * scale mode uses, is the number of visible keys. Keys that are not visible are never read. */
+    /** [batch] keys of each batch item, each in [1, kv_len]; NULL: kv_len for every item. A
+     *  padded batch in one call: item b reads the first kv_lens[b] rows of its K and V heads. */
+    const uint32_t *kv_lens;
+    /** [batch] position of query row 0 of each batch item, each >= 0 under the rules of q_pos
+     *  (checked against kv_len, the tensors' length); NULL: q_pos for every item, and when q_pos
+     *  is < 0 (the default) kv_lens[b] - q_len for item b (0 when that is negative). */
+    const int64_t *q_positions;
+    uint32_t window;            ///< sliding window W >= 1, causal only: a row at position p sees
+                                ///< keys j > p - W (n = min(p + 1, W) without a mask); 0: none
+    float softcap;              ///< C > 0: z = C * tanh(z / C) after the factor and before the
+                                ///< mask (Gemma-style); 0: none (default). Finite, >= 0
+    const float *sinks;         ///< [q_heads] sink logit of each query head: in the softmax's
+                                ///< denominator only (not a key, not in n, no V); finite; NULL: none
+    enum ssmax_mask_shape mask; ///< the additive mask's shape; its data: bufs->mask (io->mask)
+    enum ssmax_dtype mask_dtype; ///< SSMAX_F32 or SSMAX_F16 (IEEE half, -inf allowed)
+    /** The mask's byte strides { batch, head, row }: entry j of row i of head h of batch item b
+     *  sits at mask_off + b*m[0] + h*m[1] + i*m[2] + j*esz. 0 takes the dense value for the shape
+     *  (row kv_len*esz, head q_len*row, batch heads*head); a dimension the shape broadcasts
+     *  (batch and head of SSMAX_MASK_LQ_LK, head of SSMAX_MASK_B1_LQ_LK) must be 0. Each a
+     *  multiple of the entry size. An entry of -inf hides the key (and takes it out of n); a
+     *  finite one is added to the logit; NaN on a visible key makes the row NaN. */
+    uint64_t mask_strides[3];
+    uint8_t reserved[32];       ///< must be zero
 };
 
 typedef struct ssmax_context ssmax_context; ///< Thread-safety: externally synchronised
@@ -257,6 +292,8 @@ struct ssmax_attn_buffers {
     ssmax_buffer *lse;   ///< NULL: no LSE output
     ssmax_buffer *probs; ///< NULL: no attention weights (requires the unfused path when set)
     size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
+    ssmax_buffer *mask;  ///< the additive mask (params mask not SSMAX_MASK_NONE), else NULL
+    size_t mask_off;     ///< a multiple of 4 bytes
     uint8_t reserved[32];
 };
 
@@ -269,6 +306,8 @@ struct ssmax_attn_host {
     float *probs;   ///< optional [batch, q_heads, q_len, kv_len]
     double *o_f64;  ///< optional: the output before rounding to the storage type
     double *lse_f64; ///< optional
+    const void *mask; ///< the additive mask when params mask is set (params mask_dtype and
+                      ///< mask_strides, in bytes from this pointer); else NULL
 };
 
 /** Result of comparing an output with the reference (SPEC.md section 6). */
@@ -463,14 +502,20 @@ struct ssmax_exec_args {
      *  is negative). Causal: q_pos + q_len <= the plan's kv_len; a row past kv_len - 1 sees the
      *  kv_len keys there are (SPEC.md section 7.2). */
     int64_t q_pos;
+    /** [batch] keys of each batch item this execution reads, as ssmax_attn_params.kv_lens, each
+     *  in [1, kv_len] (this execution's); NULL: kv_len for every item. */
+    const uint32_t *kv_lens;
+    /** [batch] position of query row 0 of each batch item, as ssmax_attn_params.q_positions;
+     *  NULL: q_pos for every item (< 0: each item's kv_lens[b] - q_len). */
+    const int64_t *q_positions;
     uint8_t reserved[32]; ///< must be zero
 };
 SSMAX_API void ssmax_exec_args_default(struct ssmax_exec_args *a);
 
 /** Makes a plan for p on the open device: validates p, chooses path, kernel, tiles and splits,
  *  builds the pipelines (Vulkan) or program (OpenCL) it runs and allocates its scratch, so that
- *  no execution compiles or allocates. p->q_pos is not used (executions give theirs); p's
- *  pointers (s, b) need only live for the call. flags: SSMAX_PLAN_*. The plan belongs to the
+ *  no execution compiles or allocates. p->q_pos, p->kv_lens and p->q_positions are not used
+ *  (executions give theirs, struct ssmax_exec_args); p's pointers need only live for the call. flags: SSMAX_PLAN_*. The plan belongs to the
  *  open device: closing it (ssmax_device_open, ssmax_context_destroy) destroys the plan.
  *  @return SSMAX_OK, SSMAX_ERR_INVALID_ARG, SSMAX_ERR_UNSUPPORTED, SSMAX_ERR_LIMIT_EXCEEDED,
  *  SSMAX_ERR_KERNEL_BUILD, ...; *out is NULL on failure. */

@@ -96,6 +96,7 @@ static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const str
         .o = (char *)b->o + b->o_off,
         .lse = b->lse ? (float *)((char *)b->lse + b->lse_off) : NULL,
         .probs = b->probs ? (float *)((char *)b->probs + b->probs_off) : NULL,
+        .mask = b->mask ? (const char *)b->mask + b->mask_off : NULL,
     };
     if (ssmax_fault_lost(dev->ctx))
         return ssmax_set_error(dev->ctx, SSMAX_ERR_DEVICE_LOST, "cpu: device lost (injected)");
@@ -111,4 +112,5 @@ static int cpu_attn(struct ssmax_dev *dev, const struct attn_plan *pl, const str
 const struct ssmax_backend_fns ssmax_backend_cpu = {
     SSMAX_BACKEND_ENTRIES(cpu, cpu, CPU),
     .head_dim_step = 1, .head_dim_max = SSMAX_MAX_REF_HEAD_DIM, .rows_kernel = 0,
+    .inference = 1,
 };

@@ -235,7 +235,7 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     if (r < 0)
         return r;
     // Whole buffers are bound: tensors start at their offset / element size.
-    const uint32_t offs[5] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
+    const uint32_t offs[6] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
                                (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
                                (uint32_t)(ab->lse_off / 4) };
     struct attn_block blk;
@@ -291,7 +291,7 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
     int r = prepare(d, pl, &pg); // the program and scratch were made with the plan: found
     if (r < 0)
         return r;
-    const uint32_t offs[5] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
+    const uint32_t offs[6] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
                                (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
                                (uint32_t)(ab->lse_off / 4) };
     struct attn_block blk;

@@ -230,7 +230,7 @@ static int record_unfused(struct rec *rc, const struct attn_plan *pl, const stru
 static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
                      uint64_t k_bytes, uint64_t v_bytes, const struct vk_buf *coef, const struct vk_buf *scr0,
                      const struct vk_buf *scr1, VkDescriptorBufferInfo bi[NUM_BINDINGS],
-                     uint32_t offs[5])
+                     uint32_t offs[6])
 {
     const uint32_t esz = pl->elem_size;
     struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
@@ -250,8 +250,11 @@ static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct 
                                               VK_WHOLE_SIZE };
     bi[BIND_SCR1] = (VkDescriptorBufferInfo){ scr1->buf ? scr1->buf : d->dummy.buf, 0,
                                               VK_WHOLE_SIZE };
+    // SPEC.md section 7: the mask and its rows' counts (dummies until the kernels take them).
+    bi[BIND_MASK] = (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
+    bi[BIND_NVIS] = (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
     offs[0] = bq.elem_off, offs[1] = bk.elem_off, offs[2] = bv.elem_off, offs[3] = bo.elem_off;
-    offs[4] = bl.elem_off;
+    offs[4] = bl.elem_off, offs[5] = 0;
 }
 
 static int write_set(struct vk_dev *d, VkDescriptorPool pool, const VkDescriptorBufferInfo *bi,
@@ -291,7 +294,7 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     // Descriptors: one set for every pipeline of this call (they share the layout).
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
-    uint32_t offs[5];
+    uint32_t offs[6] = { 0 };
     bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &d->coef, &d->scr0, &d->scr1, bi, offs);
     struct rec rc = { d, d->cmd, VK_NULL_HANDLE, &d->scr0, 1, device_ns };
     if ((r = write_set(d, d->dpool, bi, &rc.set)) < 0)
@@ -385,7 +388,7 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     // K and V are bound over the plan's kv_len, so every step of a loop on the same buffers
     // finds the same set.
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
-    uint32_t offs[5];
+    uint32_t offs[6] = { 0 };
     bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
     const struct vk_buf *const tb[5] = { ab->q, ab->k, ab->v, ab->o, ab->lse };
     uint64_t ids[5];
