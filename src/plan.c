@@ -211,6 +211,11 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
     ssmax_resolve_strides(p, pl->strides, ext);
     pl->q_bytes = ext[0], pl->k_bytes = ext[1], pl->v_bytes = ext[2], pl->o_bytes = ext[3];
     pl->lse_bytes = pl->rows * 4;
+    if (p->mask) { // its strided extent (validate.c bounds it)
+        uint64_t ms[3];
+        ssmax_mask_layout(p, ms, &pl->mask_bytes);
+        pl->mask_esz = p->mask_dtype == SSMAX_F16 ? 2 : 4;
+    }
     if (b) {
         pl->want_lse = b->lse != NULL;
         pl->want_probs = b->probs != NULL;
@@ -251,8 +256,6 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
     if (p->mask) {
         uint64_t ms[3], mext;
         ssmax_mask_layout(p, ms, &mext);
-        pl->mask_esz = p->mask_dtype == SSMAX_F16 ? 2 : 4;
-        pl->mask_bytes = mext;
         es.m_sb = (uint32_t)(ms[0] / pl->mask_esz);
         es.m_sh = (uint32_t)(ms[1] / pl->mask_esz);
         es.m_sr = (uint32_t)(ms[2] / pl->mask_esz);

@@ -39,6 +39,28 @@ BAD(m_st_oself, "strides->o[", p->strides = &st_o_self)
 BAD(m_st_orows, "strides->o[", p->strides = &st_o_rows)
 BAD(m_st_res, "strides->reserved", p->strides = &st_reserved)
 #undef BAD
+/* SPEC.md section 7 (base_params: batch 1, q_heads 4, q_len 5, kv_len 16). */
+static const uint32_t kvl_zero[2] = { 0, 3 }, kvl_big[2] = { 3, 17 };
+static const int64_t qps_neg[2] = { 0, -1 }, qps_past[2] = { 11, 12 };
+static const float sinks_nan[4] = { 0, 0, NAN, 0 };
+#define BAD(name, field, body)                                                                     \
+    static void name(struct ssmax_attn_params *p) { body; }
+BAD(m_window, "window", p->window = 4)
+BAD(m_cap_neg, "softcap", p->softcap = -1)
+BAD(m_cap_nan, "softcap", p->softcap = NAN)
+BAD(m_cap_inf, "softcap", p->softcap = INFINITY)
+BAD(m_sinks, "sinks[2]", p->sinks = sinks_nan)
+BAD(m_kvl0, "kv_lens[0]", (p->batch = 2, p->kv_lens = kvl_zero))
+BAD(m_kvl_big, "kv_lens[1]", (p->batch = 2, p->kv_lens = kvl_big))
+BAD(m_qps_neg, "q_positions[1]", (p->batch = 2, p->q_positions = qps_neg))
+BAD(m_qps_past, "q_positions[1]", (p->batch = 2, p->causal = 1, p->q_positions = qps_past))
+BAD(m_mask_shape, "mask", p->mask = (enum ssmax_mask_shape)5)
+BAD(m_mask_dtype, "mask_dtype", (p->mask = SSMAX_MASK_LQ_LK, p->mask_dtype = (enum ssmax_dtype)3))
+BAD(m_mask_bcast, "mask_strides[0]", (p->mask = SSMAX_MASK_LQ_LK, p->mask_strides[0] = 64))
+BAD(m_mask_bcast_h, "mask_strides[1]", (p->mask = SSMAX_MASK_B1_LQ_LK, p->mask_strides[1] = 64))
+BAD(m_mask_align, "mask_strides[2]", (p->mask = SSMAX_MASK_LQ_LK, p->mask_strides[2] = 66))
+BAD(m_mask_none, "mask_strides", p->mask_strides[2] = 64)
+#undef BAD
 #define BAD(name, field, body)                                                                     \
     static void name(struct ssmax_attn_params *p) { body; }
 BAD(m_dtype, "dtype", p->dtype = (enum ssmax_dtype)7)
@@ -94,6 +116,12 @@ static const struct bad_case bad_cases[] = {
     { "pos_offset", m_posoff },   { "pos_offset", m_posoff_causal },
     { "strides->k[2]", m_st_mis }, { "strides->q[2]", m_st_row }, { "strides->o[", m_st_oself },
     { "strides->o[", m_st_orows }, { "strides->reserved", m_st_res },
+    { "window", m_window },       { "softcap", m_cap_neg },     { "softcap", m_cap_nan },
+    { "softcap", m_cap_inf },     { "sinks[2]", m_sinks },      { "kv_lens[0]", m_kvl0 },
+    { "kv_lens[1]", m_kvl_big },  { "q_positions[1]", m_qps_neg },
+    { "q_positions[1]", m_qps_past }, { "mask", m_mask_shape }, { "mask_dtype", m_mask_dtype },
+    { "mask_strides[0]", m_mask_bcast }, { "mask_strides[1]", m_mask_bcast_h },
+    { "mask_strides[2]", m_mask_align }, { "mask_strides", m_mask_none },
 };
 
 static void base_params(struct ssmax_attn_params *p)
@@ -129,6 +157,12 @@ static const struct buf_case buf_cases[] = {
       SSMAX_ERR_INVALID_ARG },
     { "strided o rows on each other", "strides->o[1]", SSMAX_ERR_INVALID_ARG,
       SSMAX_ERR_INVALID_ARG },
+    // SPEC.md section 7: the mask's buffer
+    { "mask without its buffer", "bufs->mask", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
+    { "mask buffer without a mask", "bufs->mask", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
+    { "mask buffer too small", "bufs->mask: needs 320", SSMAX_ERR_INVALID_ARG,
+      SSMAX_ERR_INVALID_ARG },
+    { "o over the mask", "bufs->o", SSMAX_ERR_INVALID_ARG, SSMAX_ERR_INVALID_ARG },
 };
 static ssmax_buffer *big; // 4096 bytes, for the strided cases
 
@@ -164,6 +198,10 @@ static int run_buf_case(ssmax_context *ctx, int idx, ssmax_buffer *q, ssmax_buff
     case 14: p.strides = &pad_k, b.k = big, b.v = big, b.o = big, b.o_off = 1024; break;
     case 15: p.strides = &pad_k; break; // k: 1024 bytes
     case 16: p.strides = &o_overlap; break;
+    case 17: p.mask = SSMAX_MASK_LQ_LK; break;
+    case 18: b.mask = small; break;
+    case 19: p.mask = SSMAX_MASK_LQ_LK, b.mask = small; break; // [5, 16] f32: 320 bytes
+    case 20: p.mask = SSMAX_MASK_LQ_LK, b.mask = big, b.o = big, b.o_off = 256; break;
     }
     return ssmax_attn(ctx, &p, &b);
 }

@@ -29,7 +29,7 @@ def npy(path, shape, values=None, descr='<f4', fortran=False, raw_tail=b'', trun
         n *= d
     if values is None:
         values = [((i * 37) % 11 - 5) / 7.0 for i in range(n)]
-    fmt = {'<f4': 'f', '<f2': 'e', '<f8': 'd'}.get(descr, 'f')
+    fmt = {'<f4': 'f', '<f2': 'e', '<f8': 'd', '<i4': 'i', '<i8': 'q'}.get(descr, 'f')
     data = struct.pack('<%d%s' % (n, fmt), *values) + raw_tail
     if truncate:
         data = data[:-truncate]
@@ -235,6 +235,56 @@ with tempfile.TemporaryDirectory() as d:
     expect('q-pos past keys', base + ['--causal', '--q-pos', '5'], 2, 'q_pos')
     expect('negative q-pos', base + ['--causal', '--q-pos', '-1'], 2, '--q-pos')
     expect('probs with fused', base + ['--probs', P('p.npy'), '--path', 'fused'], 2, 'probs')
+
+    # SPEC.md section 7: --kv-lens, --q-pos FILE, --window, --softcap, --sinks, --mask
+    # (q [1, 4, 5, 8], k [1, 2, 9, 8]: B 1, Hq 4, Lq 5, Lk 9)
+    inf = float('inf')
+    npy(P('kvl.npy'), (1,), [7], descr='<i4')
+    npy(P('kvl0.npy'), (1,), [0], descr='<i4')
+    npy(P('kvlneg.npy'), (1,), [-3], descr='<i4')
+    npy(P('kvl2.npy'), (2,), [7, 7], descr='<i4')
+    npy(P('kvlf.npy'), (1,), [7.0])
+    npy(P('qp.npy'), (1,), [2], descr='<i8')
+    npy(P('qp32.npy'), (1,), [1], descr='<i4')
+    npy(P('sk.npy'), (4,), [0.5, -1, 2, 0])
+    mvals = [(-inf if (i * 7) % 5 == 0 else ((i * 3) % 4 - 2) / 3.0) for i in range(45)]
+    npy(P('m.npy'), (5, 9), mvals)
+    npy(P('m16.npy'), (5, 9), mvals, descr='<f2')
+    npy(P('mb1.npy'), (1, 1, 5, 9), mvals)
+    npy(P('mbh.npy'), (1, 4, 5, 9), mvals * 4)
+    npy(P('mbad.npy'), (5, 8), mvals[:40])
+    full = ['--kv-lens', P('kvl.npy'), '--q-pos', P('qp.npy'), '--causal', '--window', '3',
+            '--softcap', '2.5', '--sinks', P('sk.npy'), '--mask', P('m.npy')]
+    expect('run every section 7 switch --check', base + full + ['--lse', P('l7.npy'), '--check'],
+           0, ['PASS', 'check LSE'])
+    expect('run --mask f16, [B,1,Lq,Lk], [B,Hq,Lq,Lk]', base + ['--mask', P('m16.npy'), '--check'],
+           0, 'PASS')
+    expect('run --mask [B,1,Lq,Lk]', base + ['--mask', P('mb1.npy'), '--check'], 0, 'PASS')
+    expect('run --mask [B,Hq,Lq,Lk] --probs', base + ['--mask', P('mbh.npy'), '--probs',
+                                                        P('p7.npy'), '--check'], 0, 'probs')
+    expect('run --q-pos int32 file, --sinks scalar', base + ['--q-pos', P('qp32.npy'), '--sinks',
+                                                             '0.25', '--check'], 0, 'PASS')
+    expect('--kv-lens 0', base + ['--kv-lens', P('kvl0.npy')], 2, 'kv_lens[0]')
+    expect('--kv-lens negative', base + ['--kv-lens', P('kvlneg.npy')], 2, 'must be >= 0')
+    expect('--kv-lens wrong length', base + ['--kv-lens', P('kvl2.npy')], 2, 'one value per batch')
+    expect('--kv-lens float', base + ['--kv-lens', P('kvlf.npy')], 2, "'<f4' is not supported")
+    expect('--q-pos file past keys', base + ['--causal', '--q-pos', P('qp.npy'), '--kv-lens',
+                                             P('kvl.npy'), '--window', '2'], 0)
+    expect('--window 0', base + ['--causal', '--window', '0'], 2, '--window')
+    expect('--window without causal', base + ['--window', '3'], 2, 'window')
+    expect('--softcap negative', base + ['--softcap', '-1'], 2, '--softcap')
+    expect('--softcap nan', base + ['--softcap', 'nan'], 2, '--softcap')
+    expect('--sinks nan', base + ['--sinks', 'nan'], 2, 'sinks[0]')
+    expect('--sinks wrong length', base + ['--sinks', P('s3.npy')], 2, 'shape [4]')
+    expect('--mask wrong shape', base + ['--mask', P('mbad.npy')], 2, '[5,9]')
+    expect('--mask missing', base + ['--mask', P('nope.npy')], 2, '--mask')
+    expect('--mask is the output', base[:-1] + [P('m.npy'), '--mask', P('m.npy')], 2, '--mask')
+    for dev in ('vulkan', 'opencl'):
+        rc, out, _ = run('devices')
+        if dev + ':' in out:
+            for path in ('fused', 'split-kv', 'unfused'):
+                expect('run every section 7 switch on %s %s' % (dev, path),
+                       base[:2] + [dev] + base[3:] + full + ['--path', path, '--check'], 0, 'PASS')
     expect('unknown option', base + ['--frob', '1'], 2, '--frob')
     expect('option without value', base + ['--mode'], 2, 'needs a value')
     expect('splits too many', base + ['--path', 'split-kv', '--splits', '100'], 2, 'kv_splits')

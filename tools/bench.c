@@ -15,7 +15,7 @@
 static const char *usage_bench =
     "usage: ssmax bench [options]\n"
     "  --device all|SPEC        devices to run on (default: auto; 'all' = every GPU-API device)\n"
-    "  --suite quick|prefill|decode|full   shapes from bench/suites.txt (default quick)\n"
+    "  --suite quick|prefill|decode|masked|full   shapes from bench/suites.txt (default quick)\n"
     "  --shape B,Hq,Hkv,Lq,Lk,D  a shape (repeatable; overrides the suite)\n"
     "  --causal                 make --shape shapes causal\n"
     "  --dtype f32|f16          storage type (default f32)\n"
@@ -25,17 +25,86 @@ static const char *usage_bench =
     "  --warmup N --iters N     (defaults 2 and 5)\n"
     "  --json FILE --csv FILE   write the records\n"
     "  --no-verify              skip the reference check (results are marked unverified)\n"
+    "  SPEC.md section 7, for --shape shapes (suite lines carry their own):\n"
+    "  --window W               sliding window (with --causal)\n"
+    "  --softcap C              soft-capping\n"
+    "  --sinks X                a sink logit X for every query head\n"
+    "  --kv-lens L1,L2,...      keys of each batch item (B values)\n"
+    "  --q-pos P                position of query row 0 (default Lk-Lq, per item with --kv-lens)\n"
+    "  --mask FRAC[/KEYS]       an additive [B,Hq,Lq,Lk] mask hiding FRAC of its blocks of 16 rows\n"
+    "                           x KEYS keys (default 64), -inf there and values in [-2, 1] elsewhere\n"
     "  --plan                   time executions of one plan (ssmax_plan_create once, then\n"
     "                           ssmax_plan_execute) instead of ssmax_attn calls\n"
     "  --tune                   search tile sizes for the fused kernel on each device and head dim\n"
     "                           of the shapes (default B1 H8 L1024 D64) and store the fastest in the\n"
     "                           cache directory; later runs on that device use them\n"
-    "FLOPs are 4*B*Hq*D*(visible keys summed over rows); bytes are Q, K, V, O once.\n";
+    "FLOPs are 4*B*Hq*D*(visible keys summed over rows: the visible work, which with a window,\n"
+    "lengths or a mask is less than Lq*Lk); bytes are Q, K, V, O once.\n";
 
+/* A shape and its SPEC.md section 7 options. */
 struct shape {
     uint32_t b, hq, hkv, lq, lk, d;
     int causal;
+    uint32_t window;
+    float softcap;
+    int has_sink;
+    float sink;
+    uint32_t nkvl;            // kv_lens given (== b)
+    uint32_t kvl[16];
+    int64_t q_pos;            // < 0: the default
+    double mask_hide;         // > 0: a block mask
+    uint32_t mask_keys;
 };
+
+/* "window=W", "softcap=C", "sink=X", "kvlens=A,B,..", "qpos=P", "mask=FRAC[/KEYS]": one option
+ * of a suite line or a command-line switch, into s; -1 on a bad value. */
+static int shape_opt(struct shape *s, const char *key, const char *v)
+{
+    if (!strcmp(key, "window"))
+        return cli_parse_u32(v, &s->window) || !s->window ? -1 : 0;
+    if (!strcmp(key, "softcap"))
+        return cli_parse_float(v, &s->softcap) || !(s->softcap > 0) ? -1 : 0;
+    if (!strcmp(key, "sink"))
+        return (s->has_sink = 1, cli_parse_float(v, &s->sink));
+    if (!strcmp(key, "qpos")) {
+        uint32_t u;
+        if (cli_parse_u32(v, &u))
+            return -1;
+        s->q_pos = u;
+        return 0;
+    }
+    if (!strcmp(key, "kvlens")) {
+        s->nkvl = 0;
+        for (const char *p = v; *p;) {
+            char tok[16];
+            size_t n = strcspn(p, ",");
+            if (n == 0 || n > 10 || s->nkvl == 16)
+                return -1;
+            snprintf(tok, sizeof(tok), "%.*s", (int)n, p);
+            if (cli_parse_u32(tok, &s->kvl[s->nkvl++]))
+                return -1;
+            p += n + (p[n] == ',');
+        }
+        return s->nkvl ? 0 : -1;
+    }
+    if (!strcmp(key, "mask")) {
+        char tok[32];
+        size_t n = strcspn(v, "/");
+        if (n >= sizeof(tok))
+            return -1;
+        snprintf(tok, sizeof(tok), "%.*s", (int)n, v);
+        float f;
+        if (cli_parse_float(tok, &f) || !(f >= 0 && f <= 1))
+            return -1;
+        s->mask_hide = f;
+        s->mask_keys = 64;
+        if (v[n] == '/' && (cli_parse_u32(v + n + 1, &s->mask_keys) || !s->mask_keys))
+            return -1;
+        s->mask_hide = f > 0 ? f : 1e-9; // a mask that hides nothing is still a mask
+        return 0;
+    }
+    return -1;
+}
 
 struct record {
     char device[300], backend[16], path[16];
@@ -45,13 +114,15 @@ struct record {
     double ms_median, ms_min, ms_max, wall_ms, host_ms, gflops, gbps, nmse;
     int verified;
     int use_plan; // timed through a plan
+    double visible; // keys seen, summed over rows and heads (the FLOPs' count)
+    char opts[200]; // the shape's section 7 options
 };
 
 /* "B,Hq,Hkv,Lq,Lk,D": six integers in [1, 2^32), whose tensors' sizes fit in memory addresses and
  * in this machine's memory, and a problem the library accepts with the other options; -1 after a
  * message naming what is wrong. */
 static int parse_shape(const char *s, const struct ssmax_attn_params *base, int causal,
-                       struct shape *out)
+                       const struct shape *ext, struct shape *out)
 {
     static const char *names[6] = { "B", "Hq", "Hkv", "Lq", "Lk", "D" };
     uint32_t v[6];
@@ -73,7 +144,9 @@ static int parse_shape(const char *s, const struct ssmax_attn_params *base, int 
         }
         p += n + 1;
     }
-    *out = (struct shape){ v[0], v[1], v[2], v[3], v[4], v[5], causal };
+    *out = *ext;
+    out->b = v[0], out->hq = v[1], out->hkv = v[2], out->lq = v[3], out->lk = v[4], out->d = v[5];
+    out->causal = causal;
     // The harness holds Q, K, V and O, and the reference holds O in float64: every element count
     // times 8 bytes must be representable.
     uint64_t nq, nkv;
@@ -98,6 +171,12 @@ static int parse_shape(const char *s, const struct ssmax_attn_params *base, int 
     struct ssmax_attn_params p2 = *base;
     p2.batch = v[0], p2.q_heads = v[1], p2.kv_heads = v[2];
     p2.q_len = v[3], p2.kv_len = v[4], p2.head_dim = v[5], p2.causal = causal;
+    p2.window = ext->window, p2.softcap = ext->softcap, p2.q_pos = ext->q_pos;
+    if (ext->nkvl && ext->nkvl != v[0]) {
+        fprintf(stderr, "ssmax bench: --kv-lens: %u values for batch %u\n", ext->nkvl, v[0]);
+        return -1;
+    }
+    p2.kv_lens = ext->nkvl ? ext->kvl : NULL;
     char why[512];
     if (ssmax_attn_validate(&p2, why, sizeof(why)) < 0) {
         fprintf(stderr, "ssmax bench: --shape '%s': %s\n", s, why);
@@ -126,13 +205,16 @@ static int write_json(FILE *f, void *arg)
                 "\"Hkv\": %u, \"Lq\": %u, \"Lk\": %u, \"D\": %u, \"causal\": %s, "
                 "\"ms_median\": %.6f, \"ms_min\": %.6f, \"ms_max\": %.6f, "
                 "\"wall_ms_median\": %.6f, \"gflops\": %.4f, \"gbytes_per_s\": %.4f, "
-                "\"host_ms_median\": %.6f, \"api\": \"%s\", "
+                "\"host_ms_median\": %.6f, \"api\": \"%s\", \"visible_pairs\": %.0f, "
                 "\"nmse\": %.3e, \"verified\": %s, \"kernel\": ",
                 r->backend, r->path, r->splits, rs->dtype, rs->mode, r->s.b, r->s.hq, r->s.hkv,
                 r->s.lq, r->s.lk, r->s.d, r->s.causal ? "true" : "false", r->ms_median,
                 r->ms_min, r->ms_max, r->wall_ms, r->gflops, r->gbps, r->host_ms,
-                r->use_plan ? "plan" : "attn", r->nmse, r->verified ? "true" : "false");
+                r->use_plan ? "plan" : "attn", r->visible, r->nmse,
+                r->verified ? "true" : "false");
         cli_json_str(f, r->plan.kernel);
+        fprintf(f, ", \"options\": ");
+        cli_json_str(f, r->opts);
         fprintf(f, ", \"tile_rows\": %u, \"tile_keys\": %u, \"submissions\": %u, "
                 "\"scratch_bytes\": %llu, \"plan\": ", r->plan.tile_rows, r->plan.tile_keys,
                 r->plan.submissions, (unsigned long long)r->plan.scratch_bytes);
@@ -176,24 +258,69 @@ static int load_suite(const char *suite, struct shape **out, int *n)
         size_t len = e ? (size_t)(e - p) : strlen(p);
         char line[256], name[32];
         snprintf(line, sizeof(line), "%.*s", (int)(len < 255 ? len : 255), p);
-        struct shape s;
-        if (line[0] != '#' && sscanf(line, "%31s %u %u %u %u %u %u %d", name, &s.b, &s.hq, &s.hkv,
-                                     &s.lq, &s.lk, &s.d, &s.causal) == 8 &&
-            (!strcmp(suite, "full") || !strcmp(suite, name)) && *n < cap)
+        struct shape s = { 0 };
+        s.q_pos = -1;
+        int used = 0;
+        if (line[0] != '#' && sscanf(line, "%31s %u %u %u %u %u %u %d%n", name, &s.b, &s.hq, &s.hkv,
+                                     &s.lq, &s.lk, &s.d, &s.causal, &used) == 8 &&
+            (!strcmp(suite, "full") || !strcmp(suite, name)) && *n < cap) {
+            // options: key=value words after the eight columns
+            for (char *w = strtok(line + used, " \t"); w; w = strtok(NULL, " \t")) {
+                char *eq = strchr(w, '=');
+                if (eq)
+                    *eq = 0;
+                if (!eq || shape_opt(&s, w, eq + 1) < 0) {
+                    fprintf(stderr, "ssmax bench: bench/suites.txt: bad option '%s' in suite %s\n",
+                            w, name);
+                    return -1;
+                }
+            }
             (*out)[(*n)++] = s;
+        }
         p += len + (e ? 1 : 0);
     }
     return *n ? 0 : -1;
 }
 
-static double visible_pairs(const struct shape *s)
+/* The case of shape s with base's other parameters. */
+static void shape_case(const struct shape *s, const struct ssmax_attn_params *base, struct hcase *c)
 {
-    if (!s->causal)
-        return (double)s->lq * s->lk;
-    double t = 0;
-    for (uint32_t i = 0; i < s->lq; i++)
-        t += (double)(s->lk - s->lq) + i + 1;
-    return t;
+    memset(c, 0, sizeof(*c));
+    c->p = *base;
+    c->p.batch = s->b, c->p.q_heads = s->hq, c->p.kv_heads = s->hkv;
+    c->p.q_len = s->lq, c->p.kv_len = s->lk, c->p.head_dim = s->d, c->p.causal = s->causal;
+    c->p.window = s->window;
+    c->p.softcap = s->softcap;
+    c->p.q_pos = s->q_pos;
+    c->p.kv_lens = s->nkvl ? s->kvl : NULL;
+    if (s->mask_hide > 0) {
+        c->mask = SSMAX_MASK_BH_LQ_LK;
+        c->mask_hide = s->mask_hide;
+        c->mask_block = s->mask_keys;
+    }
+}
+
+/* The shape's options as "window=4096 ...", for the table and records. */
+static void shape_opts(const struct shape *s, char *out, size_t n)
+{
+    size_t k = 0;
+    out[0] = 0;
+    if (s->window)
+        k += (size_t)snprintf(out + k, n - k, " window=%u", s->window);
+    if (s->softcap > 0 && k < n)
+        k += (size_t)snprintf(out + k, n - k, " softcap=%g", (double)s->softcap);
+    if (s->has_sink && k < n)
+        k += (size_t)snprintf(out + k, n - k, " sink=%g", (double)s->sink);
+    if (s->nkvl && k < n) {
+        k += (size_t)snprintf(out + k, n - k, " kvlens=");
+        for (uint32_t i = 0; i < s->nkvl && k < n; i++)
+            k += (size_t)snprintf(out + k, n - k, "%s%u", i ? "," : "", s->kvl[i]);
+    }
+    if (s->q_pos >= 0 && k < n)
+        k += (size_t)snprintf(out + k, n - k, " qpos=%lld", (long long)s->q_pos);
+    if (s->mask_hide > 0 && k < n)
+        snprintf(out + k, n - k, " mask=%g/%u", s->mask_hide >= 1e-6 ? s->mask_hide : 0,
+                 s->mask_keys);
 }
 
 /* The override's spelling of t: "BR,BC,TPR" or "rows,BC,RL". */
@@ -291,6 +418,8 @@ int cmd_bench(int argc, char **argv)
     int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0, use_plan = 0;
     struct ssmax_attn_params base;
     ssmax_attn_params_default(&base);
+    struct shape ext = { 0 }; // section 7 options of --shape shapes
+    ext.q_pos = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -324,7 +453,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--suite")) {
             suite = v;
             bad = strcmp(v, "quick") && strcmp(v, "prefill") && strcmp(v, "decode") &&
-                  strcmp(v, "full");
+                  strcmp(v, "masked") && strcmp(v, "full");
         } else if (!strcmp(a, "--shape")) {
             if (nshapes == 64) {
                 fprintf(stderr, "ssmax bench: --shape: at most 64 shapes\n");
@@ -344,6 +473,12 @@ int cmd_bench(int argc, char **argv)
             bad = cli_parse_u32(v, &u) || !u || u > 100000;
             iters = (int)u;
         }
+        else if (!strcmp(a, "--window")) bad = shape_opt(&ext, "window", v);
+        else if (!strcmp(a, "--softcap")) bad = shape_opt(&ext, "softcap", v);
+        else if (!strcmp(a, "--sinks")) bad = shape_opt(&ext, "sink", v);
+        else if (!strcmp(a, "--kv-lens")) bad = shape_opt(&ext, "kvlens", v);
+        else if (!strcmp(a, "--q-pos")) bad = shape_opt(&ext, "qpos", v);
+        else if (!strcmp(a, "--mask")) bad = shape_opt(&ext, "mask", v);
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--csv")) csv = v;
         else {
@@ -356,12 +491,16 @@ int cmd_bench(int argc, char **argv)
                     !strcmp(a, "--splits")   ? " (an integer in [0, 256])"
                     : !strcmp(a, "--warmup") ? " (an integer in [0, 1000])"
                     : !strcmp(a, "--iters")  ? " (an integer in [1, 100000])"
+                    : !strcmp(a, "--window") ? " (an integer in [1, 2^32))"
+                    : !strcmp(a, "--softcap") ? " (a number > 0)"
+                    : !strcmp(a, "--kv-lens") ? " (up to 16 integers, comma-separated)"
+                    : !strcmp(a, "--mask") ? " (FRAC in [0, 1], optionally /KEYS)"
                                              : "");
             return EXIT_BAD_INPUT;
         }
     }
     for (int i = 0; i < nshapes; i++)
-        if (parse_shape(shape_args[i], &base, causal, &shapes[i]) < 0)
+        if (parse_shape(shape_args[i], &base, causal, &ext, &shapes[i]) < 0)
             return EXIT_BAD_INPUT;
     // The record files are checked before anything runs, and written all or nothing at the end.
     struct records rs = { NULL, 0, base.dtype == SSMAX_F16 ? "f16" : "f32", h_mode_name(base.mode) };
@@ -445,16 +584,20 @@ int cmd_bench(int argc, char **argv)
                                                                 : "cpu";
         for (int si = 0; si < nlist; si++) {
             const struct shape *s = &list[si];
-            struct hcase c = { 0 };
-            c.p = base;
-            c.p.batch = s->b, c.p.q_heads = s->hq, c.p.kv_heads = s->hkv;
-            c.p.q_len = s->lq, c.p.kv_len = s->lk, c.p.head_dim = s->d, c.p.causal = s->causal;
+            struct hcase c;
+            shape_case(s, &base, &c);
+            float *sinks = NULL;
+            if (s->has_sink && (sinks = malloc(sizeof(float) * s->hq)))
+                for (uint32_t h = 0; h < s->hq; h++)
+                    sinks[h] = s->sink;
+            c.p.sinks = sinks;
             c.seed = 1000 + (uint64_t)si;
             c.use_plan = use_plan;
             c.sample_rows = 8;
-            char shp[64];
+            char shp[64], opts[200];
             snprintf(shp, sizeof(shp), "%u,%u,%u,%u,%u,%u%s", s->b, s->hq, s->hkv, s->lq, s->lk,
                      s->d, s->causal ? " c" : "");
+            shape_opts(s, opts, sizeof(opts));
             if (isatty(2)) // progress on long suites, only where a person watches
                 fprintf(stderr, "[%d/%d] %s %s ...\r", di * nlist + si + 1, nd * nlist, bname, shp);
             struct record *rc = &recs[nrec];
@@ -475,7 +618,7 @@ int cmd_bench(int argc, char **argv)
                     } else if (code == 0) {
                         code = cli_exit_code(st);
                     }
-                    continue;
+                    goto next;
                 }
                 rc->nmse = hr.o.nmse;
                 rc->verified = 1;
@@ -486,12 +629,13 @@ int cmd_bench(int argc, char **argv)
             if (st < 0) {
                 fprintf(msg, "%-26.26s %s: %s\n", d.name, shp, why);
                 code = cli_exit_code(st);
-                continue;
+                goto next;
             }
             ssmax_last_plan(ctx, &rc->plan);
             rc->splits = rc->plan.kv_splits;
             snprintf(rc->path, sizeof(rc->path), "%s", h_path_name(rc->plan.path));
-            double flops = 4.0 * s->b * s->hq * s->d * visible_pairs(s);
+            const double vis = h_visible_pairs(&c);
+            double flops = 4.0 * s->d * (vis > 0 ? vis : 0);
             double esz = c.p.dtype == SSMAX_F16 ? 2 : 4;
             double bytes = esz * s->d * s->b * (2.0 * s->hq * s->lq + 2.0 * s->hkv * s->lk);
             rc->ms_median = t.ms_median, rc->ms_min = t.ms_min, rc->ms_max = t.ms_max;
@@ -500,11 +644,15 @@ int cmd_bench(int argc, char **argv)
             rc->use_plan = use_plan;
             rc->gflops = flops / (t.ms_median * 1e6);
             rc->gbps = bytes / (t.ms_median * 1e6);
-            fprintf(msg, "%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e\n", d.name,
-                   c.p.dtype == SSMAX_F16 ? "f16" : "f32", rc->path, shp, t.ms_median, t.ms_min,
-                   t.wall_ms_median, rc->gflops, rc->gbps, rc->nmse);
+            rc->visible = vis;
+            snprintf(rc->opts, sizeof(rc->opts), "%s", opts[0] ? opts + 1 : "");
+            fprintf(msg, "%-26.26s %-6s %-8s %-24s %10.3f %10.3f %10.3f %9.2f %8.2f %9.1e%s\n",
+                   d.name, c.p.dtype == SSMAX_F16 ? "f16" : "f32", rc->path, shp, t.ms_median,
+                   t.ms_min, t.wall_ms_median, rc->gflops, rc->gbps, rc->nmse, opts);
             fflush(msg);
             nrec++;
+        next:
+            free(sinks);
         }
     }
     if (isatty(2))

@@ -32,6 +32,7 @@ void cli_json_str(FILE *f, const char *s);
 /* `ssmax run` options, parsed without touching any file or device (fuzzed on its own). */
 struct run_opts {
     const char *q, *k, *v, *out, *lse, *probs, *device, *s, *b;
+    const char *mask, *sinks, *kv_lens, *q_pos_file; // SPEC.md section 7 (files, or a number)
     int check, quiet, verbose;
     int blhd; // --layout blhd: Q, K, V and O files are [B, L, H, D]
     struct ssmax_attn_params p;

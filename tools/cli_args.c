@@ -141,9 +141,25 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
                 return ERR("ssmax run: --scale: 0 is not a usable softmax scale\n");
         } else if (!strcmp(a, "--q-pos")) {
             uint32_t qp = 0;
-            bad = cli_parse_u32(v, &qp);
-            p->q_pos = qp;
-        } else {
+            if (cli_parse_u32(v, &qp) == 0) // a number, else an int32/int64 [B] .npy file
+                p->q_pos = qp;
+            else if (v[0] >= '0' && v[0] <= '9')
+                bad = 1;
+            else
+                o->q_pos_file = v;
+        } else if (!strcmp(a, "--window")) {
+            bad = cli_parse_u32(v, &p->window);
+            if (!bad && p->window == 0)
+                return ERR("ssmax run: --window: 0 is not a window (omit the option for none)\n");
+        } else if (!strcmp(a, "--softcap")) {
+            bad = cli_parse_float(v, &p->softcap);
+            if (!bad && !(p->softcap > 0))
+                return ERR("ssmax run: --softcap: %s must be a number > 0 (omit the option for "
+                           "none)\n", v);
+        } else if (!strcmp(a, "--mask")) o->mask = v;
+        else if (!strcmp(a, "--sinks")) o->sinks = v;
+        else if (!strcmp(a, "--kv-lens")) o->kv_lens = v;
+        else {
             return ERR("ssmax run: unknown option '%s' (see ssmax run --help)\n", a);
         }
         char names[128];
@@ -151,8 +167,9 @@ int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err)
             return ERR("ssmax run: %s: invalid value '%s' (%s)\n", a, v,
                        !strcmp(a, "--mode")   ? cli_names(0, ", ", " or ", names, sizeof(names))
                        : !strcmp(a, "--path") ? cli_names(1, ", ", " or ", names, sizeof(names))
-                       : !strcmp(a, "--beta") || !strcmp(a, "--scale")
+                       : !strcmp(a, "--beta") || !strcmp(a, "--scale") || !strcmp(a, "--softcap")
                            ? "a number"
+                       : !strcmp(a, "--q-pos") ? "an integer in [0, 2^32) or an int32/int64 .npy"
                            : "an integer in [0, 2^32)");
     }
     if (!o->q || !o->k || !o->v || !o->out)

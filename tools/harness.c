@@ -797,6 +797,42 @@ done:
     return ret;
 }
 
+double h_visible_pairs(const struct hcase *c)
+{
+    struct ssmax_attn_params p;
+    struct hhost h;
+    double t = 0;
+    if (make_host(c, &p, &h) < 0) {
+        free_host(&h);
+        return -1;
+    }
+    const uint32_t G = p.q_heads / p.kv_heads;
+    for (uint32_t b = 0; b < p.batch; b++)
+        for (uint32_t hq = 0; hq < p.q_heads; hq++) {
+            if (!p.mask && hq % G) // heads differ only by the mask
+                continue;
+            for (uint32_t i = 0; i < p.q_len; i++) {
+                uint64_t n = 0;
+                if (!p.mask) { // the range alone: its length (as h_visible's rules)
+                    const uint64_t kv = p.kv_lens ? p.kv_lens[b] : p.kv_len;
+                    uint64_t pos = p.q_positions ? (uint64_t)p.q_positions[b]
+                                   : p.q_pos >= 0 ? (uint64_t)p.q_pos
+                                   : kv >= p.q_len ? kv - p.q_len : 0;
+                    pos += i;
+                    uint64_t hi = p.causal && pos + 1 < kv ? pos + 1 : kv;
+                    uint64_t lo = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+                    n = hi > lo ? hi - lo : 0;
+                } else {
+                    for (uint32_t j = 0; j < p.kv_len; j++)
+                        n += (uint64_t)h_visible(&p, &h, b, hq, i, j);
+                }
+                t += (double)n * (p.mask ? 1 : G);
+            }
+        }
+    free_host(&h);
+    return t;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

@@ -97,6 +97,10 @@ void h_describe(const struct hcase *c, char *buf, size_t len);
 const char *h_mode_name(enum ssmax_mode m);
 const char *h_path_name(enum ssmax_path p);
 
+/* The keys the case's rows see, summed over every row of every head (SPEC.md section 7.2, mask
+ * included): the work a kernel cannot skip. */
+double h_visible_pairs(const struct hcase *c);
+
 /* Timing of repeated calls on prepared buffers: median/min/max device ms and median wall ms. */
 struct htiming {
     double ms_median, ms_min, ms_max, wall_ms_median;

@@ -37,6 +37,9 @@ struct hscan {
 };
 
 /* Whitespace Python allows between the tokens of a dict display. */
+/* npy_read_ints: integer dtypes instead of floating ones, for the call. */
+static _Thread_local int want_ints;
+
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'; }
 
 static void skip_ws(struct hscan *h)
@@ -190,7 +193,14 @@ static int parse_header(const char *name, const char *hdr, size_t hlen, int majo
                             name);
             if (r == -2)
                 return FAIL("%s: 'descr' is unterminated or holds an escape sequence", name);
-            if (dl == 3 && !memcmp(d, "<f4", 3))
+            if (want_ints && dl == 3 && !memcmp(d, "<i4", 3))
+                out->esize = 4, out->is_int = 1;
+            else if (want_ints && dl == 3 && !memcmp(d, "<i8", 3))
+                out->esize = 8, out->is_int = 1;
+            else if (want_ints)
+                return FAIL("%s: dtype '%s' is not supported (use int32 '<i4' or int64 '<i8', "
+                            "little endian)", name, snip(d, dl, sb, sizeof(sb)));
+            else if (dl == 3 && !memcmp(d, "<f4", 3))
                 out->esize = 4;
             else if (dl == 3 && !memcmp(d, "<f2", 3))
                 out->esize = 2;
@@ -352,6 +362,14 @@ static int read_stream(const char *path, int fd, uint8_t **bufp, size_t *lenp, c
     *bufp = buf;
     *lenp = len;
     return 0;
+}
+
+int npy_read_ints(const char *path, struct npy_array *out, char *err, size_t errlen)
+{
+    want_ints = 1;
+    int r = npy_read(path, out, err, errlen);
+    want_ints = 0;
+    return r;
 }
 
 int npy_read(const char *path, struct npy_array *out, char *err, size_t errlen)

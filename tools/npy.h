@@ -10,7 +10,8 @@
 #define NPY_MAX_DIMS 8
 
 struct npy_array {
-    int esize;                       // 4: float32, 2: float16
+    int esize;                       // 4: float32, 2: float16 (npy_read_ints: 4 int32, 8 int64)
+    int is_int;                      // npy_read_ints only
     int ndim;
     uint64_t shape[NPY_MAX_DIMS];
     uint64_t count;                  // elements
@@ -32,6 +33,8 @@ int npy_write_stream(FILE *fp, int esize, int ndim, const uint64_t *shape, const
 int npy_write(const char *path, int esize, int ndim, const uint64_t *shape, const void *data,
               char *err, size_t errlen);
 void npy_free(struct npy_array *a);
+/* npy_read for integer arrays: int32 '<i4' or int64 '<i8' (is_int set), and no other dtype. */
+int npy_read_ints(const char *path, struct npy_array *out, char *err, size_t errlen);
 
 /* An array for out_npy_writer. */
 struct npy_out {

@@ -56,7 +56,16 @@ static const char *usage_run =
     "  --train-len L                 logn training length (default 8192)\n"
     "  --beta X --floor F --pos-offset O   floor-log (defaults 0.1, 8192, 1)\n"
     "  --causal                      row i sees keys 0..q_pos+i\n"
-    "  --q-pos P                     absolute position of query row 0 (default Lk-Lq)\n"
+    "  --q-pos P|P.npy               absolute position of query row 0 (default Lk-Lq); or int32\n"
+    "                                or int64 [B], one per batch item (SPEC.md section 7.2)\n"
+    "  --kv-lens L.npy               int32 [B]: keys of each batch item, each in [1, Lk] (a\n"
+    "                                padded batch; keys past an item's length are never read)\n"
+    "  --window W                    sliding window (with --causal): row at p sees keys > p-W\n"
+    "  --softcap C                   soft-capping: logit z becomes C*tanh(z/C), after the factor\n"
+    "  --sinks X|S.npy               sink logit per query head (one scalar or float32 [Hq]): in\n"
+    "                                the softmax's denominator only\n"
+    "  --mask M.npy                  additive mask, float32 or float16, [Lq,Lk], [B,1,Lq,Lk] or\n"
+    "                                [B,Hq,Lq,Lk]; -inf hides a key (and takes it out of n)\n"
     "  --scale C                     softmax scale (default 1/sqrt(D))\n"
     "  --path {PATHS}   (default auto)\n"
     "  --splits N                    split-KV pieces (default: planner's choice)\n"
@@ -341,6 +350,95 @@ static int report_cmp(FILE *msg, const char *what, const struct ssmax_compare *c
     return ok;
 }
 
+/* SPEC.md section 7 options of `ssmax run`: --sinks, --kv-lens, --q-pos FILE, --mask, into p
+ * (arrays the caller frees). -1 after a message naming the option and the problem. */
+static int load_inference(const struct run_opts *ro, struct ssmax_attn_params *p, float **sinks,
+                          uint32_t **kvl, int64_t **qps, struct npy_array *m)
+{
+    char err[512];
+    if (ro->sinks) {
+        float one = 0, *arr = NULL;
+        if (load_per_head("--sinks", ro->sinks, p->q_heads, &one, &arr) < 0)
+            return -1;
+        if (!arr) {
+            if (!(arr = malloc(sizeof(float) * p->q_heads)))
+                return fprintf(stderr, "ssmax run: out of host memory\n"), -1;
+            for (uint32_t h = 0; h < p->q_heads; h++)
+                arr[h] = one;
+        }
+        *sinks = arr;
+        p->sinks = arr;
+    }
+    const char *files[2] = { ro->kv_lens, ro->q_pos_file };
+    for (int f = 0; f < 2; f++) {
+        if (!files[f])
+            continue;
+        const char *opt = f ? "--q-pos" : "--kv-lens";
+        struct npy_array a;
+        if (npy_read_ints(files[f], &a, err, sizeof(err)) < 0) {
+            fprintf(stderr, "ssmax run: %s: %s\n", opt, err);
+            return -1;
+        }
+        if (a.ndim != 1 || a.count != p->batch || (f == 0 && a.esize != 4)) {
+            fprintf(stderr, "ssmax run: %s: %s must be %s [%u] (one value per batch item)\n", opt,
+                    files[f], f ? "int32 or int64" : "int32", p->batch);
+            npy_free(&a);
+            return -1;
+        }
+        int64_t *v64 = malloc(sizeof(int64_t) * p->batch);
+        if (!v64) {
+            npy_free(&a);
+            return fprintf(stderr, "ssmax run: out of host memory\n"), -1;
+        }
+        for (uint32_t b = 0; b < p->batch; b++)
+            v64[b] = a.esize == 8 ? ((int64_t *)a.data)[b] : ((int32_t *)a.data)[b];
+        npy_free(&a);
+        for (uint32_t b = 0; b < p->batch; b++)
+            if (v64[b] < 0) {
+                fprintf(stderr, "ssmax run: %s: %s[%u] is %lld; must be >= 0\n", opt, files[f], b,
+                        (long long)v64[b]);
+                free(v64);
+                return -1;
+            }
+        if (f == 1) {
+            *qps = v64;
+            p->q_positions = v64;
+        } else {
+            uint32_t *u = malloc(sizeof(uint32_t) * p->batch);
+            for (uint32_t b = 0; u && b < p->batch; b++)
+                u[b] = (uint32_t)v64[b];
+            free(v64);
+            if (!u)
+                return fprintf(stderr, "ssmax run: out of host memory\n"), -1;
+            *kvl = u;
+            p->kv_lens = u;
+        }
+    }
+    if (ro->mask) {
+        if (npy_read(ro->mask, m, err, sizeof(err)) < 0) {
+            fprintf(stderr, "ssmax run: --mask: %s\n", err);
+            return -1;
+        }
+        const uint64_t *s = m->shape;
+        const int tail = m->ndim >= 2 && s[m->ndim - 2] == p->q_len && s[m->ndim - 1] == p->kv_len;
+        if (tail && m->ndim == 2)
+            p->mask = SSMAX_MASK_LQ_LK;
+        else if (tail && m->ndim == 4 && s[0] == p->batch && s[1] == 1)
+            p->mask = SSMAX_MASK_B1_LQ_LK;
+        else if (tail && m->ndim == 4 && s[0] == p->batch && s[1] == p->q_heads)
+            p->mask = SSMAX_MASK_BH_LQ_LK;
+        else {
+            fprintf(stderr, "ssmax run: --mask: %s must have shape [%u,%u], [%u,1,%u,%u] or "
+                    "[%u,%u,%u,%u] ([Lq,Lk], [B,1,Lq,Lk] or [B,Hq,Lq,Lk])\n", ro->mask, p->q_len,
+                    p->kv_len, p->batch, p->q_len, p->kv_len, p->batch, p->q_heads, p->q_len,
+                    p->kv_len);
+            return -1;
+        }
+        p->mask_dtype = m->esize == 2 ? SSMAX_F16 : SSMAX_F32;
+    }
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct run_opts ro;
@@ -357,9 +455,13 @@ static int cmd_run(int argc, char **argv)
     struct ssmax_attn_params p = ro.p;
     int code = EXIT_BAD_INPUT;
     struct npy_array q = { 0 }, k = { 0 }, v = { 0 };
-    float *s_arr = NULL, *b_arr = NULL;
+    float *s_arr = NULL, *b_arr = NULL, *sink_arr = NULL;
+    uint32_t *kvl_arr = NULL;
+    int64_t *qp_arr = NULL;
+    struct npy_array m = { 0 };
     ssmax_context *ctx = NULL;
-    ssmax_buffer *bq = NULL, *bk = NULL, *bv = NULL, *bo = NULL, *bl = NULL, *bp = NULL;
+    ssmax_buffer *bq = NULL, *bk = NULL, *bv = NULL, *bo = NULL, *bl = NULL, *bp = NULL,
+                 *bm = NULL;
     void *o = NULL;
     float *lse = NULL, *probs = NULL;
     double *oref = NULL, *lref = NULL;
@@ -367,12 +469,20 @@ static int cmd_run(int argc, char **argv)
     char err[600];
     float num;
     // Outputs are resolved first: none may be an input or another output (README "Output files").
-    struct in_file ins[5] = { { "--q", fq }, { "--k", fk }, { "--v", fv } };
+    struct in_file ins[9] = { { "--q", fq }, { "--k", fk }, { "--v", fv } };
     int nin = 3;
     if (sarg && cli_parse_float(sarg, &num) < 0)
         ins[nin++] = (struct in_file){ "--s", sarg };
     if (barg && cli_parse_float(barg, &num) < 0)
         ins[nin++] = (struct in_file){ "--b", barg };
+    if (ro.sinks && cli_parse_float(ro.sinks, &num) < 0)
+        ins[nin++] = (struct in_file){ "--sinks", ro.sinks };
+    if (ro.mask)
+        ins[nin++] = (struct in_file){ "--mask", ro.mask };
+    if (ro.kv_lens)
+        ins[nin++] = (struct in_file){ "--kv-lens", ro.kv_lens };
+    if (ro.q_pos_file)
+        ins[nin++] = (struct in_file){ "--q-pos", ro.q_pos_file };
     struct npy_out ao = { 0 }, alse = { 0 }, aprobs = { 0 };
     struct out_file outs[3];
     int nout = 0;
@@ -446,6 +556,8 @@ static int cmd_run(int argc, char **argv)
         goto out;
     p.s = s_arr;
     p.b = b_arr;
+    if (load_inference(&ro, &p, &sink_arr, &kvl_arr, &qp_arr, &m) < 0)
+        goto out;
     if (!(ctx = cli_context(&code)))
         goto out;
     int idx = cli_find_device(ctx, "ssmax run", dev);
@@ -482,12 +594,15 @@ static int cmd_run(int argc, char **argv)
         (fprobs && (r = ssmax_buffer_create(ctx, np * 4, &bp)) < 0) ||
         (r = ssmax_buffer_write(ctx, bq, 0, q.data, qbytes)) < 0 ||
         (r = ssmax_buffer_write(ctx, bk, 0, k.data, kbytes)) < 0 ||
-        (r = ssmax_buffer_write(ctx, bv, 0, v.data, kbytes)) < 0) {
+        (r = ssmax_buffer_write(ctx, bv, 0, v.data, kbytes)) < 0 ||
+        (m.data && (r = ssmax_buffer_create(ctx, m.count * (size_t)m.esize, &bm)) < 0) ||
+        (m.data && (r = ssmax_buffer_write(ctx, bm, 0, m.data, m.count * (size_t)m.esize)) < 0)) {
         fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
         code = cli_exit_code(r);
         goto out;
     }
-    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl, .probs = bp };
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .lse = bl, .probs = bp,
+                                     .mask = bm };
     r = ssmax_attn(ctx, &p, &ab);
     if (r < 0) {
         fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
@@ -549,7 +664,7 @@ static int cmd_run(int argc, char **argv)
             code = EXIT_DEVICE;
             goto out;
         }
-        struct ssmax_attn_host io = { q.data, k.data, v.data, NULL, NULL, pref, oref, lref };
+        struct ssmax_attn_host io = { q.data, k.data, v.data, NULL, NULL, pref, oref, lref, m.data };
         if (ssmax_attn_ref(&p, &io) < 0) {
             fprintf(stderr, "ssmax run: reference: %s\n", ssmax_last_error(NULL));
             code = EXIT_DEVICE;
@@ -608,6 +723,10 @@ out:
     npy_free(&v);
     free(s_arr);
     free(b_arr);
+    free(sink_arr);
+    free(kvl_arr);
+    free(qp_arr);
+    npy_free(&m);
     free(o);
     free(lse);
     free(probs);
@@ -621,6 +740,7 @@ out:
         ssmax_buffer_destroy(ctx, &bo);
         ssmax_buffer_destroy(ctx, &bl);
         ssmax_buffer_destroy(ctx, &bp);
+        ssmax_buffer_destroy(ctx, &bm);
         ssmax_context_destroy(&ctx);
     }
     return code;
