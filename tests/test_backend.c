@@ -24,6 +24,7 @@
 
 #include "harness.h"
 #include "ssmax/ssmax.h"
+#include "spec_cases.h"
 
 static ssmax_context *ctx;
 static int layer_missing; // set by the log callback
@@ -1010,36 +1011,8 @@ static void test_tune_store(void **state)
 static void test_inference_exact(void **state)
 {
     (void)state;
-    const float qf[8] = { 1, 0, 0, 1, 1, 1, 2, -1 }, kf[8] = { 1, 0, 0, 1, 1, -1, 1, 1 },
-                vf[8] = { 1, 0, 0, 1, 2, 2, -1, 3 };
-    const float X = -INFINITY;
-    const float mask[16] = { 0, X, X, X, 0, -1, X, X, X, 0.5f, 0, X, 0, 0, X, 0 };
-    static const struct {
-        int causal;
-        uint32_t window, kv3;
-        float cap, sink;
-        int has_sink, has_mask;
-        double o[4][2], lse[4];
-    } cases[] = {
-        { 1, 2, 0, 0, 0, 0, 0,
-          { { 1, 0 }, { 0.439039, 0.560961 }, { 0.878077, 1.439039 }, { 0.860411, 2.379863 } },
-          { 0, 0.823168, 0.823168, 1.213009 } },
-        { 1, 0, 0, 1, 0, 0, 0,
-          { { 1, 0 }, { 0.440219, 0.559781 }, { 0.885064, 0.885064 }, { 0.804734, 1.513099 } },
-          { 0, 0.820483, 1.359811, 1.915814 } },
-        { 1, 0, 0, 0, 0.5f, 1, 0,
-          { { 0.377541, 0 }, { 0.254685, 0.325411 }, { 0.620693, 0.620693 }, { 0.892262, 1.302672 } },
-          { 0.974077, 1.367729, 1.722412, 2.389667 } },
-        { 1, 0, 0, 0, 0, 0, 1,
-          { { 1, 0 }, { 0.680253, 0.319747 }, { 0.643795, 1.321898 }, { 0.161747, 1.179026 } },
-          { 0, 0.385290, 1.133522, 1.464957 } },
-        { 0, 0, 3, 0, 0, 0, 0,
-          { { 1.120185, 1.000000 }, { 0.747360, 0.897909 }, { 0.879815, 0.879815 }, { 1.417300, 1.170338 } },
-          { 1.373536, 1.148283, 1.373536, 1.801619 } },
-        { 1, 3, 0, 2, -1, 1, 1,
-          { { 0.731059, 0 }, { 0.544263, 0.255514 }, { 0.576055, 1.182068 }, { -0.525675, 1.899812 } },
-          { 0.313262, 0.608323, 1.244699, 0.886918 } },
-    };
+    const float *qf = spec7_q, *kf = spec7_k, *vf = spec7_v, *mask = spec7_mask;
+    const struct spec7_case *cases = spec7_cases;
     // D = 8 (the GPU kernels' smallest): the data in the first two columns, zeros after.
     const uint32_t D = 8;
     float q[32] = { 0 }, k[32] = { 0 }, v[32] = { 0 };
@@ -1067,7 +1040,7 @@ static void test_inference_exact(void **state)
         assert_int_equal(ssmax_buffer_write(ctx, bk, 0, f16 ? (void *)kh : (void *)k, 32 * es), 0);
         assert_int_equal(ssmax_buffer_write(ctx, bv, 0, f16 ? (void *)vh : (void *)v, 32 * es), 0);
         assert_int_equal(ssmax_buffer_write(ctx, bm, 0, f16 ? (void *)mh : (void *)mask, 16 * es), 0);
-        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (size_t c = 0; c < 6; c++)
             for (int pi = 0; pi < 3; pi++) {
                 struct ssmax_attn_params p;
                 ssmax_attn_params_default(&p);
@@ -1082,7 +1055,7 @@ static void test_inference_exact(void **state)
                 p.softcap = cases[c].cap;
                 p.path = paths[pi];
                 p.kv_splits = pi == 1 ? 2 : 0;
-                const uint32_t kvl = cases[c].kv3;
+                const uint32_t kvl = cases[c].kv_len;
                 p.kv_lens = kvl ? &kvl : NULL;
                 const float sink = cases[c].sink;
                 p.sinks = cases[c].has_sink ? &sink : NULL;

@@ -12,6 +12,7 @@
 
 #include "harness.h"
 #include "ssmax/ssmax.h"
+#include "spec_cases.h"
 
 #define TOL 1e-6
 
@@ -101,40 +102,12 @@ static void test_case_a(void **state)
 static void test_case_inference(void **state)
 {
     (void)state;
-    const float q[8] = { 1, 0, 0, 1, 1, 1, 2, -1 }, k[8] = { 1, 0, 0, 1, 1, -1, 1, 1 },
-                v[8] = { 1, 0, 0, 1, 2, 2, -1, 3 };
-    const float X = -INFINITY;
-    const float mask[16] = { 0, X, X, X, 0, -1, X, X, X, 0.5f, 0, X, 0, 0, X, 0 };
+    const float *q = spec7_q, *k = spec7_k, *v = spec7_v, *mask = spec7_mask;
     uint16_t mask16[16];
     for (int j = 0; j < 16; j++)
         mask16[j] = ssmax_f32_to_f16(mask[j]);
-    static const struct {
-        int causal;
-        uint32_t window, kv3;
-        float cap, sink;
-        int has_sink, has_mask;
-        double o[4][2], lse[4];
-    } cases[] = {
-        { 1, 2, 0, 0, 0, 0, 0,
-          { { 1, 0 }, { 0.439039, 0.560961 }, { 0.878077, 1.439039 }, { 0.860411, 2.379863 } },
-          { 0, 0.823168, 0.823168, 1.213009 } },
-        { 1, 0, 0, 1, 0, 0, 0,
-          { { 1, 0 }, { 0.440219, 0.559781 }, { 0.885064, 0.885064 }, { 0.804734, 1.513099 } },
-          { 0, 0.820483, 1.359811, 1.915814 } },
-        { 1, 0, 0, 0, 0.5f, 1, 0,
-          { { 0.377541, 0 }, { 0.254685, 0.325411 }, { 0.620693, 0.620693 }, { 0.892262, 1.302672 } },
-          { 0.974077, 1.367729, 1.722412, 2.389667 } },
-        { 1, 0, 0, 0, 0, 0, 1,
-          { { 1, 0 }, { 0.680253, 0.319747 }, { 0.643795, 1.321898 }, { 0.161747, 1.179026 } },
-          { 0, 0.385290, 1.133522, 1.464957 } },
-        { 0, 0, 3, 0, 0, 0, 0,
-          { { 1.120185, 1.000000 }, { 0.747360, 0.897909 }, { 0.879815, 0.879815 }, { 1.417300, 1.170338 } },
-          { 1.373536, 1.148283, 1.373536, 1.801619 } },
-        { 1, 3, 0, 2, -1, 1, 1,
-          { { 0.731059, 0 }, { 0.544263, 0.255514 }, { 0.576055, 1.182068 }, { -0.525675, 1.899812 } },
-          { 0.313262, 0.608323, 1.244699, 0.886918 } },
-    };
-    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+    const struct spec7_case *cases = spec7_cases;
+    for (size_t c = 0; c < 6; c++)
         for (int m16 = 0; m16 < 2; m16++) {
             struct ssmax_attn_params p;
             ssmax_attn_params_default(&p);
@@ -145,7 +118,7 @@ static void test_case_inference(void **state)
             p.q_pos = 0;
             p.window = cases[c].window;
             p.softcap = cases[c].cap;
-            const uint32_t kvl = cases[c].kv3;
+            const uint32_t kvl = cases[c].kv_len;
             if (kvl)
                 p.kv_lens = &kvl;
             const float sink = cases[c].sink;
