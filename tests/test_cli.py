@@ -236,6 +236,46 @@ with tempfile.TemporaryDirectory() as d:
     expect('negative q-pos', base + ['--causal', '--q-pos', '-1'], 2, '--q-pos')
     expect('probs with fused', base + ['--probs', P('p.npy'), '--path', 'fused'], 2, 'probs')
 
+    # ssmax fading: the paper's Figure 1 on every device, beside the closed form
+    expect('fading help', ['fading', '--help'], 0, '--needles')
+    expect('fading on every device', ['fading', '--n-max', '100000', '--json', P('fade.json'),
+                                      '--csv', P('fade.csv'), '--plot', P('fade.svg')], 0,
+           'largest n (100000 keys')
+    try:
+        with open(P('fade.json')) as f:
+            recs = json.load(f)
+        keys = {'device', 'mode', 's', 'n', 'measured', 'closed_form', 'abs_error'}
+        devnames = {r['device'] for r in recs}
+        check('fading --json: records with their fields, every mode and device, within 1e-5',
+              recs and all(keys <= set(r) for r in recs) and
+              {r['mode'] for r in recs} == {'softmax', 'ssmax', 'logn', 'floor-log'} and
+              len(devnames) == len([x for x in devs if not x['compile_only']]) and
+              max(r['abs_error'] for r in recs) <= 1e-5 and
+              min(r['n'] for r in recs) == 2 and max(r['n'] for r in recs) == 100000,
+              str(recs[:2]))
+        # SSMax at s = 0.43 (s*m = 2.15 > 1) holds the needle; softmax fades (SPEC.md section 4)
+        big = [r for r in recs if r['n'] == 100000]
+        check('fading: softmax fades, ssmax does not',
+              all(r['measured'] < 0.01 for r in big if r['mode'] == 'softmax') and
+              all(r['measured'] > 0.99 for r in big if r['mode'] == 'ssmax'), str(big))
+        with open(P('fade.svg')) as f:
+            svg = f.read()
+        check('fading --plot writes an SVG with a line per mode',
+              svg.startswith('<svg') and svg.count('<polyline') == 4 and '</svg>' in svg)
+        with open(P('fade.csv')) as f:
+            check('fading --csv', f.readline().startswith('device,mode,s,n,'))
+    except (OSError, ValueError) as e:
+        check('fading outputs', False, str(e))
+    expect('fading needles and noise', ['fading', '--device', 'cpu', '--n-max', '1000',
+                                        '--needles', '3', '--noise', '0.5', '--modes',
+                                        'softmax,ssmax'], 0, '3 needles')
+    expect('fading bad mode', ['fading', '--modes', 'softmax,fancy'], 2, '--modes')
+    expect('fading repeated mode', ['fading', '--modes', 'ssmax,ssmax'], 2, '--modes')
+    expect('fading n-max 1', ['fading', '--n-max', '1'], 2, '--n-max')
+    expect('fading needles past n', ['fading', '--n-max', '10', '--needles', '10'], 2, '--needles')
+    expect('fading bad s', ['fading', '--s', '-1'], 2, 's_all')
+    expect('fading bad noise', ['fading', '--noise', 'nan'], 2, '--noise')
+
     # SPEC.md section 7: --kv-lens, --q-pos FILE, --window, --softcap, --sinks, --mask
     # (q [1, 4, 5, 8], k [1, 2, 9, 8]: B 1, Hq 4, Lq 5, Lk 9)
     inf = float('inf')

@@ -41,6 +41,7 @@ struct run_opts {
 int run_parse_args(int argc, char **argv, struct run_opts *o, FILE *err);
 int cmd_bench(int argc, char **argv);
 int cmd_pipelines(int argc, char **argv);
+int cmd_fading(int argc, char **argv);
 /* A device that compiles but cannot run (info.compile_only) given to a command that runs work:
  * prints "CMD: vulkan:N (NAME) compiles pipelines but cannot run them: WHY" and returns 1 (the
  * command then exits EXIT_DEVICE); 0 for any other device. Opens the device to learn why. */

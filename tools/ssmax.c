@@ -5,6 +5,7 @@
  *   ssmax verify [--device all|SPEC]
  *   ssmax bench [...]
  *   ssmax pipelines [--device SPEC] [--json FILE] [--spirv DIR]
+ *   ssmax fading [...]
  */
 #include <errno.h>
 #include <math.h>
@@ -32,6 +33,8 @@ static const char *usage_main =
     "  pipelines [--device SPEC] [--json FILE] [--spirv DIR]\n"
     "                          build every pipeline the planner can choose on a device and print\n"
     "                          the driver's statistics (ssmax pipelines --help)\n"
+    "  fading [options]        attention fading (the SSMax paper's Figure 1) measured on each\n"
+    "                          device beside its closed form (ssmax fading --help)\n"
     "  --version               print the library version\n"
     "\n"
     "Environment: SSMAX_DEVICE (default device), SSMAX_VALIDATION=1 (Vulkan validation layer),\n"
@@ -885,6 +888,8 @@ static int run_command(int argc, char **argv)
         return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "pipelines"))
         return cmd_pipelines(argc - 2, argv + 2);
+    if (!strcmp(cmd, "fading"))
+        return cmd_fading(argc - 2, argv + 2);
     fprintf(stderr, "ssmax: unknown command '%s'\n", cmd);
     cli_usage(stderr, usage_main);
     return EXIT_BAD_INPUT;
