@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _lib as L
 
-_lib = L.load()
+_so = L.load()
 
 __all__ = [
     "devices", "Context", "reference", "compare", "version", "DeviceInfo", "PlanInfo",
@@ -28,12 +28,12 @@ __all__ = [
     "LimitExceeded", "KernelBuild", "DeviceLost", "BackendError", "ContextFailed",
 ]
 
-__version__ = _lib.ssmax_version().decode()
+__version__ = _so.ssmax_version().decode()
 
 
 def version():
     """The loaded library's version string ("0.1.0")."""
-    return _lib.ssmax_version().decode()
+    return _so.ssmax_version().decode()
 
 
 # ---- errors ----
@@ -47,7 +47,7 @@ class Error(Exception):
     def __init__(self, code, message):
         self.code = code
         self.message = message
-        name = _lib.ssmax_strerror(code).decode()
+        name = _so.ssmax_strerror(code).decode()
         super().__init__("%s (%d): %s" % (name, code, message) if message else "%s (%d)" % (name, code))
 
 
@@ -92,7 +92,7 @@ _ERRORS = {-1: InvalidArgument, -2: Unsupported, -3: NoDevice, -4: OutOfMemory, 
 
 
 def _raise(code, ctx=None):
-    msg = _lib.ssmax_last_error(ctx)
+    msg = _so.ssmax_last_error(ctx)
     raise _ERRORS.get(code, Error)(code, msg.decode(errors="replace") if msg else "")
 
 
@@ -164,13 +164,13 @@ def _device_info(d):
 
 def _context_create(debug=False, cache_dir=None):
     cp = L.ContextParams()
-    _lib.ssmax_context_params_default(ctypes.byref(cp))
+    _so.ssmax_context_params_default(ctypes.byref(cp))
     if debug:
         cp.debug = 1
     if cache_dir is not None:
         cp.cache_dir = str(cache_dir).encode()
     h = ctypes.c_void_p()
-    _check(_lib.ssmax_context_create(ctypes.byref(cp), ctypes.byref(h)))
+    _check(_so.ssmax_context_create(ctypes.byref(cp), ctypes.byref(h)))
     return h
 
 
@@ -178,15 +178,15 @@ def devices():
     """Every device the library sees (Vulkan, OpenCL, then the CPU reference), as DeviceInfo."""
     h = _context_create()
     try:
-        n = _check(_lib.ssmax_device_count(h), h)
+        n = _check(_so.ssmax_device_count(h), h)
         out = []
         for i in range(n):
             d = L.DeviceInfo()
-            _check(_lib.ssmax_device_get_info(h, i, ctypes.byref(d)), h)
+            _check(_so.ssmax_device_get_info(h, i, ctypes.byref(d)), h)
             out.append(_device_info(d))
         return out
     finally:
-        _lib.ssmax_context_destroy(ctypes.byref(h))
+        _so.ssmax_context_destroy(ctypes.byref(h))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +256,7 @@ class _Call:
         esz = q.dtype.itemsize
         self.shape = (B, Hq, Lq, D)
         p = L.AttnParams()
-        _lib.ssmax_attn_params_default(ctypes.byref(p))
+        _so.ssmax_attn_params_default(ctypes.byref(p))
         p.dtype = L.DTYPE[q.dtype.name]
         p.batch, p.q_heads, p.kv_heads, p.q_len, p.kv_len, p.head_dim = B, Hq, Hk, Lq, Lk, D
         mname = mode.replace("_", "-") if isinstance(mode, str) else mode
@@ -349,7 +349,7 @@ class _Call:
 
     def exec_args(self):
         a = L.ExecArgs()
-        _lib.ssmax_exec_args_default(ctypes.byref(a))
+        _so.ssmax_exec_args_default(ctypes.byref(a))
         a.q_pos = self.p.q_pos
         if self.kv_lens is not None:
             a.kv_lens = self.kv_lens.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
@@ -407,12 +407,12 @@ class Context:
         h = _context_create(debug=debug, cache_dir=cache_dir)
         try:
             spec = device.spec if isinstance(device, DeviceInfo) else device
-            idx = _check(_lib.ssmax_device_find(h, None if spec is None else str(spec).encode()), h)
-            _check(_lib.ssmax_device_open(h, idx), h)
+            idx = _check(_so.ssmax_device_find(h, None if spec is None else str(spec).encode()), h)
+            _check(_so.ssmax_device_open(h, idx), h)
             d = L.DeviceInfo()
-            _check(_lib.ssmax_device_current(h, ctypes.byref(d)), h)
+            _check(_so.ssmax_device_current(h, ctypes.byref(d)), h)
         except BaseException:
-            _lib.ssmax_context_destroy(ctypes.byref(h))
+            _so.ssmax_context_destroy(ctypes.byref(h))
             raise
         self._h = h
         self.device = _device_info(d)
@@ -441,7 +441,7 @@ class Context:
                     self._drop_buffers(self._buffers.popitem()[1])
                 while self._plans:
                     self._drop_plan(self._plans.popitem()[1])
-                _lib.ssmax_context_destroy(ctypes.byref(self._h))
+                _so.ssmax_context_destroy(ctypes.byref(self._h))
                 self._h = None
 
     def _handle(self):
@@ -458,25 +458,25 @@ class Context:
         """The plan the last successful call ran (PlanInfo)."""
         with self._lock:
             pi = L.PlanInfo()
-            _check(_lib.ssmax_last_plan(self._handle(), ctypes.byref(pi)), self._h)
+            _check(_so.ssmax_last_plan(self._handle(), ctypes.byref(pi)), self._h)
             return _plan_info(pi)
 
     def last_device_time(self):
         """Device time of the last call in seconds."""
         with self._lock:
             ns = ctypes.c_uint64()
-            _check(_lib.ssmax_last_device_time(self._handle(), ctypes.byref(ns)), self._h)
+            _check(_so.ssmax_last_device_time(self._handle(), ctypes.byref(ns)), self._h)
             return ns.value * 1e-9
 
     # buffers and plans, both under self._lock; each freed here when dropped or at close
 
     def _drop_buffers(self, bs):
         for h in bs.values():
-            _lib.ssmax_buffer_destroy(self._h, ctypes.byref(h))
+            _so.ssmax_buffer_destroy(self._h, ctypes.byref(h))
             self._stats["buffers_destroyed"] += 1
 
     def _drop_plan(self, h):
-        _lib.ssmax_plan_destroy(self._h, ctypes.byref(h))
+        _so.ssmax_plan_destroy(self._h, ctypes.byref(h))
         self._stats["plans_destroyed"] += 1
 
     def _buffer_set(self, sizes):
@@ -491,7 +491,7 @@ class Context:
             for name, size in zip(("q", "k", "v", "o", "lse", "probs", "mask"), sizes):
                 if size:
                     h = ctypes.c_void_p()
-                    _check(_lib.ssmax_buffer_create(self._h, size, ctypes.byref(h)), self._h)
+                    _check(_so.ssmax_buffer_create(self._h, size, ctypes.byref(h)), self._h)
                     self._stats["buffers_created"] += 1
                     bs[name] = h
         except BaseException:
@@ -509,7 +509,7 @@ class Context:
         while len(self._plans) >= self._MAX_PLANS:
             self._drop_plan(self._plans.popitem(last=False)[1])
         h = ctypes.c_void_p()
-        _check(_lib.ssmax_plan_create(self._h, ctypes.byref(call.p), flags, ctypes.byref(h)),
+        _check(_so.ssmax_plan_create(self._h, ctypes.byref(call.p), flags, ctypes.byref(h)),
                self._h)
         self._stats["plans_created"] += 1
         self._plans[key] = h
@@ -556,14 +556,14 @@ class Context:
             bufs = L.AttnBuffers()
             for name, arr in (("q", call.q), ("k", call.k), ("v", call.v), ("mask", call.mask)):
                 if arr is not None:
-                    _check(_lib.ssmax_buffer_write(h, bs[name], 0, arr.ctypes.data, arr.nbytes), h)
+                    _check(_so.ssmax_buffer_write(h, bs[name], 0, arr.ctypes.data, arr.nbytes), h)
             for name in bs:
                 setattr(bufs, name, bs[name])
             args = call.exec_args()
-            _check(_lib.ssmax_plan_execute(h, plan, ctypes.byref(bufs), ctypes.byref(args)), h)
+            _check(_so.ssmax_plan_execute(h, plan, ctypes.byref(bufs), ctypes.byref(args)), h)
             for name, arr in (("o", o), ("lse", lse_a), ("probs", probs_a)):
                 if arr is not None:
-                    _check(_lib.ssmax_buffer_read(h, bs[name], 0, arr.ctypes.data, arr.nbytes), h)
+                    _check(_so.ssmax_buffer_read(h, bs[name], 0, arr.ctypes.data, arr.nbytes), h)
             self._stats["calls"] += 1
         return _result(o, lse_a, probs_a)
 
@@ -605,7 +605,7 @@ def reference(q, k, v, *, lse=True, probs=False, **kw):
     if call.q_positions is not None:
         p.q_positions = call.q_positions.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
     # o_f64 is dense [B, Hq, Lq, D] whatever the layout: Q, K, V keep their strides
-    _check(_lib.ssmax_attn_ref(ctypes.byref(p), ctypes.byref(io)))
+    _check(_so.ssmax_attn_ref(ctypes.byref(p), ctypes.byref(io)))
     if call.layout == "blhd":
         o = np.ascontiguousarray(o.transpose(0, 2, 1, 3))
     if probs:
@@ -637,7 +637,7 @@ def compare(ref, got, atol=0.0):
     if ref.size != got.size:
         raise _bad("ref, got: %d and %d elements" % (ref.size, got.size))
     c = L.Compare()
-    fn = _lib.ssmax_compare_f32 if got.dtype == np.float32 else _lib.ssmax_compare_f16
+    fn = _so.ssmax_compare_f32 if got.dtype == np.float32 else _so.ssmax_compare_f16
     fn(ref.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), got.ctypes.data, ref.size,
        float(atol), ctypes.byref(c))
     bad = [(int(c.first_bad[i]), c.first_ref[i], c.first_got[i]) for i in range(c.n_first_bad)]
