@@ -228,6 +228,9 @@ class _Call:
     def __init__(self, q, k, v, *, mode, s, b, causal, q_pos, scale, path, splits, train_len,
                  floor_beta, floor_scale, pos_offset, kv_lens, q_positions, window, softcap,
                  sinks, mask, layout):
+        if layout not in ("bhld", "blhd"):
+            raise _bad("layout: %r; expected 'bhld' ([B, H, L, D]) or 'blhd' ([B, L, H, D])"
+                       % (layout,))
         arrs = []
         for name, a in (("q", q), ("k", k), ("v", v)):
             a = np.asarray(a)
@@ -241,12 +244,9 @@ class _Call:
         if not (q.dtype == k.dtype == v.dtype):
             raise _bad("q, k, v: dtypes %s, %s, %s differ" % (q.dtype, k.dtype, v.dtype))
         if layout == "bhld":
-            (B, Hq, Lq, D), (Bk, Hk, Lk, Dk), (Bv, Hv, Lv, Dv) = q.shape, k.shape, v.shape
-        elif layout == "blhd":
-            (B, Lq, Hq, D), (Bk, Lk, Hk, Dk), (Bv, Lv, Hv, Dv) = q.shape, k.shape, v.shape
+            (B, Hq, Lq, D), (Bk, Hk, Lk, Dk) = q.shape, k.shape
         else:
-            raise _bad("layout: %r; expected 'bhld' ([B, H, L, D]) or 'blhd' ([B, L, H, D])"
-                       % (layout,))
+            (B, Lq, Hq, D), (Bk, Lk, Hk, Dk) = q.shape, k.shape
         if k.shape != v.shape:
             raise _bad("k, v: shapes %s and %s differ" % (k.shape, v.shape))
         if Bk != B or Dk != D:
