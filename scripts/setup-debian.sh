@@ -4,7 +4,7 @@ set -eu
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-PKGS="build-essential meson ninja-build pkg-config python3 python3-numpy \
+PKGS="build-essential meson ninja-build pkg-config python3 python3-numpy python3-pytest \
   libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc glslang-tools spirv-tools \
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev valgrind"
 missing=""

@@ -27,6 +27,32 @@ static const struct ssmax_backend_fns *const all_backends[] = {
 const char *ssmax_version(void) { return SSMAX_VERSION_STRING; }
 unsigned ssmax_version_api(void) { return SSMAX_VERSION_API; }
 
+size_t ssmax_struct_size(const char *name)
+{
+    static const struct {
+        const char *name;
+        size_t size;
+    } sizes[] = {
+        { "ssmax_attn_params", sizeof(struct ssmax_attn_params) },
+        { "ssmax_attn_buffers", sizeof(struct ssmax_attn_buffers) },
+        { "ssmax_attn_host", sizeof(struct ssmax_attn_host) },
+        { "ssmax_exec_args", sizeof(struct ssmax_exec_args) },
+        { "ssmax_device_info", sizeof(struct ssmax_device_info) },
+        { "ssmax_strides", sizeof(struct ssmax_strides) },
+        { "ssmax_compare", sizeof(struct ssmax_compare) },
+        { "ssmax_plan_info", sizeof(struct ssmax_plan_info) },
+        { "ssmax_context_params", sizeof(struct ssmax_context_params) },
+        { "ssmax_tiles", sizeof(struct ssmax_tiles) },
+        { "ssmax_allocator", sizeof(struct ssmax_allocator) },
+    };
+    if (!name)
+        return 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        if (!strcmp(name, sizes[i].name))
+            return sizes[i].size;
+    return 0;
+}
+
 const char *ssmax_strerror(int err)
 {
     switch (err) {

@@ -250,6 +250,29 @@ static void test_strerror_version(void **state)
     assert_int_equal(ssmax_version_api(), SSMAX_VERSION_API);
 }
 
+/* The struct sizes bindings check at load time: each the compiler's sizeof, 0 for anything else. */
+static void test_struct_size(void **state)
+{
+    (void)state;
+    assert_int_equal(ssmax_struct_size("ssmax_attn_params"), sizeof(struct ssmax_attn_params));
+    assert_int_equal(ssmax_struct_size("ssmax_attn_buffers"), sizeof(struct ssmax_attn_buffers));
+    assert_int_equal(ssmax_struct_size("ssmax_attn_host"), sizeof(struct ssmax_attn_host));
+    assert_int_equal(ssmax_struct_size("ssmax_exec_args"), sizeof(struct ssmax_exec_args));
+    assert_int_equal(ssmax_struct_size("ssmax_device_info"), sizeof(struct ssmax_device_info));
+    assert_int_equal(ssmax_struct_size("ssmax_strides"), sizeof(struct ssmax_strides));
+    assert_int_equal(ssmax_struct_size("ssmax_compare"), sizeof(struct ssmax_compare));
+    assert_int_equal(ssmax_struct_size("ssmax_plan_info"), sizeof(struct ssmax_plan_info));
+    assert_int_equal(ssmax_struct_size("ssmax_context_params"),
+                     sizeof(struct ssmax_context_params));
+    assert_int_equal(ssmax_struct_size("ssmax_tiles"), sizeof(struct ssmax_tiles));
+    assert_int_equal(ssmax_struct_size("ssmax_allocator"), sizeof(struct ssmax_allocator));
+    assert_int_equal(ssmax_struct_size(NULL), 0);
+    assert_int_equal(ssmax_struct_size(""), 0);
+    assert_int_equal(ssmax_struct_size("ssmax_attn"), 0);           // a prefix of a name
+    assert_int_equal(ssmax_struct_size("struct ssmax_strides"), 0); // the tag only
+    assert_int_equal(ssmax_struct_size("SSMAX_STRIDES"), 0);        // case matters
+}
+
 /* The CPU device gives the reference rounded to the storage type, LSE and probs included. */
 static void test_cpu_device(void **state)
 {
@@ -276,7 +299,7 @@ int main(void)
         cmocka_unit_test(test_buffers), cmocka_unit_test(test_checked_handles),
         cmocka_unit_test(test_device_strings), cmocka_unit_test(test_strerror_version),
         cmocka_unit_test(test_cpu_device), cmocka_unit_test(test_uuid_strings),
-        cmocka_unit_test(test_fault_env_ignored),
+        cmocka_unit_test(test_fault_env_ignored), cmocka_unit_test(test_struct_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -328,6 +328,14 @@ struct ssmax_compare {
 SSMAX_API const char *ssmax_version(void);
 /** SSMAX_VERSION_API of the library actually loaded. */
 SSMAX_API unsigned ssmax_version_api(void);
+/** sizeof of a public struct as the library was compiled: name is the struct's tag without
+ *  "struct " ("ssmax_attn_params", "ssmax_attn_buffers", "ssmax_attn_host", "ssmax_exec_args",
+ *  "ssmax_device_info", "ssmax_strides", "ssmax_compare", "ssmax_plan_info",
+ *  "ssmax_context_params", "ssmax_tiles", "ssmax_allocator"). 0 for NULL or any other name.
+ *  Bindings that mirror the structs (the Python package, ctypes or cffi) compare these with their
+ *  own sizes, together with ssmax_version_api(), when they load the library, so a header and a
+ *  library that disagree fail loudly instead of passing fields at the wrong offsets. Thread-safe. */
+SSMAX_API size_t ssmax_struct_size(const char *name);
 /** Static string for a result code ("invalid argument", ...); never NULL. */
 SSMAX_API const char *ssmax_strerror(int err);
 /** Message of the most recent call on ctx when it failed, naming the argument and the limit; ""
