@@ -23,7 +23,7 @@ from . import _lib as L
 _so = L.load()
 
 __all__ = [
-    "devices", "Context", "reference", "compare", "version", "DeviceInfo", "PlanInfo",
+    "devices", "Context", "reference", "compare", "fading", "version", "DeviceInfo", "PlanInfo",
     "Comparison", "Error", "InvalidArgument", "Unsupported", "NoDevice", "OutOfMemory",
     "LimitExceeded", "KernelBuild", "DeviceLost", "BackendError", "ContextFailed",
 ]
@@ -643,3 +643,6 @@ def compare(ref, got, atol=0.0):
     bad = [(int(c.first_bad[i]), c.first_ref[i], c.first_got[i]) for i in range(c.n_first_bad)]
     return Comparison(count=c.count, nmse=c.nmse, max_abs=c.max_abs, max_ref=c.max_ref,
                       nonfinite_mismatch=c.nonfinite_mismatch, first_bad=bad)
+
+
+from ._fading import fading  # noqa: E402 (it uses Context and devices, defined above)
