@@ -4,7 +4,9 @@
 // Bindings: BIND_Q, BIND_K, BIND_COEF (read), BIND_SCR0 scores [bh][i_count][Lk] (write).
 // Grid: x = key tiles of 16, y = row tiles of 16 within rows [chunk_i0, chunk_i0 + chunk_ni), z = (batch, head)
 // pairs from pc.row_base. 16 x 16 invocations, one score each; D is consumed 8 at a time through
-// shared memory. Keys past a row's visible range are written as 0 and never read.
+// shared memory. A visible key's score is its final logit (SPEC.md section 7.3: factor, cap, then
+// the mask entry); a key the row does not see (outside kv_range, or a -inf mask entry) is written
+// as -inf, which softmax.comp and pv.comp take as hidden.
 #include "attn_common.glsl"
 
 layout(constant_id = SPEC_D) const uint D = 64;
@@ -38,7 +40,13 @@ void main()
     }
     const uint i = i0 + ty, j = j0 + tx;
     if (i < iend && j < pc.Lk) {
-        float v = j < kv_end(i) ? s * row_factor(h, i) : 0.0;
+        const uvec2 kr = kv_range(b, i);
+        float v = NEG_INF;
+        if (j >= kr.x && j < kr.y) {
+            const float a = (pc.flags & FL_MASK) != 0u ? mask_at(mask_row(b, h, i), j) : 0.0;
+            if (!(a == NEG_INF)) // NaN is seen (and makes the row NaN)
+                v = softcap(s * row_factor(b, h, i)) + a;
+        }
         scores[((gl_WorkGroupID.z * pc.chunk_ni) + (i - pc.chunk_i0)) * pc.Lk + j] = v;
     }
 }

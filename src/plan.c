@@ -629,7 +629,8 @@ void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[6], st
 /* The shared-memory tiles kernels' rules (also the OpenCL kernels'): see internal.h. */
 uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc)
 {
-    return 4ull * (br * D + bc * D + br * bc) + 16ull * br;
+    // Q, K/V and P tiles; per row: max, rescale, sum, key range (2) and mask row; 2 step flags
+    return 4ull * (br * D + bc * D + br * bc) + 28ull * br + 8;
 }
 
 uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role)
@@ -646,6 +647,7 @@ uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role
     case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each
     case ROLE_SOFTMAX: return 64 * 4;          // one float per invocation of 64
     case ROLE_PV: return 4ull * br * bc + 4ull * bc * D; // P tile and V tile
+    case ROLE_MASK: return 64 * 4;             // mask_count: one uint per invocation of 64
     }
     return 0;
 }
