@@ -53,9 +53,7 @@ shared float Qs[BR * D];   // Q * factor; at the end, the output staged for pair
 shared float KV[BC * D];   // K^T [D][BC] for the scores, then V [BC][D]
 shared float Ps[BR * BC];  // S, then P
 shared float Mrow[BR], Arow[BR], Lrow[BR];
-shared uint Xrow[BR], Yrow[BR]; // keys [x, y) each row sees (before the mask), within the split
-shared uint Mbase[BR];          // each row's mask row (FL_MASK)
-shared uint Seen[2];            // steps some row sees something in, by step parity (see below)
+shared uint Seen[BR];      // [0], [1]: steps some row sees something in, by parity (see below)
 
 // The logit of a score s (Q already carries the row factor): capped, then its staged additive
 // term Ps[e] added (-inf: hidden) unless the tile is full.
@@ -96,14 +94,8 @@ void main()
     const bool masked = (pc.flags & FL_MASK) != 0u;
     const uint kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     const uint vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
-    for (uint r = t; r < BR; r += WG) {
+    for (uint r = t; r < BR; r += WG)
         Mrow[r] = M_INIT;
-        const uint R = first + r, ii = R / pc.G;
-        const uvec2 kr = R < GL ? kv_range(b, ii) : uvec2(0u);
-        Xrow[r] = max(kr.x, ks);
-        Yrow[r] = min(kr.y, ke_split);
-        Mbase[r] = masked && R < GL ? mask_row(b, g * pc.G + R % pc.G, ii) : 0u;
-    }
     if (t < 2u)
         Seen[t] = 0u;
     float acc[RS * CP], l[RS], mr[RS]; // output and row sums, folded once per tile (step 5)
@@ -128,7 +120,11 @@ void main()
             // has yet to read (each step has a barrier between the write and the read below).
             bool any = false;
             [[unroll]] for (uint i = 0u; i < RS; i++) {
-                const uint r = gr + 2u * i, x = Xrow[r], y = Yrow[r], mb = Mbase[r];
+                // the row's keys [x, y) within the split (none for a padding row), its mask row
+                const uint r = gr + 2u * i, R = first + r, ii = R / pc.G;
+                const uvec2 kr = R < GL ? kv_range(b, ii) : uvec2(0u);
+                const uint x = max(kr.x, ks), y = min(kr.y, ke_split);
+                const uint mb = masked ? mask_row(b, g * pc.G + R % pc.G, ii) : 0u;
                 [[unroll]] for (uint j = 0u; j < CS; j++) {
                     const uint c = gc + 8u * j, key = kt + c;
                     bool v = key >= x && key < y;

@@ -629,8 +629,7 @@ void ssmax_plan_block(const struct attn_plan *pl, const uint32_t elem_off[6], st
 /* The shared-memory tiles kernels' rules (also the OpenCL kernels'): see internal.h. */
 uint64_t ssmax_tiles_shared_bytes(uint32_t D, uint32_t br, uint32_t bc)
 {
-    // Q, K/V and P tiles; per row: max, rescale, sum, key range (2) and mask row; 2 step flags
-    return 4ull * (br * D + bc * D + br * bc) + 28ull * br + 8;
+    return 4ull * (br * D + bc * D + br * bc) + 16ull * br;
 }
 
 uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role)
