@@ -61,13 +61,16 @@ void main()
         vec2 tacc[DP];
         [[unroll]] for (uint k = 0u; k < DP; k++)
             tacc[k] = vec2(0.0);
-        for (uint c0 = cmin; c0 < cmax; c0 += 4u)
+        // (from 0, not cmin: a loop from a constant start that the compiler can bound keeps
+        // llvmpipe's loop budget, which the host counts; see attn_common.glsl)
+        for (uint c0 = 0u; c0 < cmax; c0 += 4u)
             [[unroll]] for (uint u = 0u; u < 4u; u++) {
                 const uint c = c0 + u;
-                const float p = Ps[r * BC + min(c, BC - 1u)];
-                if (c < cmax && !(p == 0.0)) { // P = 0: hidden by the mask (NaN is seen)
-                    [[unroll]] for (uint k = 0u; k < DP; k++)
-                        tacc[k] += p * v_pair(c, tr + TPR * k);
+                if (c >= cmin && c < cmax) {
+                    const float p = Ps[r * BC + c];
+                    if (!(p == 0.0)) // P = 0: hidden by the mask (NaN is seen)
+                        [[unroll]] for (uint k = 0u; k < DP; k++)
+                            tacc[k] += p * v_pair(c, tr + TPR * k);
                 }
             }
         [[unroll]] for (uint k = 0u; k < DP; k++)
