@@ -107,15 +107,15 @@ void main()
     }
     barrier();
 
-    uint step = 0u;
+    uint nstep = 0u;
     for (uint kt = ks_wg; kt < ke_wg; kt += BC) {
-        step++;
+        nstep++;
         // every row sees every key of this tile, and there is no mask: steps 3-5 need no terms
         const bool full = !masked && kt >= ks_max && kt + BC <= ke_min;
         if (!full) {
             // 0. each score's additive term, staged by the invocation that holds the score: the
             // mask entry (0 without a mask) where the row sees the key, -inf where it does not.
-            // Seen[step & 1] takes this step's number where some row sees a key: the flag of the
+            // Seen[nstep & 1] takes this step's number where some row sees a key: the flag of the
             // step before has the other parity, so no invocation overwrites a flag another one
             // has yet to read (each step has a barrier between the write and the read below).
             bool any = false;
@@ -138,9 +138,9 @@ void main()
                 }
             }
             if (any)
-                Seen[step & 1u] = step;
+                Seen[nstep & 1u] = nstep;
             barrier();
-            if (Seen[step & 1u] != step)
+            if (Seen[nstep & 1u] != nstep)
                 continue; // no row sees a key of this tile: K and V are not read
         }
         // 1. K^T (4 words an iteration)
