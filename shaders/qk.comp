@@ -24,6 +24,11 @@ void main()
     const uint iend = pc.chunk_i0 + pc.chunk_ni;
     const uint qbase = b * st.q_sb + h * st.q_sh, q_sr = st.q_sr;
     const uint kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
+    // A tile of keys no row of the tile sees (before the first row's range starts, or past the
+    // last row's end: kv_range grows with the row) is never read: softmax.comp and pv.comp read
+    // only each row's range. So a window costs O(W) a row here too.
+    if (i0 >= iend || j0 >= kv_range(b, min(i0 + 15u, iend - 1u)).y || j0 + 16u <= kv_range(b, i0).x)
+        return;
     float s = 0.0;
     for (uint d0 = 0u; d0 < D; d0 += 8u) {
         if (t < 128u) {
