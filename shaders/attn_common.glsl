@@ -149,14 +149,3 @@ float sink_fold(uint h, inout float m, inout float l)
     m = mn;
     return a;
 }
-
-// Interim: the signatures of the kernels that do not take SPEC.md section 7 yet (no FL_* flag,
-// no window: batch item 0 stands for every item). Removed when every kernel does.
-uint kv_end(uint i)
-{
-    return kv_end(0u, i);
-}
-float row_factor(uint h, uint i)
-{
-    return row_factor(0u, h, i);
-}

@@ -17,12 +17,20 @@
 //      (used where the device has subgroup shuffles and subgroups of 8 or more lanes) the 8 invocations that share a row
 //      combine their register maxima with a 3-step shuffle butterfly and keep m in registers;
 //      otherwise one invocation per row scans the scores in shared memory;
-//   4. P = exp(S - m) for the keys the row sees, exactly 0 for the others; V staged as KV[c][d];
+//   4. P = exp(S - m) for the keys the row sees, a negative mark (-1) for the others; V staged as
+//      KV[c][d];
 //   5. O += P V as register blocks: invocation (pr, pc) owns rows pr + 2i and columns pc + 8j; in a
 //      tile where some row cannot see some key the term is selected away (never multiplied by 0),
 //      so NaN in masked V cannot reach O.
-// Tiles past the block's last visible key are skipped. O is normalised once at the end:
-// O = acc / l (l = 0 -> 0), LSE = m + ln(l) (l = 0 -> -inf).
+// Inference (SPEC.md section 7): each row sees keys [x, y) of kv_range (per batch item, window),
+// clipped to the split; the key loop runs from the block's smallest x to its largest y, so a
+// window costs O(W) a row. A tile every row sees whole, without a mask, takes the fast steps 3-5
+// above; any other tile first stages each score's additive term in Ps (the mask entry, 0, or -inf
+// for a hidden key: outside the row's range or a -inf mask entry) and is skipped, before K and V
+// are read, when no row of the block sees any of its keys. Logits are capped (softcap) after the
+// factor, then the term is added. O is normalised once at the end, with the sink folded into the
+// sum (sink_fold; the split-KV merge folds it instead): O = acc / l (l = 0 -> 0),
+// LSE = m + ln(l) (l = 0 -> -inf).
 #ifdef SGRED // a separate SPIR-V variant, so the other one needs no subgroup capability
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -45,7 +53,18 @@ shared float Qs[BR * D];   // Q * factor; at the end, the output staged for pair
 shared float KV[BC * D];   // K^T [D][BC] for the scores, then V [BC][D]
 shared float Ps[BR * BC];  // S, then P
 shared float Mrow[BR], Arow[BR], Lrow[BR];
-shared uint Crow[BR];      // keys of this tile each row sees
+shared uint Seen[BR];      // [0], [1]: steps some row sees something in, by parity (see below)
+
+// The logit of a score s (Q already carries the row factor): capped, then its staged additive
+// term Ps[e] added (-inf: hidden) unless the tile is full.
+float logit(float s, bool full, uint e)
+{
+    const float z = softcap(s);
+    if (full)
+        return z;
+    const float a = Ps[e];
+    return a == NEG_INF ? NEG_INF : z + a;
+}
 
 void main()
 {
@@ -60,18 +79,25 @@ void main()
         if (rr < GL) {
             uint ii = rr / pc.G, hq = g * pc.G + rr % pc.G;
             x = LOAD(q_data, pc.q_off, b * st.q_sb + hq * st.q_sh + ii * st.q_sr + d) *
-                row_factor(hq, ii);
+                row_factor(b, hq, ii);
         }
         Qs[e] = x;
     }
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
-    const uint ke_wg = min(ke_split, kv_end(last / pc.G));  // largest key range in the block
-    const uint ke_min = min(ke_split, kv_end(first / pc.G)); // smallest
+    // kv_range grows with the row, so the first and last rows bound the block's ranges.
+    const uvec2 rf = kv_range(b, first / pc.G), rl = kv_range(b, last / pc.G);
+    const uint ke_wg = min(ke_split, rl.y);      // largest key end in the block
+    const uint ke_min = min(ke_split, rf.y);     // smallest
+    const uint ks_wg = max(ks, min(rf.x, ke_wg)); // smallest key start
+    const uint ks_max = max(ks, rl.x);           // largest
+    const bool masked = (pc.flags & FL_MASK) != 0u;
     const uint kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     const uint vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
     for (uint r = t; r < BR; r += WG)
         Mrow[r] = M_INIT;
+    if (t < 2u)
+        Seen[t] = 0u;
     float acc[RS * CP], l[RS], mr[RS]; // output and row sums, folded once per tile (step 5)
     [[unroll]] for (uint k = 0u; k < RS * CP; k++)
         acc[k] = 0.0;
@@ -81,7 +107,42 @@ void main()
     }
     barrier();
 
-    for (uint kt = ks; kt < ke_wg; kt += BC) {
+    uint nstep = 0u;
+    for (uint kt = ks_wg; kt < ke_wg; kt += BC) {
+        nstep++;
+        // every row sees every key of this tile, and there is no mask: steps 3-5 need no terms
+        const bool full = !masked && kt >= ks_max && kt + BC <= ke_min;
+        if (!full) {
+            // 0. each score's additive term, staged by the invocation that holds the score: the
+            // mask entry (0 without a mask) where the row sees the key, -inf where it does not.
+            // Seen[nstep & 1] takes this step's number where some row sees a key: the flag of the
+            // step before has the other parity, so no invocation overwrites a flag another one
+            // has yet to read (each step has a barrier between the write and the read below).
+            bool any = false;
+            [[unroll]] for (uint i = 0u; i < RS; i++) {
+                // the row's keys [x, y) within the split (none for a padding row), its mask row
+                const uint r = gr + 2u * i, R = first + r, ii = R / pc.G;
+                const uvec2 kr = R < GL ? kv_range(b, ii) : uvec2(0u);
+                const uint x = max(kr.x, ks), y = min(kr.y, ke_split);
+                const uint mb = masked ? mask_row(b, g * pc.G + R % pc.G, ii) : 0u;
+                [[unroll]] for (uint j = 0u; j < CS; j++) {
+                    const uint c = gc + 8u * j, key = kt + c;
+                    bool v = key >= x && key < y;
+                    float a = 0.0;
+                    if (masked && v) {
+                        a = mask_at(mb, key);
+                        v = !(a == NEG_INF); // NaN is seen (and makes the row NaN)
+                    }
+                    any = any || v;
+                    Ps[r * BC + c] = v ? a : NEG_INF;
+                }
+            }
+            if (any)
+                Seen[nstep & 1u] = nstep;
+            barrier();
+            if (Seen[nstep & 1u] != nstep)
+                continue; // no row sees a key of this tile: K and V are not read
+        }
         // 1. K^T (4 words an iteration)
         for (uint e = 4u * t; e < BC * D; e += 4u * WG) {
             const uint c = e / D, d = e % D, j = kt + c;
@@ -104,7 +165,7 @@ void main()
                 [[unroll]] for (uint j = 0u; j < CS; j++)
                     s[i * CS + j] = fma(q[i], kk[j], s[i * CS + j]);
         }
-        float ar[RS], cmr[RS];
+        float ar[RS];
 #ifdef SGRED
         {
             // 3. (subgroups) max over the row's keys in registers, then across the 8 invocations
@@ -112,55 +173,50 @@ void main()
             barrier(); // every invocation is done reading K before V overwrites it below
             const uint lane = gl_SubgroupInvocationID;
             [[unroll]] for (uint i = 0u; i < RS; i++) {
-                const uint R = first + gr + 2u * i;
-                const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
-                const uint cm = uint(clamp(int(ke) - int(kt), 0, int(BC)));
                 float mt = mr[i];
-                [[unroll]] for (uint j = 0u; j < CS; j++)
-                    mt = gc + 8u * j < cm ? max(mt, s[i * CS + j]) : mt;
+                [[unroll]] for (uint j = 0u; j < CS; j++) {
+                    const float z = logit(s[i * CS + j], full, (gr + 2u * i) * BC + gc + 8u * j);
+                    s[i * CS + j] = z;
+                    mt = max(mt, z); // -inf (hidden) changes nothing: mt starts finite
+                }
                 mt = max(mt, subgroupShuffle(mt, lane ^ 1u));
                 mt = max(mt, subgroupShuffle(mt, lane ^ 2u));
                 mt = max(mt, subgroupShuffle(mt, lane ^ 4u));
                 ar[i] = exp(mr[i] - mt);
                 mr[i] = mt;
-                cmr[i] = float(cm);
                 [[unroll]] for (uint j = 0u; j < CS; j++) {
-                    const uint c = gc + 8u * j;
-                    Ps[(gr + 2u * i) * BC + c] = c < cm ? exp(s[i * CS + j] - mt) : 0.0;
+                    const float z = s[i * CS + j];
+                    Ps[(gr + 2u * i) * BC + gc + 8u * j] = z == NEG_INF ? -1.0 : exp(z - mt);
                 }
             }
         }
 #else
         {
             [[unroll]] for (uint i = 0u; i < RS; i++)
-                [[unroll]] for (uint j = 0u; j < CS; j++)
-                    Ps[(gr + 2u * i) * BC + gc + 8u * j] = s[i * CS + j];
+                [[unroll]] for (uint j = 0u; j < CS; j++) {
+                    const uint e = (gr + 2u * i) * BC + gc + 8u * j;
+                    s[i * CS + j] = logit(s[i * CS + j], full, e);
+                    Ps[e] = s[i * CS + j];
+                }
             barrier();
-            // 3. row max and rescale factor
+            // 3. row max and rescale factor (hidden keys are -inf: they change nothing)
             for (uint r = t; r < BR; r += WG) {
-                const uint R = first + r;
-                const uint ke = R < GL ? min(ke_split, kv_end(R / pc.G)) : 0u;
-                const uint cmax = uint(clamp(int(ke) - int(kt), 0, int(BC)));
                 float mo = Mrow[r], mt = mo;
-                for (uint c0 = 0u; c0 < cmax; c0 += 4u)
+                for (uint c0 = 0u; c0 < BC; c0 += 4u)
                     [[unroll]] for (uint u = 0u; u < 4u; u++)
-                        if (c0 + u < cmax)
-                            mt = max(mt, Ps[r * BC + c0 + u]);
+                        mt = max(mt, Ps[r * BC + c0 + u]);
                 Mrow[r] = mt;
                 Arow[r] = exp(mo - mt);
-                Crow[r] = cmax;
             }
             barrier();
             // 4. P for the block; V (K is no longer read)
             [[unroll]] for (uint i = 0u; i < RS; i++) {
                 const uint r = gr + 2u * i;
                 const float m = Mrow[r];
-                const uint cm = Crow[r];
                 ar[i] = Arow[r];
-                cmr[i] = float(cm);
                 [[unroll]] for (uint j = 0u; j < CS; j++) {
-                    const uint c = gc + 8u * j;
-                    Ps[r * BC + c] = c < cm ? exp(s[i * CS + j] - m) : 0.0;
+                    const float z = s[i * CS + j];
+                    Ps[r * BC + gc + 8u * j] = z == NEG_INF ? -1.0 : exp(z - m);
                 }
             }
         }
@@ -177,14 +233,11 @@ void main()
         // by key into the running totals, a long row's small terms are lost against the large
         // totals (NMSE 1e-7 over 1M keys); one fold per tile loses BC times less. l and acc take
         // the same scheme, so their errors stay alike (V = 1 gives exactly 1).
-        float cm[RS], pl[RS], tacc[RS * CP];
-        [[unroll]] for (uint i = 0u; i < RS; i++) {
-            cm[i] = cmr[i];
+        float pl[RS], tacc[RS * CP];
+        [[unroll]] for (uint i = 0u; i < RS; i++)
             pl[i] = 0.0;
-        }
         [[unroll]] for (uint k = 0u; k < RS * CP; k++)
             tacc[k] = 0.0;
-        const bool full = kt + BC <= ke_min; // every row sees every key of this tile
         if (full) {
             for (uint c = 0u; c < BC; c++) {
                 float p[RS], v[CP];
@@ -206,8 +259,8 @@ void main()
                 [[unroll]] for (uint j = 0u; j < CP; j++)
                     v[j] = KV[c * D + gc + 8u * j];
                 [[unroll]] for (uint i = 0u; i < RS; i++) {
-                    pl[i] += p[i];
-                    const bool seen = float(c) < cm[i];
+                    const bool seen = !(p[i] < 0.0); // the -1 mark: hidden (NaN is seen)
+                    pl[i] += seen ? p[i] : 0.0;
                     [[unroll]] for (uint j = 0u; j < CP; j++)
                         tacc[i * CP + j] += seen ? p[i] * v[j] : 0.0; // select: NaN stays out
                 }
@@ -221,16 +274,25 @@ void main()
         barrier();
     }
 
-    // Stage the normalised (or partial) output in Qs, then store column pairs.
+    // Stage the normalised (or partial) output in Qs, then store column pairs; each row's final
+    // max and sum go to Arow and Lrow (Mrow may still be read by the other invocations).
     [[unroll]] for (uint i = 0u; i < RS; i++) {
-        const float inv = SPLIT == 0u ? (l[i] == 0.0 ? 0.0 : 1.0 / l[i]) : 1.0;
-        [[unroll]] for (uint j = 0u; j < CP; j++)
-            Qs[(gr + 2u * i) * D + gc + 8u * j] = acc[i * CP + j] * inv;
-        if (gc == 0u) {
-            Lrow[gr + 2u * i] = l[i];
+        const uint r = gr + 2u * i, R = min(first + r, GL - 1u);
 #ifdef SGRED
-            Mrow[gr + 2u * i] = mr[i];
+        float m = mr[i];
+#else
+        float m = Mrow[r];
 #endif
+        float lr = l[i], inv = 1.0;
+        if (SPLIT == 0u) {
+            inv = sink_fold(g * pc.G + R % pc.G, m, lr);
+            inv = lr == 0.0 ? 0.0 : inv / lr;
+        }
+        [[unroll]] for (uint j = 0u; j < CP; j++)
+            Qs[r * D + gc + 8u * j] = acc[i * CP + j] * inv;
+        if (gc == 0u) {
+            Lrow[r] = lr;
+            Arow[r] = m;
         }
     }
     barrier();
@@ -240,7 +302,7 @@ void main()
             continue;
         const uint i = R / pc.G, h = g * pc.G + R % pc.G, row = (b * pc.Hq + h) * pc.Lq + i;
         const vec2 o = vec2(Qs[r * D + 2u * p2], Qs[r * D + 2u * p2 + 1u]);
-        const float m = Mrow[r], lr = Lrow[r];
+        const float m = Arow[r], lr = Lrow[r];
         if (SPLIT == 0u) {
             store_o2(b * st.o_sb + h * st.o_sh + i * st.o_sr + 2u * p2, o);
             if (p2 == 0u && pc.want_lse != 0u)

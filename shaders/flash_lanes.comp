@@ -18,8 +18,15 @@
 //     K or V words in the same instruction are served by one cache access.
 // f16 storage is converted as it is used (compilers fuse the conversion into a mixed-precision
 // FMA where the hardware has one); logits, the factor, running max and sum stay fp32.
-// Masked keys (causal edge, key tail) are selected away, never multiplied: NaN or Inf in a hidden
-// key or value never reaches O.
+// Masked keys (causal edge, key tail, window start, the additive mask) are selected away, never
+// multiplied: NaN or Inf in a hidden key or value never reaches O.
+// Inference (SPEC.md section 7): a row sees keys [x, y) of kv_range; the walk runs from the
+// block's smallest x to its largest y (a window costs O(W) a row), unmasked where every row sees
+// every key of the step and there is no mask. Logits are capped after the factor, then the mask
+// entry is added (-inf hides the key). With a mask, a row's lanes skip a step none of its keys is
+// visible in before reading K (all lanes of a row take the same branch, so its shuffles stay
+// among active lanes; a subgroup whose rows all skip branches over the step). The sink is folded
+// in at the end (by the merge with split-KV).
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #include "attn_common.glsl"
@@ -76,8 +83,24 @@ uint kbase, k_sr, vbase, v_sr; // K and V of this workgroup's head: first elemen
 // One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this row (the
 // step crosses the causal edge or the key tail); otherwise every row sees every key of the step
 // and no select is needed.
-void step(uint kt, uint lane, uint ke_row, uint ke_wg, bool masked)
+void step(uint kt, uint lane, uint ks_row, uint ke_row, uint mrow, uint ke_wg, bool masked)
 {
+    bool vis[BC];
+    float bias[BC];
+    bool any = false;
+    [[unroll]] for (uint c = 0u; c < BC; c++) {
+        bool v = !masked || (kt + c >= ks_row && kt + c < ke_row);
+        float a = 0.0;
+        if (masked && (pc.flags & FL_MASK) != 0u && v) {
+            a = mask_at(mrow, kt + c);
+            v = !(a == NEG_INF); // NaN is seen (and makes the row NaN)
+        }
+        vis[c] = v;
+        bias[c] = a;
+        any = any || v;
+    }
+    if (masked && (pc.flags & FL_MASK) != 0u && !any)
+        return; // this row sees no key of the step: its lanes read no K or V
     float kr[BC * DL];
     READ_WORDS(kr, k_wide, k_data, pc.k_off, kbase, k_sr);
     float s[BC];
@@ -99,12 +122,11 @@ void step(uint kt, uint lane, uint ke_row, uint ke_wg, bool masked)
             s[c] += subgroupShuffleXor(s[c], 8u);
     }
 
-    bool vis[BC];
-    [[unroll]] for (uint c = 0u; c < BC; c++)
-        vis[c] = !masked || kt + c < ke_row;
     float mt = m_run;
-    [[unroll]] for (uint c = 0u; c < BC; c++)
+    [[unroll]] for (uint c = 0u; c < BC; c++) {
+        s[c] = softcap(s[c]) + bias[c];
         mt = vis[c] ? max(mt, s[c]) : mt;
+    }
     const float a = exp(m_run - mt);
     m_run = mt;
     float p[BC], ps = 0.0;
@@ -134,7 +156,13 @@ void main()
     const uint GL = pc.G * pc.Lq;
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
-    const uint ke_wg = min(ke_split, kv_end(last / pc.G)); // keys the last row sees
+    // kv_range grows with the row, so the first and last rows bound the block's ranges.
+    const uvec2 rf = kv_range(b, first / pc.G), rl = kv_range(b, last / pc.G);
+    const uint ke_wg = min(ke_split, rl.y);       // keys the last row sees
+    const uint ke_min = min(ke_split, rf.y);      // keys every row sees, up to
+    const uint ks_wg = max(ks, min(rf.x, ke_wg)); // the first key some row sees
+    const uint ks_max = max(ks, rl.x);            // keys every row sees, from
+    const bool fast = (pc.flags & FL_MASK) == 0u; // unmasked steps exist
     kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
 
@@ -142,8 +170,10 @@ void main()
     const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
     const uint row = (b * pc.Hq + hq) * pc.Lq + i;
     const uint qrow = b * st.q_sb + hq * st.q_sh + i * st.q_sr;
-    const uint ke_row = R < GL ? min(ke_split, kv_end(i)) : 0u;
-    const float f = row_factor(hq, i);
+    const uvec2 kr = kv_range(b, i);
+    const uint ks_row = max(ks, kr.x), ke_row = R < GL ? min(ke_split, kr.y) : 0u;
+    const uint mrow = (pc.flags & FL_MASK) != 0u ? mask_row(b, hq, i) : 0u;
+    const float f = row_factor(b, hq, i);
     [[unroll]] for (uint u = 0u; u < DL; u++) {
         qv[u] = LOAD(q_data, pc.q_off, qrow + lane * DL + u) * f;
         ov[u] = 0.0;
@@ -152,13 +182,16 @@ void main()
     l_run = 0.0;
 
     // Key group kg takes every KG-th step; the bounds are the same for every lane of a row. Steps
-    // every row of the block sees whole run without selects.
-    const uint ke_min = min(ke_split, kv_end(first / pc.G));
-    uint kt = ks + kg * BC;
-    for (; kt + BC <= ke_min; kt += KG * BC)
-        step(kt, lane, ke_row, ke_wg, false);
+    // every row of the block sees whole run without selects (none with a mask): masked steps up
+    // to the first such step, those, then masked ones to the end.
+    uint kt = ks_wg + kg * BC;
+    for (; kt < ke_wg && !(fast && kt >= ks_max && kt + BC <= ke_min); kt += KG * BC)
+        step(kt, lane, ks_row, ke_row, mrow, ke_wg, true);
+    if (fast)
+        for (; kt + BC <= ke_min; kt += KG * BC)
+            step(kt, lane, ks_row, ke_row, mrow, ke_wg, false);
     for (; kt < ke_wg; kt += KG * BC)
-        step(kt, lane, ke_row, ke_wg, true);
+        step(kt, lane, ks_row, ke_row, mrow, ke_wg, true);
 
     if (KG > 1u) { // fold key groups 1.. into key group 0, which keeps its own in registers
         if (kg != 0u) {
@@ -193,7 +226,8 @@ void main()
     if (R >= GL)
         return;
     if (SPLIT == 0u) {
-        const float invl = l_run == 0.0 ? 0.0 : 1.0 / l_run;
+        float invl = sink_fold(hq, m_run, l_run);
+        invl = l_run == 0.0 ? 0.0 : invl / l_run;
         [[unroll]] for (uint u = 0u; u < DL; u += 2u)
             store_o2(b * st.o_sb + hq * st.o_sh + i * st.o_sr + lane * DL + u,
                      vec2(ov[u], ov[u + 1u]) * invl);

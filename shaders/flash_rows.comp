@@ -15,8 +15,13 @@
 //     each feeding RL rows' multiply-adds;
 //   - scores, running max, rescale and P V are plain per-lane arithmetic: no barriers, no shared
 //     memory, no cross-lane reductions.
-// Keys every row of the subgroup sees are walked unmasked; the rest (causal edge, the key tail)
-// select masked terms away, so NaN or Inf in a hidden key never reaches O.
+// Keys every row of the subgroup sees are walked unmasked; the rest (causal edge, the key tail,
+// window starts, the additive mask) select hidden terms away, so NaN or Inf in a hidden key never
+// reaches O. Inference (SPEC.md section 7): row keys [x, y) from kv_range, the walk from the
+// block's smallest x to its largest y (a window costs O(W) a row); logits capped after the factor,
+// then the mask entry added (-inf hides the key); a masked step no lane sees anything of is skipped
+// before K is read (an OR over the subgroup by xor shuffles); the sink is folded in at the end
+// (by the merge with split-KV).
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #include "attn_common.glsl"
@@ -66,10 +71,53 @@ uint kbase, k_sr, vbase, v_sr; // K and V of this workgroup's head: first elemen
         }                                                                                          \
     }
 
-// One step over keys [kt, kt + BC). masked: keys at or past ke_row are not seen by this lane, and
-// keys at or past ke_wg (no lane sees them) are not read.
-void step(uint kt, uint t, bool masked, uint ke_row[RL], uint ke_wg)
+// true in every lane when x is true in some lane of the subgroup (WG lanes: the workgroup), by
+// xor shuffles (stages written out: a loop would count against llvmpipe's loop budget).
+bool sg_any(bool x)
 {
+    uint v = x ? 1u : 0u;
+    if (WG > 1u)
+        v |= subgroupShuffleXor(v, 1u);
+    if (WG > 2u)
+        v |= subgroupShuffleXor(v, 2u);
+    if (WG > 4u)
+        v |= subgroupShuffleXor(v, 4u);
+    if (WG > 8u)
+        v |= subgroupShuffleXor(v, 8u);
+    if (WG > 16u)
+        v |= subgroupShuffleXor(v, 16u);
+    if (WG > 32u)
+        v |= subgroupShuffleXor(v, 32u);
+    if (WG > 64u)
+        v |= subgroupShuffleXor(v, 64u);
+    return v != 0u;
+}
+
+// One step over keys [kt, kt + BC). masked: keys outside [ks_row, ke_row) or with a -inf mask
+// entry are not seen by this lane's rows, and keys at or past ke_wg (no lane sees them) are not
+// read.
+void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint ke_wg)
+{
+    bool vis[RL * BC];
+    float bias[RL * BC];
+    [[unroll]] for (uint r = 0u; r < RL; r++)
+        [[unroll]] for (uint c = 0u; c < BC; c++) {
+            bool v = !masked || (kt + c >= ks_row[r] && kt + c < ke_row[r]);
+            float a = 0.0;
+            if (masked && (pc.flags & FL_MASK) != 0u && v) {
+                a = mask_at(mrow[r], kt + c);
+                v = !(a == NEG_INF); // NaN is seen (and makes the row NaN)
+            }
+            vis[r * BC + c] = v;
+            bias[r * BC + c] = a;
+        }
+    if (masked && (pc.flags & FL_MASK) != 0u) {
+        bool any = false;
+        [[unroll]] for (uint k = 0u; k < RL * BC; k++)
+            any = any || vis[k];
+        if (!sg_any(any))
+            return; // no row of the subgroup sees a key of this step: K and V are not read
+    }
     float kr[BC * DS];
     READ_WORDS(kr, k_wide, k_data, pc.k_off, kbase, k_sr);
     float s[RL * BC];
@@ -82,12 +130,11 @@ void step(uint kt, uint t, bool masked, uint ke_row[RL], uint ke_wg)
                 s[r * BC + c] = fma(qv[r * D + d], x, s[r * BC + c]);
         }
 
-    bool vis[RL * BC];
     float a[RL], p[RL * BC];
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         float mt = m_run[r];
         [[unroll]] for (uint c = 0u; c < BC; c++) {
-            vis[r * BC + c] = !masked || kt + c < ke_row[r];
+            s[r * BC + c] = softcap(s[r * BC + c]) + bias[r * BC + c];
             mt = vis[r * BC + c] ? max(mt, s[r * BC + c]) : mt;
         }
         a[r] = exp(m_run[r] - mt);
@@ -128,19 +175,28 @@ void main()
     const uint GL = pc.G * pc.Lq;
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);
-    const uint ke_wg = min(ke_split, kv_end(last / pc.G));   // keys the last row sees
-    const uint ke_min = min(ke_split, kv_end(first / pc.G)); // keys every row sees
+    // kv_range grows with the row, so the first and last rows bound the block's ranges.
+    const uvec2 rf = kv_range(b, first / pc.G), rl = kv_range(b, last / pc.G);
+    const uint ke_wg = min(ke_split, rl.y);       // keys the last row sees
+    const uint ke_min = min(ke_split, rf.y);      // keys every row sees, up to
+    const uint ks_wg = max(ks, min(rf.x, ke_wg)); // the first key some row sees
+    const uint ks_max = max(ks, rl.x);            // keys every row sees, from
+    const bool fast = (pc.flags & FL_MASK) == 0u; // unmasked steps exist
     kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
 
-    uint rowi[RL], orow[RL], ke_row[RL];
+    uint rowi[RL], orow[RL], ks_row[RL], ke_row[RL], mrow[RL], hrow[RL];
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         const uint R = first + r * WG + t, RR = R < GL ? R : last;
         const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
         rowi[r] = (b * pc.Hq + hq) * pc.Lq + i;
         orow[r] = b * st.o_sb + hq * st.o_sh + i * st.o_sr;
-        ke_row[r] = R < GL ? min(ke_split, kv_end(i)) : 0u;
-        const float f = row_factor(hq, i);
+        const uvec2 kr = kv_range(b, i);
+        ks_row[r] = max(ks, kr.x);
+        ke_row[r] = R < GL ? min(ke_split, kr.y) : 0u;
+        mrow[r] = (pc.flags & FL_MASK) != 0u ? mask_row(b, hq, i) : 0u;
+        hrow[r] = hq;
+        const float f = row_factor(b, hq, i);
         const uint qrow = b * st.q_sb + hq * st.q_sh + i * st.q_sr;
         [[unroll]] for (uint d = 0u; d < D; d++) {
             qv[r * D + d] = LOAD(q_data, pc.q_off, qrow + d) * f;
@@ -150,20 +206,25 @@ void main()
         l_run[r] = 0.0;
     }
 
-    uint kt = ks;
-    if (ke_min > ks)
+    // Masked steps up to the first one every row sees whole, unmasked ones while every row does
+    // (none with a mask), masked ones to the end.
+    uint kt = ks_wg;
+    for (; kt < ke_wg && !(fast && kt >= ks_max && kt + BC <= ke_min); kt += BC)
+        step(kt, t, true, ks_row, ke_row, mrow, ke_wg);
+    if (fast)
         for (; kt + BC <= ke_min; kt += BC)
-            step(kt, t, false, ke_row, ke_wg);
+            step(kt, t, false, ks_row, ke_row, mrow, ke_wg);
     for (; kt < ke_wg; kt += BC)
-        step(kt, t, true, ke_row, ke_wg);
+        step(kt, t, true, ks_row, ke_row, mrow, ke_wg);
 
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         if (first + r * WG + t >= GL)
             continue;
         const uint row = rowi[r];
-        const float l = l_run[r], m = m_run[r];
+        float l = l_run[r], m = m_run[r];
         if (SPLIT == 0u) {
-            const float inv = l == 0.0 ? 0.0 : 1.0 / l;
+            float inv = sink_fold(hrow[r], m, l);
+            inv = l == 0.0 ? 0.0 : inv / l;
             [[unroll]] for (uint p2 = 0u; p2 < DH; p2++)
                 store_o2(orow[r] + 2u * p2, vec2(ov[r * D + 2u * p2], ov[r * D + 2u * p2 + 1u]) * inv);
             if (pc.want_lse != 0u)

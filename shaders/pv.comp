@@ -1,7 +1,9 @@
 #version 450
 // Unfused path, step 3: O = P V for a chunk of rows. Like the fused kernel's second half: a
 // workgroup owns BR rows of one (batch, head), P and V tiles of BC keys go through shared memory,
-// and each row reads only its visible keys (NaN in masked V never reaches O).
+// and each row reads only its key range [x, y) of kv_range, from the block's smallest x to its
+// largest y; within it a key with P = 0 (hidden by the mask) is selected away, never multiplied,
+// so NaN in a hidden V never reaches O.
 //
 // Bindings: BIND_SCR0 P [bh][i_count][Lk], BIND_V (read), BIND_O (write).
 // Grid: x = row blocks of BR within [chunk_i0, chunk_i0 + chunk_ni), y = (batch, head) pairs from pc.row_base.
@@ -32,14 +34,17 @@ void main()
     const uint ib = pc.chunk_i0 + gl_WorkGroupID.x * BR, iend = pc.chunk_i0 + pc.chunk_ni;
     const uint i = ib + r;
     const bool valid = i < iend;
-    const uint n = valid ? kv_end(i) : 0u;
-    const uint nwg = kv_end(min(ib + BR, iend) - 1u);
+    const uvec2 kr = kv_range(b, min(i, iend - 1u));
+    const uint x = kr.x, n = valid ? kr.y : 0u;
+    // kv_range grows with the row: the block's first and last rows bound its keys
+    const uint nwg = kv_range(b, min(ib + BR, iend) - 1u).y;
+    const uint xwg = min(kv_range(b, ib).x, nwg);
     const uint pbase = (gl_WorkGroupID.y * pc.chunk_ni + (ib - pc.chunk_i0)) * pc.Lk;
     const uint vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
     vec2 acc[DP];
     [[unroll]] for (uint k = 0u; k < DP; k++)
         acc[k] = vec2(0.0);
-    for (uint kt = 0u; kt < nwg; kt += BC) {
+    for (uint kt = xwg; kt < nwg; kt += BC) {
         for (uint e = t; e < BR * BC; e += WG) {
             uint rr = e / BC, j = kt + e % BC;
             Ps[e] = ib + rr < iend && j < pc.Lk ? probs[pbase + rr * pc.Lk + j] : 0.0;
@@ -51,17 +56,21 @@ void main()
         barrier();
         // A blocked sum: the tile's terms from 0, then one add to the running total (key by key
         // into it, a long row's small terms were lost: NMSE 2e-6 over 1M keys of one sign).
+        const uint cmin = uint(clamp(int(x) - int(kt), 0, int(BC)));
         const uint cmax = uint(clamp(int(n) - int(kt), 0, int(BC)));
         vec2 tacc[DP];
         [[unroll]] for (uint k = 0u; k < DP; k++)
             tacc[k] = vec2(0.0);
+        // (from 0, not cmin: a loop from a constant start that the compiler can bound keeps
+        // llvmpipe's loop budget, which the host counts; see attn_common.glsl)
         for (uint c0 = 0u; c0 < cmax; c0 += 4u)
             [[unroll]] for (uint u = 0u; u < 4u; u++) {
                 const uint c = c0 + u;
-                if (c < cmax) {
+                if (c >= cmin && c < cmax) {
                     const float p = Ps[r * BC + c];
-                    [[unroll]] for (uint k = 0u; k < DP; k++)
-                        tacc[k] += p * v_pair(c, tr + TPR * k);
+                    if (!(p == 0.0)) // P = 0: hidden by the mask (NaN is seen)
+                        [[unroll]] for (uint k = 0u; k < DP; k++)
+                            tacc[k] += p * v_pair(c, tr + TPR * k);
                 }
             }
         [[unroll]] for (uint k = 0u; k < DP; k++)

@@ -1,6 +1,7 @@
 #version 450
 // Split-KV merge (flash-decoding): combines the pc.nsplit partial results of each row with the
-// log-sum-exp rule. The SSMax factor depends on the row only, so it is already in every partial.
+// log-sum-exp rule. The SSMax factor depends on the row only, so it is already in every partial;
+// a sink (FL_SINKS) is folded into the merged sum.
 //
 // Bindings: BIND_SCR0 partial O [nsplit][rows][D] (unnormalised), BIND_SCR1 (max, sum)
 // [nsplit][rows]; writes BIND_O and BIND_LSE. Grid: x = rows (+ pc.row_base), one workgroup each.
@@ -25,8 +26,10 @@ void main()
         vec2 ml = part_ml[s * rows + row];
         L += ml.y * exp(ml.x - M);
     }
-    const float inv = L == 0.0 ? 0.0 : 1.0 / L;
     const uint i = row % pc.Lq, h = (row / pc.Lq) % pc.Hq, b = row / (pc.Lq * pc.Hq);
+    // The sink joins the denominator once, here: the partials leave it out (SPEC.md section 7.4).
+    sink_fold(h, M, L); // M and L with the sink: the partials below are scaled to the new M
+    const float inv = L == 0.0 ? 0.0 : 1.0 / L;
     const uint orow = b * st.o_sb + h * st.o_sh + i * st.o_sr;
     for (uint p = t; p < D / 2u; p += WG) {
         vec2 o = vec2(0.0);

@@ -337,7 +337,7 @@ int ssmax_need_runnable(struct ssmax_context *ctx);
 /* Workgroup-shared memory in bytes of the plan's kernel in a role: the fused kernel (tiles,
  * rows or lanes), the split-KV merge (none), and the unfused kernels qk, softmax and pv. The same
  * on both GPU backends (shaders/, cl/attn.cl). */
-enum attn_role { ROLE_FUSED, ROLE_MERGE, ROLE_QK, ROLE_SOFTMAX, ROLE_PV };
+enum attn_role { ROLE_FUSED, ROLE_MERGE, ROLE_QK, ROLE_SOFTMAX, ROLE_PV, ROLE_MASK };
 uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role);
 /* mkdir -p, best effort. */
 void ssmax_mkdirs(const char *dir);

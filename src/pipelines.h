@@ -27,7 +27,7 @@ struct ssmax_pipe_stat {
 };
 
 struct ssmax_pipe_info {
-    const char *role;         // "fused", "merge", "qk", "softmax", "pv"
+    const char *role;         // "fused", "merge", "qk", "softmax", "pv", "mask"
     char kernel[64];          // Vulkan: the shader ("flash_attn_f16"); OpenCL: the kernel
     int nspec;                // Vulkan: specialization constants spec[0..nspec), by id; else 0
     uint32_t spec[SSMAX_PIPE_MAX_SPEC];

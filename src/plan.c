@@ -649,6 +649,7 @@ uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role
     case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each
     case ROLE_SOFTMAX: return 64 * 4;          // one float per invocation of 64
     case ROLE_PV: return 4ull * br * bc + 4ull * bc * D; // P tile and V tile
+    case ROLE_MASK: return 64 * 4;             // mask_count: one uint per invocation of 64
     }
     return 0;
 }

@@ -11,6 +11,7 @@
  * out the loader's own functions except vkQueueSubmit (counted: each submission must come while
  * the test's queue lock is held) and, when a test asks, vkGetPhysicalDeviceQueueFamilyProperties
  * reporting the family without VK_QUEUE_COMPUTE_BIT (lavapipe has no family without compute). */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -879,6 +880,119 @@ static void test_recorded(void **state)
     assert_int_equal(validation_errors, 0);
 }
 
+/* SPEC.md section 7 recorded: a per-head f16 mask, a window, soft-capping and sinks, over
+ * executions of growing kv_len in one command buffer (mask_count before the kernels each time,
+ * under synchronization validation); the last one against the reference. */
+static void test_recorded_inference(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = import_ctx();
+    const uint32_t cap = 300, D = 64, hq = 4, hkv = 2, lq = 2;
+    struct ssmax_attn_params p = params(SSMAX_F32, hq, hkv, lq, cap, D, 1, SSMAX_PATH_AUTO);
+    const float sinks[4] = { 0.5f, -1.0f, 2.0f, 0.0f };
+    p.window = 50, p.softcap = 3.0f, p.sinks = sinks;
+    p.mask = SSMAX_MASK_BH_LQ_LK, p.mask_dtype = SSMAX_F16;
+    const size_t nq = (size_t)hq * lq * D, nkv = (size_t)hkv * cap * D, nm = (size_t)hq * lq * cap;
+    const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;
+    const VkDeviceSize oq = 0, ok = round_up(nq * 4, align), ov = ok + round_up(nkv * 4, align);
+    const VkDeviceSize oo = ov + round_up(nkv * 4, align), om = oo + round_up(nq * 4, align);
+    const VkDeviceSize total = om + round_up(nm * 2, align);
+    struct abuf ab;
+    abuf_create(&ab, total, USAGE_ALL);
+    uint64_t seed = 4242;
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4);
+    uint16_t *hm = malloc(nm * 2);
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    for (size_t i = 0; i < nm; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        const uint32_t x = (uint32_t)(seed >> 33);
+        hm[i] = ssmax_f32_to_f16(x % 10 < 3 ? -INFINITY : (float)(x % 1000) / 500.0f - 1.0f);
+    }
+    memcpy(ab.map + oq, hqv, nq * 4);
+    memcpy(ab.map + ok, hk, nkv * 4);
+    memcpy(ab.map + ov, hv, nkv * 4);
+    memcpy(ab.map + om, hm, nm * 2);
+    ssmax_buffer *bq, *bk, *bv, *bo, *bm;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oq, nq * 4, USAGE_ALL, &bq), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ok, nkv * 4, USAGE_ALL, &bk), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ov, nkv * 4, USAGE_ALL, &bv), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oo, nq * 4, USAGE_ALL, &bo), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, om, nm * 2, USAGE_ALL, &bm), 0);
+    struct ssmax_attn_buffers bufs = { .q = bq, .k = bk, .v = bv, .o = bo, .mask = bm };
+    for (int path = 0; path <= 3; path++) {
+        p.path = (enum ssmax_path)path;
+        p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 3 : 0;
+        ssmax_plan *plan = NULL;
+        if (ssmax_plan_create(ctx, &p, 0, &plan) != SSMAX_OK)
+            fail_msg("path %d: %s", path, ssmax_last_error(ctx));
+        VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = app.qfam };
+        VkCommandPool pool;
+        assert_int_equal(vkCreateCommandPool(app.dev, &cpci, NULL, &pool), VK_SUCCESS);
+        VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                             .commandPool = pool,
+                                             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                             .commandBufferCount = 1 };
+        VkCommandBuffer cmd;
+        assert_int_equal(vkAllocateCommandBuffers(app.dev, &cbai, &cmd), VK_SUCCESS);
+        VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+        assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
+        VkMemoryBarrier before = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                   .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
+                                   .dstAccessMask = VK_ACCESS_SHADER_READ_BIT |
+                                                    VK_ACCESS_SHADER_WRITE_BIT };
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                             0, 1, &before, 0, NULL, 0, NULL);
+        static const uint32_t steps[] = { 2, 7, 113, 299, 300 };
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_len = steps[i];
+            if (ssmax_vulkan_plan_record(ctx, plan, cmd, &bufs, &a) < 0)
+                fail_msg("path %d, record step %zu: %s", path, i, ssmax_last_error(ctx));
+        }
+        VkMemoryBarrier after = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                  .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                                  .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                             0, 1, &after, 0, NULL, 0, NULL);
+        assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
+        memset(ab.map + oo, 0xff, nq * 4);
+        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+        VkFence fence;
+        assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
+        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                            .commandBufferCount = 1,
+                            .pCommandBuffers = &cmd };
+        assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
+        assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 60ull * 1000000000ull),
+                         VK_SUCCESS);
+        vkDestroyFence(app.dev, fence, NULL);
+        double *ref = malloc(nq * sizeof(double));
+        struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, NULL, ref, NULL, hm };
+        struct ssmax_attn_params rp = p;
+        rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0;
+        assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+        struct ssmax_compare c;
+        ssmax_compare_f32(ref, (const float *)(ab.map + oo), nq, 0, &c);
+        struct htol tol = h_tol_o(SSMAX_F32, c.max_ref);
+        printf("# recorded inference path %d: nmse %.3g max_abs %.3g\n", path, c.nmse, c.max_abs);
+        assert_true(c.nmse <= tol.nmse && c.max_abs <= tol.max_abs && !c.nonfinite_mismatch);
+        ssmax_plan_destroy(ctx, &plan);
+        vkDestroyCommandPool(app.dev, pool, NULL);
+        free(ref);
+    }
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
+    ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
+    ssmax_buffer_destroy(ctx, &bm);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    free(hqv), free(hk), free(hv), free(hm);
+    assert_int_equal(validation_errors, 0);
+}
+
 /* The application's own VkPipelineCache: ssmax builds through it, keeps no file of its own for the
  * device, and leaves it to the application (valid after the context is gone). */
 static void test_app_pipeline_cache(void **state)
@@ -936,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_features_as_enabled),
         cmocka_unit_test(test_recorded),
+        cmocka_unit_test(test_recorded_inference),
         cmocka_unit_test(test_app_pipeline_cache),
         cmocka_unit_test(test_app_device_after),
     };

@@ -89,10 +89,18 @@ static int sub_next(struct rec *rc)
     return SSMAX_OK;
 }
 
-int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_pipe_req out[3])
+int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl,
+                  struct vk_pipe_req out[VK_PLAN_PIPES])
 {
     const int f16 = pl->p.dtype == SSMAX_F16;
     const uint32_t D = pl->p.head_dim, sg = d->ph->subgroup_size;
+    int n0 = 0;
+    if (pl->flags & FL_MASK) // the mask rows' visible keys, read by every kernel after it
+        out[n0++] = (struct vk_pipe_req){ VK_SH_MASK_COUNT,
+                                          { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
+                                            [SPEC_D] = D, [SPEC_TPR] = 1 },
+                                          0, ROLE_MASK };
+    out += n0;
     if (pl->path != SSMAX_PATH_UNFUSED) {
         const uint32_t wg = pl->kernel == KERNEL_ROWS    ? sg
                             : pl->kernel == KERNEL_LANES ? pl->wg
@@ -106,12 +114,12 @@ int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_
                                          [SPEC_LPR] = pl->kernel == KERNEL_LANES ? pl->lpr : 1 },
                                        pl->subgroup, ROLE_FUSED };
         if (pl->path != SSMAX_PATH_SPLIT_KV)
-            return 1;
+            return n0 + 1;
         out[1] = (struct vk_pipe_req){ f16 ? VK_SH_MERGE_F16 : VK_SH_MERGE_F32,
                                        { [SPEC_WG] = 64, [SPEC_BR] = 1, [SPEC_BC] = 1,
                                          [SPEC_D] = D, [SPEC_TPR] = 1 },
                                        0, ROLE_MERGE };
-        return 2;
+        return n0 + 2;
     }
     out[0] = (struct vk_pipe_req){ f16 ? VK_SH_QK_F16 : VK_SH_QK_F32,
                                    { [SPEC_WG] = 256, [SPEC_BR] = 1, [SPEC_BC] = 1, [SPEC_D] = D,
@@ -125,13 +133,14 @@ int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_
                                    { [SPEC_WG] = pl->br * pl->tpr, [SPEC_BR] = pl->br,
                                      [SPEC_BC] = pl->bc, [SPEC_D] = D, [SPEC_TPR] = pl->tpr },
                                    0, ROLE_PV };
-    return 3;
+    return n0 + 3;
 }
 
-/* The plan's pipelines: fused (and merge), or the three unfused kernels. */
-static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[3])
+/* The plan's pipelines: with a mask, mask_count; then fused (and merge), or the three unfused
+ * kernels. */
+static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[VK_PLAN_PIPES])
 {
-    struct vk_pipe_req req[3];
+    struct vk_pipe_req req[VK_PLAN_PIPES];
     const int n = vk_plan_pipes(d, pl, req);
     for (int i = 0; i < n; i++) {
         int r = vk_pipeline(d, req[i].id, req[i].spec, req[i].subgroup, &pipe[i]);
@@ -142,11 +151,12 @@ static int pipelines(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pi
 }
 
 /* The plan's scratch, coefficient buffer and pipelines: made before anything is recorded. */
-static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[3])
+static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe[VK_PLAN_PIPES])
 {
     int r;
     if ((pl->scr0_bytes && (r = vk_buf_ensure(d, &d->scr0, pl->scr0_bytes, 0)) < 0) ||
         (pl->scr1_bytes && (r = vk_buf_ensure(d, &d->scr1, pl->scr1_bytes, 0)) < 0) ||
+        (pl->nvis_bytes && (r = vk_buf_ensure(d, &d->nvis, pl->nvis_bytes, 0)) < 0) ||
         (r = vk_buf_ensure(d, &d->coef, pl->coef_bytes, 1)) < 0)
         return r;
     return pipelines(d, pl, pipe);
@@ -154,13 +164,32 @@ static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe
 
 int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
 {
-    VkPipeline pipe[3];
+    VkPipeline pipe[VK_PLAN_PIPES];
     return prepare((struct vk_dev *)base, pl, pipe);
 }
 
+/* With a mask: each mask row's visible keys into BIND_NVIS (mask_count.comp), before the kernels
+ * that read them (their n), in the call's first submission. */
+static void record_mask_count(struct rec *rc, const struct attn_plan *pl, VkPipeline pipe,
+                              struct attn_block *pc)
+{
+    const struct ssmax_attn_params *p = &pl->p;
+    const uint32_t hm = (pl->flags & FL_MASK_HEADS) ? p->q_heads : 1, maxx = pl->max_groups_x;
+    for (uint32_t x0 = 0; x0 < p->q_len; x0 += maxx) {
+        pc->row_base = x0;
+        dispatch(rc, pipe, pc, p->q_len - x0 < maxx ? p->q_len - x0 : maxx, hm, p->batch);
+    }
+    pc->row_base = 0;
+    compute_barrier(rc);
+}
+
+/* The call's kernels: mask_count first where there is a mask, then the path's. */
+static int record_all(struct rec *rc, const struct attn_plan *pl, const struct attn_bufs *ab,
+                      const VkPipeline pipe[VK_PLAN_PIPES], struct attn_block *pc);
+
 /* The fused and split-KV paths: the plan's row blocks, blocks_per_sub a submission, then the
  * merge of the splits. */
-static int record_fused(struct rec *rc, const struct attn_plan *pl, const VkPipeline pipe[3],
+static int record_fused(struct rec *rc, const struct attn_plan *pl, const VkPipeline pipe[],
                         struct attn_block *pc)
 {
     const struct ssmax_attn_params *p = &pl->p;
@@ -187,7 +216,7 @@ static int record_fused(struct rec *rc, const struct attn_plan *pl, const VkPipe
 /* The unfused path: for each chunk of (batch, head) pairs and query rows, the scores, their
  * softmax and P V (and the weights copied out), chunks_per_sub a submission. */
 static int record_unfused(struct rec *rc, const struct attn_plan *pl, const struct attn_bufs *ab,
-                          const VkPipeline pipe[3], struct attn_block *pc)
+                          const VkPipeline pipe[], struct attn_block *pc)
 {
     struct vk_dev *d = rc->d;
     const struct ssmax_attn_params *p = &pl->p;
@@ -227,9 +256,20 @@ static int record_unfused(struct rec *rc, const struct attn_plan *pl, const stru
 
 /* The descriptor writes of a call: the tensors at their bindings (k_bytes, v_bytes: what K and
  * V's bindings cover), the coefficients and the scratch. Fills bi and the elements' offsets. */
+static int record_all(struct rec *rc, const struct attn_plan *pl, const struct attn_bufs *ab,
+                      const VkPipeline pipe[VK_PLAN_PIPES], struct attn_block *pc)
+{
+    const int n0 = (pl->flags & FL_MASK) ? 1 : 0;
+    if (n0)
+        record_mask_count(rc, pl, pipe[0], pc);
+    return pl->path != SSMAX_PATH_UNFUSED ? record_fused(rc, pl, pipe + n0, pc)
+                                          : record_unfused(rc, pl, ab, pipe + n0, pc);
+}
+
 static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
-                     uint64_t k_bytes, uint64_t v_bytes, const struct vk_buf *coef, const struct vk_buf *scr0,
-                     const struct vk_buf *scr1, VkDescriptorBufferInfo bi[NUM_BINDINGS],
+                     uint64_t k_bytes, uint64_t v_bytes, const struct vk_buf *coef,
+                     const struct vk_buf *scr0, const struct vk_buf *scr1,
+                     const struct vk_buf *nvis, VkDescriptorBufferInfo bi[NUM_BINDINGS],
                      uint32_t offs[6])
 {
     const uint32_t esz = pl->elem_size;
@@ -250,11 +290,21 @@ static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct 
                                               VK_WHOLE_SIZE };
     bi[BIND_SCR1] = (VkDescriptorBufferInfo){ scr1->buf ? scr1->buf : d->dummy.buf, 0,
                                               VK_WHOLE_SIZE };
-    // SPEC.md section 7: the mask and its rows' counts (dummies until the kernels take them).
-    bi[BIND_MASK] = (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
-    bi[BIND_NVIS] = (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
+    // SPEC.md section 7: the mask (aligned like the tensors) and its rows' counts; dummies
+    // without a mask.
+    const int masked = ab->mask && (pl->flags & FL_MASK);
+    struct vk_bind bm = masked ? vk_bind_of(d, ab->mask_off, pl->mask_bytes, pl->mask_esz)
+                               : (struct vk_bind){ 0, VK_WHOLE_SIZE, 0 };
+    if (masked) { // whole words: an f16 mask is read as uint pairs (see vk_buf_create)
+        const VkDeviceSize size = ((const struct vk_buf *)ab->mask)->size, r4 = (bm.range + 3) & ~3ull;
+        bm.range = bm.base + r4 <= size ? r4 : size - bm.base;
+    }
+    bi[BIND_MASK] = (VkDescriptorBufferInfo){
+        masked ? ((struct vk_buf *)ab->mask)->buf : d->dummy.buf, bm.base, bm.range };
+    bi[BIND_NVIS] = (VkDescriptorBufferInfo){ masked && nvis->buf ? nvis->buf : d->dummy.buf, 0,
+                                              VK_WHOLE_SIZE };
     offs[0] = bq.elem_off, offs[1] = bk.elem_off, offs[2] = bv.elem_off, offs[3] = bo.elem_off;
-    offs[4] = bl.elem_off, offs[5] = 0;
+    offs[4] = bl.elem_off, offs[5] = bm.elem_off;
 }
 
 static int write_set(struct vk_dev *d, VkDescriptorPool pool, const VkDescriptorBufferInfo *bi,
@@ -285,7 +335,7 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     struct vk_dev *d = (struct vk_dev *)base;
 
     // Scratch and pipelines first, so a failure leaves every output untouched.
-    VkPipeline pipe[3] = { 0 };
+    VkPipeline pipe[VK_PLAN_PIPES] = { 0 };
     int r = prepare(d, pl, pipe);
     if (r < 0)
         return r;
@@ -295,7 +345,8 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[6] = { 0 };
-    bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &d->coef, &d->scr0, &d->scr1, bi, offs);
+    bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &d->coef, &d->scr0, &d->scr1, &d->nvis, bi,
+             offs);
     struct rec rc = { d, d->cmd, VK_NULL_HANDLE, &d->scr0, 1, device_ns };
     if ((r = write_set(d, d->dpool, bi, &rc.set)) < 0)
         return r;
@@ -304,8 +355,7 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     *device_ns = 0;
     if ((r = sub_begin(&rc)) < 0)
         return r;
-    r = pl->path != SSMAX_PATH_UNFUSED ? record_fused(&rc, pl, pipe, &pc)
-                                       : record_unfused(&rc, pl, ab, pipe, &pc);
+    r = record_all(&rc, pl, ab, pipe, &pc);
     return r < 0 ? r : sub_end(&rc);
 }
 
@@ -316,12 +366,12 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 #define VK_PLAN_SETS 32
 
 struct vk_plan_state {
-    struct vk_buf coef, scr0, scr1;
+    struct vk_buf coef, scr0, scr1, nvis;
     VkDescriptorPool pool;
     int nsets;
     struct {
         VkDescriptorBufferInfo bi[NUM_BINDINGS];
-        uint64_t ids[5]; // the buffers' identities: a handle value alone may be a new buffer's
+        uint64_t ids[6]; // the buffers' identities: a handle value alone may be a new buffer's
         VkDescriptorSet set;
     } sets[VK_PLAN_SETS];
 };
@@ -335,6 +385,7 @@ void vk_plan_state_free(struct ssmax_dev *base, void *state)
     vk_buf_free(d, &st->coef);
     vk_buf_free(d, &st->scr0);
     vk_buf_free(d, &st->scr1);
+    vk_buf_free(d, &st->nvis);
     if (st->pool)
         d->vkDestroyDescriptorPool(d->dev, st->pool, NULL);
     ssmax_free(base->ctx, st);
@@ -359,6 +410,8 @@ static int plan_state(struct vk_dev *d, const struct attn_plan *base, void **sta
         r = vk_buf_ensure(d, &st->scr0, base->scr0_bytes, 0);
     if (r == SSMAX_OK && base->scr1_bytes)
         r = vk_buf_ensure(d, &st->scr1, base->scr1_bytes, 0);
+    if (r == SSMAX_OK && base->nvis_bytes)
+        r = vk_buf_ensure(d, &st->nvis, base->nvis_bytes, 0);
     if (r == SSMAX_OK) {
         VkResult vr = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &st->pool);
         if (vr != VK_SUCCESS)
@@ -377,22 +430,24 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
               const struct attn_plan *pl, const struct attn_bufs *ab, VkCommandBuffer cmd)
 {
     struct vk_dev *d = (struct vk_dev *)dev;
-    VkPipeline pipe[3] = { 0 };
+    VkPipeline pipe[VK_PLAN_PIPES] = { 0 };
     int r = pipelines(d, pl, pipe); // made with the plan: found, not built
     if (r < 0 || (r = plan_state(d, base, state)) < 0)
         return r;
     struct vk_plan_state *st = *state;
-    if (pl->scr0_bytes > base->scr0_bytes || pl->scr1_bytes > base->scr1_bytes)
+    if (pl->scr0_bytes > base->scr0_bytes || pl->scr1_bytes > base->scr1_bytes ||
+        pl->nvis_bytes > base->nvis_bytes)
         return ssmax_set_error(dev->ctx, SSMAX_ERR_BACKEND,
                                "vulkan: internal: an execution's scratch outgrew its plan's");
     // K and V are bound over the plan's kv_len, so every step of a loop on the same buffers
     // finds the same set.
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[6] = { 0 };
-    bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, bi, offs);
-    const struct vk_buf *const tb[5] = { ab->q, ab->k, ab->v, ab->o, ab->lse };
-    uint64_t ids[5];
-    for (int i = 0; i < 5; i++)
+    bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, &st->nvis,
+             bi, offs);
+    const struct vk_buf *const tb[6] = { ab->q, ab->k, ab->v, ab->o, ab->lse, ab->mask };
+    uint64_t ids[6];
+    for (int i = 0; i < 6; i++)
         ids[i] = tb[i] ? tb[i]->id : 0;
     VkDescriptorSet set = VK_NULL_HANDLE;
     for (int i = 0; i < st->nsets && !set; i++)
@@ -418,8 +473,7 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     compute_barrier(&rc);
     d->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
                                NULL);
-    return pl->path != SSMAX_PATH_UNFUSED ? record_fused(&rc, pl, pipe, &pc)
-                                          : record_unfused(&rc, pl, ab, pipe, &pc);
+    return record_all(&rc, pl, ab, pipe, &pc);
 }
 
 const struct ssmax_backend_fns ssmax_backend_vulkan = {
@@ -428,4 +482,5 @@ const struct ssmax_backend_fns ssmax_backend_vulkan = {
     .prepare = vk_prepare,
     .plan_state_free = vk_plan_state_free,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
+    .inference = 1,
 };

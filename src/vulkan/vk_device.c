@@ -366,6 +366,7 @@ void vk_close(struct ssmax_dev *base)
             vk_buf_free(d, &d->dummy);
             vk_buf_free(d, &d->scr0);
             vk_buf_free(d, &d->scr1);
+            vk_buf_free(d, &d->nvis);
         }
         for (int i = 0; i < d->npipes; i++)
             d->vkDestroyPipeline(d->dev, d->pipes[i].pipe, NULL);
@@ -405,7 +406,9 @@ int vk_buf_create(struct ssmax_dev *base, size_t size, void **out)
     struct vk_buf *b = ssmax_calloc(base->ctx, 1, sizeof(*b));
     if (!b)
         return ssmax_set_error(base->ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-    int r = vk_buf_alloc(d, size, d->unified, b);
+    // Whole 4-byte words: the kernels read f16 data (an f16 mask of odd length) as uint pairs,
+    // so the word holding a buffer's last half must lie within it.
+    int r = vk_buf_alloc(d, (size + 3) & ~(size_t)3, d->unified, b);
     if (r < 0) {
         ssmax_free(base->ctx, b);
         return r;

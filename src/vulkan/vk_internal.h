@@ -164,7 +164,7 @@ struct vk_dev {
     uint64_t pcache_secret[2]; // the cache directory's secret (ssmax_cache_secret)
     char pcache_key[128];     // "vk-<vendor>-<device>-<driver>-<uuid>": the file name and hash key
     char pcache_path[700];    // "": no file (no cache directory, no secret, or turned off)
-    struct vk_buf staging, coef, dummy, scr0, scr1;
+    struct vk_buf staging, coef, dummy, scr0, scr1, nvis;
     int compile_only; // no command pool, fence, query pool or buffers: pipelines only
     int submitted;    // work was submitted: close waits for the device to be idle
     PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props; // NULL: no statistics
@@ -240,14 +240,17 @@ void vk_plan_state_free(struct ssmax_dev *base, void *state);
 int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl);
 
 /* vk_attn.c: the pipelines a plan runs, in dispatch order: the shader, its specialization
- * constants and its part in the call. Returns how many (at most 3). */
+ * constants and its part in the call. Returns how many (at most VK_PLAN_PIPES): with a mask,
+ * mask_count first, then the attention kernels. */
+#define VK_PLAN_PIPES 4
 struct vk_pipe_req {
     enum vk_shader_id id;
     uint32_t spec[SPEC_COUNT];
     uint32_t subgroup; // the subgroup size asked for, 0: the driver's
     enum attn_role role;
 };
-int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl, struct vk_pipe_req out[3]);
+int vk_plan_pipes(const struct vk_dev *d, const struct attn_plan *pl,
+                  struct vk_pipe_req out[VK_PLAN_PIPES]);
 
 /* vk_plan.c */
 /* A tensor's binding: the offset rounded down to minStorageBufferOffsetAlignment, the range

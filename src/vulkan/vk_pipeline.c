@@ -139,9 +139,9 @@ static void read_stats(struct vk_dev *d, VkPipeline pipe, struct ssmax_pipe_info
 
 int vk_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb, void *priv)
 {
-    static const char *const roles[] = { "fused", "merge", "qk", "softmax", "pv" };
+    static const char *const roles[] = { "fused", "merge", "qk", "softmax", "pv", "mask" };
     struct vk_dev *d = (struct vk_dev *)base;
-    struct vk_pipe_req req[3];
+    struct vk_pipe_req req[VK_PLAN_PIPES];
     const int n = vk_plan_pipes(d, pl, req);
     for (int i = 0; i < n; i++) {
         const struct vk_shader_code *sc = &ssmax_vk_shaders[req[i].id];

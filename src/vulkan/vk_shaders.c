@@ -46,6 +46,10 @@ static const uint32_t flashs_f16[] =
 #include "flashs_f16.spv.inc"
     ;
 
+static const uint32_t mask_count[] =
+#include "mask_count.spv.inc"
+    ;
+
 static const uint32_t flashl_f32[] =
 #include "flashl_f32.spv.inc"
     ;
@@ -62,5 +66,5 @@ const struct vk_shader_code ssmax_vk_shaders[VK_SHADER_COUNT] = {
     [VK_SH_PV_F16] = S(pv_f16),       [VK_SH_FLASHR_F32] = S(flashr_f32),
     [VK_SH_FLASHR_F16] = S(flashr_f16), [VK_SH_FLASHS_F32] = S(flashs_f32),
     [VK_SH_FLASHS_F16] = S(flashs_f16), [VK_SH_FLASHL_F32] = S(flashl_f32),
-    [VK_SH_FLASHL_F16] = S(flashl_f16),
+    [VK_SH_FLASHL_F16] = S(flashl_f16), [VK_SH_MASK_COUNT] = S(mask_count),
 };
