@@ -43,7 +43,10 @@ float ld_half(uint w, uint e) { return unpackHalf2x16(w)[e & 1u]; }
     vec4(unpackHalf2x16(arr[((off) + (e)) >> 1]), unpackHalf2x16(arr[(((off) + (e)) >> 1) + 1u]))
 void store_o2(uint e, vec2 v) // e even
 {
-    o_data[(pc.o_off + e) >> 1] = packHalf2x16(clamp(v, vec2(-F16_MAX), vec2(F16_MAX)));
+    // Held to the half range (rounding may step past 65504), NaN kept: clamp's min and max
+    // would turn it into a bound.
+    o_data[(pc.o_off + e) >> 1] =
+        packHalf2x16(mix(clamp(v, vec2(-F16_MAX), vec2(F16_MAX)), v, isnan(v)));
 }
 #else
 #define LOAD(arr, off, e) arr[(off) + (e)]

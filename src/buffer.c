@@ -52,6 +52,7 @@ int ssmax_buffer_adopt(ssmax_context *ctx, void *bk, size_t base, size_t size, s
     b->bk = bk;
     b->base = base;
     b->size = size;
+    b->imported = 1;
     *out = b->handle;
     return SSMAX_OK;
 }

@@ -40,6 +40,7 @@ struct ssmax_buffer {
     void *bk;     // backend object
     void *handle; // the handle that names it
     size_t base;  // where it starts in bk: an imported range of the application's buffer
+    int imported; // the application's memory (ssmax_buffer_adopt): its size is exact
 };
 
 /* Checked handles (handle.c): what a handle names. */

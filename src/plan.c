@@ -116,6 +116,13 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         return r;
     if (pl->p.mask && (r = check_buf(ctx, b->mask, b->mask_off, pl->mask_bytes, "mask")) < 0)
         return r;
+    // GPU kernels read an f16 mask in 4-byte words: its last word must lie in the buffer. The
+    // library's own buffers are whole words; an application's may end on the mask's last half.
+    if (pl->p.mask && b->mask->imported && b->mask_off + ((pl->mask_bytes + 3) & ~3ull) > b->mask->size)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->mask: its last f16 entry ends 2 bytes before the end of the "
+                               "imported buffer (%zu bytes); the kernels read the mask in 4-byte "
+                               "words: import 2 bytes more", b->mask->size);
     if (!pl->p.mask && b->mask)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
                                "bufs->mask: set, but params mask is SSMAX_MASK_NONE");

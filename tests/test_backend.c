@@ -1133,6 +1133,7 @@ static void test_inference_random(void **state)
         c.mask_f16 = (f >> 11) % 2;
         c.mask_hide = 0.05 + 0.9 * (double)((f >> 12) % 100) / 100;
         c.nan_hidden = 1;
+        c.nan_mask = c.mask && (f >> 24) % 4 == 0;
         c.want_probs = c.p.path == SSMAX_PATH_UNFUSED && (f >> 20) % 2;
         c.layout = (f >> 21) % 3 == 0 ? (int)(1 + (f >> 23) % (H_LAYOUTS - 1)) : H_DENSE;
         c.amp = 2;

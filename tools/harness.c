@@ -371,6 +371,12 @@ static int make_host(const struct hcase *c, struct ssmax_attn_params *p, struct 
         if (!(h->mask = malloc(h->nmask * (c->mask_f16 ? 2 : 4))))
             return SSMAX_ERR_OUT_OF_HOST_MEMORY;
         make_mask(c, p, h, &seed);
+        if (c->nan_mask) {
+            if (c->mask_f16)
+                ((uint16_t *)h->mask)[0] = 0x7e00;
+            else
+                ((float *)h->mask)[0] = NAN;
+        }
     }
     if (c->nan_hidden && (uint64_t)p->batch * p->q_heads * p->q_len * p->kv_len <= (1ull << 27)) {
         // Keys no row of the batch item sees, in any head that reads them: NaN in K and V.

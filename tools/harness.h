@@ -37,6 +37,8 @@ struct hcase {
     int sinks;                  // a sink logit per query head, uniform in [-1, 2]
     int seq_lens;               // kv_lens per batch item, uniform in [1, kv_len] (unless given)
     int nan_hidden;             // NaN in every K and V row no query row of its batch item sees
+    int nan_mask;               // NaN in the mask's first entry (row 0, key 0 of its first
+                                // matrix): that row is NaN wherever it sees key 0
 };
 
 /* Tensor layouts for h_run (SPEC.md section 7.1). Every byte of an input buffer that is not an

@@ -292,7 +292,8 @@ struct ssmax_attn_buffers {
     ssmax_buffer *lse;   ///< NULL: no LSE output
     ssmax_buffer *probs; ///< NULL: no attention weights (requires the unfused path when set)
     size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
-    ssmax_buffer *mask;  ///< the additive mask (params mask not SSMAX_MASK_NONE), else NULL
+    ssmax_buffer *mask;  ///< the additive mask (params mask not SSMAX_MASK_NONE), else NULL;
+                         ///< an imported buffer must hold the mask's extent rounded up to 4 bytes
     size_t mask_off;     ///< a multiple of 4 bytes
     uint8_t reserved[32];
 };

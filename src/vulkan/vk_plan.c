@@ -425,6 +425,11 @@ int vk_plan(struct ssmax_dev *base, struct attn_plan *pl)
                                "kv_heads/batch/kv_len: %u, %u x %u splits, %u exceed the device's "
                                "dispatch limits (%u, %u, %u)", p->kv_heads, p->batch, pl->splits,
                                p->kv_len, wg[0], wg[1], wg[2]);
+    // mask_count: a workgroup per mask row, (row, head, batch item)
+    if ((pl->flags & FL_MASK_HEADS) && p->q_heads > wg[1])
+        return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                               "q_heads: %u exceeds the device's dispatch limit %u (a per-head mask "
+                               "counts each head's rows in one dispatch)", p->q_heads, wg[1]);
     choose_shader(d, pl);
     pl->scratch_max = maxr;
     pl->max_groups_x = wg[0];
