@@ -69,8 +69,11 @@ float logit(float s, bool full, uint e)
 void main()
 {
     const uint t = gl_LocalInvocationID.x, gr = t / 8u, gc = t % 8u; // 2 x 8 grid
-    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
-    const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
+    // y: batch item and split, z: KV head, so the workgroups of one batch item are spread over
+    // the dispatch (drivers that hand out contiguous ranges, lavapipe's threads, balance a
+    // padded batch's long and short sequences)
+    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.z;
+    const uint b = gl_WorkGroupID.y / pc.nsplit, sp = gl_WorkGroupID.y % pc.nsplit;
     const uint GL = pc.G * pc.Lq;
 
     for (uint e = t; e < BR * D; e += WG) {

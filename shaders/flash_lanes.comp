@@ -151,8 +151,11 @@ void main()
     // Lanes of a row are neighbours in one subgroup (LPR divides the subgroup size).
     const uint inv = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
     const uint lane = inv % LPR, slot = inv / LPR, r = slot % BR, kg = slot / BR;
-    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
-    const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
+    // y: batch item and split, z: KV head, so the workgroups of one batch item are spread over
+    // the dispatch (drivers that hand out contiguous ranges, lavapipe's threads, balance a
+    // padded batch's long and short sequences)
+    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.z;
+    const uint b = gl_WorkGroupID.y / pc.nsplit, sp = gl_WorkGroupID.y % pc.nsplit;
     const uint GL = pc.G * pc.Lq;
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);

@@ -170,8 +170,11 @@ void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint m
 void main()
 {
     const uint t = gl_SubgroupInvocationID;
-    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.y;
-    const uint b = gl_WorkGroupID.z / pc.nsplit, sp = gl_WorkGroupID.z % pc.nsplit;
+    // y: batch item and split, z: KV head, so the workgroups of one batch item are spread over
+    // the dispatch (drivers that hand out contiguous ranges, lavapipe's threads, balance a
+    // padded batch's long and short sequences)
+    const uint blk = gl_WorkGroupID.x + pc.row_base, g = gl_WorkGroupID.z;
+    const uint b = gl_WorkGroupID.y / pc.nsplit, sp = gl_WorkGroupID.y % pc.nsplit;
     const uint GL = pc.G * pc.Lq;
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * pc.split_len, ke_split = min(ks + pc.split_len, pc.Lk);

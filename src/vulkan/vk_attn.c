@@ -199,7 +199,7 @@ static int record_fused(struct rec *rc, const struct attn_plan *pl, const VkPipe
             return r;
         pc->row_base = x0;
         uint32_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
-        dispatch(rc, pipe[0], pc, n, p->kv_heads, p->batch * pl->nsplit);
+        dispatch(rc, pipe[0], pc, n, p->batch * pl->nsplit, p->kv_heads); // (blocks, b*s, g)
     }
     if (pl->path == SSMAX_PATH_SPLIT_KV) {
         compute_barrier(rc);

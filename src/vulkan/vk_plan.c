@@ -419,12 +419,12 @@ int vk_plan(struct ssmax_dev *base, struct attn_plan *pl)
     if ((r = loop_limit(d, pl)) < 0)
         return r;
     const uint32_t *wg = lim->maxComputeWorkGroupCount;
-    if (p->kv_heads > wg[1] || (uint64_t)p->batch * pl->splits > wg[2] ||
+    if (p->kv_heads > wg[2] || (uint64_t)p->batch * pl->splits > wg[1] ||
         (pl->path == SSMAX_PATH_UNFUSED && (p->kv_len + 15) / 16 > wg[0]))
         return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
                                "kv_heads/batch/kv_len: %u, %u x %u splits, %u exceed the device's "
-                               "dispatch limits (%u, %u, %u)", p->kv_heads, p->batch, pl->splits,
-                               p->kv_len, wg[0], wg[1], wg[2]);
+                               "dispatch limits (%u z, %u y, %u x)", p->kv_heads, p->batch,
+                               pl->splits, p->kv_len, wg[2], wg[1], wg[0]);
     // mask_count: a workgroup per mask row, (row, head, batch item)
     if ((pl->flags & FL_MASK_HEADS) && p->q_heads > wg[1])
         return ssmax_set_error(base->ctx, SSMAX_ERR_LIMIT_EXCEEDED,
