@@ -167,6 +167,29 @@ void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint m
     }
 }
 
+// With a mask: keys [kt, ke_wg) in chunks of CH steps, a chunk no lane's row sees any key of
+// skipped whole after one look at its mask entries (unrolled: a chunk costs one loop iteration
+// besides its steps, which max_tiles_per_wg in src/vulkan/vk_plan.c counts), so a mask that
+// hides most of the keys costs little more than reading it.
+const uint CH = 16u; // steps a chunk
+void walk_masked(uint kt, uint t, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint ke_wg)
+{
+    for (; kt < ke_wg; kt += CH * BC) {
+        bool any = false;
+        [[unroll]] for (uint r = 0u; r < RL; r++)
+            [[unroll]] for (uint u = 0u; u < CH * BC; u++) {
+                const uint j = kt + u;
+                if (j >= ks_row[r] && j < ke_row[r])
+                    any = any || !(mask_at(mrow[r], j) == NEG_INF);
+            }
+        if (!sg_any(any))
+            continue;
+        const uint kend = min(kt + CH * BC, ke_wg);
+        for (uint k2 = kt; k2 < kend; k2 += BC)
+            step(k2, t, true, ks_row, ke_row, mrow, ke_wg);
+    }
+}
+
 void main()
 {
     const uint t = gl_SubgroupInvocationID;
@@ -212,6 +235,10 @@ void main()
     // Masked steps up to the first one every row sees whole, unmasked ones while every row does
     // (none with a mask), masked ones to the end.
     uint kt = ks_wg;
+    if (!fast) {
+        walk_masked(kt, t, ks_row, ke_row, mrow, ke_wg);
+        kt = ke_wg;
+    }
     for (; kt < ke_wg && !(fast && kt >= ks_max && kt + BC <= ke_min); kt += BC)
         step(kt, t, true, ks_row, ke_row, mrow, ke_wg);
     if (fast)

@@ -31,7 +31,7 @@ static const char *usage_bench =
     "  --sinks X                a sink logit X for every query head\n"
     "  --kv-lens L1,L2,...      keys of each batch item (B values)\n"
     "  --q-pos P                position of query row 0 (default Lk-Lq, per item with --kv-lens)\n"
-    "  --mask FRAC[/KEYS]       an additive [B,Hq,Lq,Lk] mask hiding FRAC of its blocks of 16 rows\n"
+    "  --mask FRAC[/KEYS]       an additive [B,1,Lq,Lk] mask hiding FRAC of its blocks of KEYS rows\n"
     "                           x KEYS keys (default 64), -inf there and values in [-2, 1] elsewhere\n"
     "  --plan                   time executions of one plan (ssmax_plan_create once, then\n"
     "                           ssmax_plan_execute) instead of ssmax_attn calls\n"
@@ -294,7 +294,7 @@ static void shape_case(const struct shape *s, const struct ssmax_attn_params *ba
     c->p.q_pos = s->q_pos;
     c->p.kv_lens = s->nkvl ? s->kvl : NULL;
     if (s->mask_hide > 0) {
-        c->mask = SSMAX_MASK_BH_LQ_LK;
+        c->mask = SSMAX_MASK_B1_LQ_LK; // one per batch item, as engines pass theirs
         c->mask_hide = s->mask_hide;
         c->mask_block = s->mask_keys;
     }

@@ -262,9 +262,9 @@ static void make_mask(const struct hcase *c, const struct ssmax_attn_params *p, 
         for (uint32_t j = 0; j < Lk; j++) {
             float x;
             if (c->mask_block) {
-                // One draw per block of 16 rows x mask_block keys of this mask matrix.
+                // One draw per block of mask_block rows x mask_block keys of this mask matrix.
                 uint64_t bs = c->seed ^ ((r / Lq) * 0x9e3779b97f4a7c15ull) ^
-                              ((uint64_t)(i / 16) << 32) ^ (j / c->mask_block);
+                              ((uint64_t)(i / c->mask_block) << 32) ^ (j / c->mask_block);
                 x = h_unit(&bs) < c->mask_hide ? -INFINITY : (float)(3 * h_unit(seed) - 2);
             } else if (empty || (single && j != keep)) {
                 x = -INFINITY;

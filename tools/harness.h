@@ -32,7 +32,7 @@ struct hcase {
     int mask_f16;               // ... of halves
     double mask_hide;           // ... each entry -inf with this probability (else uniform
                                 // [-2, 1]); and about one row in 8 empty, one in 8 a single key
-    uint32_t mask_block;        // > 0: hide whole blocks of 16 rows x mask_block keys instead
+    uint32_t mask_block;        // > 0: hide whole blocks of mask_block rows x keys instead
                                 // (mask_hide of them; no empty or single-key rows)
     int sinks;                  // a sink logit per query head, uniform in [-1, 2]
     int seq_lens;               // kv_lens per batch item, uniform in [1, kv_len] (unless given)

@@ -308,8 +308,9 @@ static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct attn_plan 
 {
     if (!d->ph->loop_limited)
         return UINT32_MAX;
-    if (pl->kernel == KERNEL_ROWS) // one loop iteration per step of BC keys; the rest unrolled
-        return LOOP_BUDGET - 8;
+    if (pl->kernel == KERNEL_ROWS) // one loop iteration per step of BC keys; the rest unrolled;
+        // with a mask, one more per chunk of 16 steps (flash_rows.comp, walk_masked)
+        return (pl->flags & FL_MASK) ? (LOOP_BUDGET - 8) / 17 * 16 : LOOP_BUDGET - 8;
     if (pl->kernel == KERNEL_LANES) // the same, a key group taking every kgroups-th step
         return (LOOP_BUDGET - 8 - 2 * pl->kgroups) * pl->kgroups;
     // flash_attn.comp per tile (16 invocations): K and V staging BC*D/64 each, scores D, row max
