@@ -83,14 +83,16 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
     barrier(CLK_LOCAL_MEM_FENCE);
     uint tn = 0u;
     for (uint kt = kb_wg; kt < ke_wg; kt += BC, tn++) {
-        // 0. What each row sees of the tile: Ps holds the key's bias (its mask entry, 0 without
-        // a mask; -inf: hidden). Flag[tn % 2] says whether any row sees any key: a tile no row
-        // sees (the mask hides it) is skipped before its K and V are read. The flag of the tile
-        // before was read before that tile's last barrier: it is cleared for the next tile.
+        // Every row sees every key of the tile: no bias, no selection.
+        const bool full = !masked && kt >= kb_all && kt + BC <= ke_all;
+        // 0. Else what each row sees of the tile: Ps holds the key's bias (its mask entry, 0
+        // without a mask; -inf: hidden). Flag[tn % 2] says whether any row sees any key: a tile
+        // no row sees (the mask hides it) is skipped before its K and V are read. The flag of
+        // the tile before was read before that tile's last barrier: it is cleared for the next.
         if (t == 0u)
             Flag[(tn + 1u) & 1u] = 0u;
         bool seen = false;
-        for (uint e = t; e < BR * BC; e += FWG) {
+        for (uint e = t; !full && e < BR * BC; e += FWG) {
             const uint r = e / BC, R = first + r;
             float bias = -INFINITY;
             if (R < GL) {
@@ -105,10 +107,12 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
         if (seen)
             Flag[tn & 1u] = 1u;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (Flag[tn & 1u] == 0u) { // the same for every work-item
-            barrier(CLK_LOCAL_MEM_FENCE); // every work-item has read the flag
-            continue;
+        if (!full) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (Flag[tn & 1u] == 0u) { // the same for every work-item
+                barrier(CLK_LOCAL_MEM_FENCE); // every work-item has read the flag
+                continue;
+            }
         }
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint c = e / D, d = e % D, j = kt + c;
@@ -136,7 +140,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         for (uint i = 0u; i < RS; i++)
             for (uint j = 0u; j < CS; j++) {
                 const uint x = (gr + 2u * i) * BC + KCOL(j);
-                s[i * CS + j] = key_logit(P, s[i * CS + j], Ps[x]);
+                s[i * CS + j] = key_logit(P, s[i * CS + j], full ? 0.0f : Ps[x]);
                 Ps[x] = s[i * CS + j];
             }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -171,9 +175,8 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
         for (uint kk = 0u; kk < RS * CP; kk++)
             tacc[kk] = 0.0f;
-        // Every row sees every key of the tile: no selection. Else a key weighs exactly 0 where
-        // a row does not see it, and is selected away (an underflowed weight adds nothing).
-        const bool full = !masked && kt >= kb_all && kt + BC <= ke_all;
+        // Unless every row sees every key of the tile, a key weighs exactly 0 where a row does
+        // not see it, and is selected away (an underflowed weight adds nothing).
         for (uint c = 0u; c < BC; c++) {
             float pv_[RS], vv[CP];
             for (uint i = 0u; i < RS; i++)
