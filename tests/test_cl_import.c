@@ -5,6 +5,7 @@
  * what ssmax leaves behind: every reference it took given back, the application's objects working.
  * Exit 77 without an OpenCL device, unless SSMAX_REQUIRE_DEVICE=1.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -262,6 +263,114 @@ static void test_enqueued(void **state)
     free(hqv), free(hk), free(hv), free(ho), free(ref);
 }
 
+/* Enqueued with SPEC.md section 7: a [B, 1, Lq, Lk] mask (f32 and f16) at a byte offset inside
+ * an application buffer that also holds Q, per-batch lengths as the execution's arguments, a
+ * sink and a soft-cap; the mask's counts run first, after the application's event. */
+static void test_enqueued_mask(void **state)
+{
+    (void)state;
+    cl_int e;
+    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    const uint32_t B = 2, cap = 150, D = 64, hq = 4, hkv = 2, lq = 3;
+    const uint32_t kvl[2] = { 40, 150 };
+    const float sinks[4] = { 0.5f, -1.0f, 2.0f, 0.0f };
+    const size_t nq = (size_t)B * hq * lq * D, nkv = (size_t)B * hkv * cap * D;
+    const size_t nm = (size_t)B * lq * cap, moff = 260; // the mask after Q, at an odd half
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4), *ho = malloc(nq * 4);
+    float *mf = malloc(nm * 4);
+    uint16_t *mh = malloc(nm * 2);
+    unsigned char *qm = malloc(moff + nm * 4);
+    double *ref = malloc(nq * sizeof(double));
+    assert_true(hqv && hk && hv && ho && mf && mh && qm && ref);
+    uint64_t seed = seed0 + 7;
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    h_fill(mf, SSMAX_F32, nm, 1, &seed);
+    for (size_t i = 0; i < nm; i++) {
+        if ((i * 2654435761u >> 7) % 10 < 3 || i / cap == 1) // 30% hidden, and row 1 of item 0
+            mf[i] = -INFINITY;
+        mh[i] = ssmax_f32_to_f16(mf[i]);
+        mf[i] = ssmax_f16_to_f32(mh[i]); // the same values in both dtypes
+    }
+    cl_mem mq = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nq * 4, hqv, &e);
+    cl_mem mk = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nkv * 4, hk, &e);
+    cl_mem mv = clCreateBuffer(cx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, nkv * 4, hv, &e);
+    cl_mem mo = clCreateBuffer(cx, CL_MEM_READ_WRITE, nq * 4, NULL, &e);
+    cl_mem mm = clCreateBuffer(cx, CL_MEM_READ_WRITE, moff + nm * 4, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_buffer *bq, *bk, *bv, *bo, *bm;
+    assert_int_equal(ssmax_opencl_buffer_import(c, mq, 0, nq * 4, &bq), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mk, 0, nkv * 4, &bk), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mv, 0, nkv * 4, &bv), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mo, 0, nq * 4, &bo), SSMAX_OK);
+    assert_int_equal(ssmax_opencl_buffer_import(c, mm, 4, moff - 4 + nm * 4, &bm), SSMAX_OK);
+    for (int f16 = 0; f16 < 2; f16++)
+        for (int path = 1; path <= 3; path++) {
+            const size_t mes = f16 ? 2 : 4;
+            memset(qm, 0x7f, moff); // NaN before the mask: an offset ignored would show
+            memcpy(qm + moff, f16 ? (void *)mh : (void *)mf, nm * mes);
+            assert_int_equal(clEnqueueWriteBuffer(q, mm, CL_TRUE, 0, moff + nm * mes, qm, 0,
+                                                  NULL, NULL), CL_SUCCESS);
+            struct ssmax_attn_params p;
+            ssmax_attn_params_default(&p);
+            p.batch = B, p.q_heads = hq, p.kv_heads = hkv, p.q_len = lq, p.kv_len = cap;
+            p.head_dim = D, p.causal = 1, p.softcap = 4, p.sinks = sinks;
+            p.mask = SSMAX_MASK_B1_LQ_LK, p.mask_dtype = f16 ? SSMAX_F16 : SSMAX_F32;
+            p.path = (enum ssmax_path)path;
+            p.kv_splits = path == 2 ? 3 : 0;
+            ssmax_plan *plan = NULL;
+            if (ssmax_plan_create(c, &p, 0, &plan) != SSMAX_OK)
+                fail_msg("plan: %s", ssmax_last_error(c));
+            cl_event gate = clCreateUserEvent(cx, &e), done = NULL;
+            assert_int_equal(e, CL_SUCCESS);
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_lens = kvl;
+            struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .mask = bm,
+                                             .mask_off = moff - 4 };
+            if (ssmax_opencl_plan_enqueue(c, plan, &ab, &a, 1, &gate, &done) < 0)
+                fail_msg("enqueue: %s", ssmax_last_error(c));
+            assert_non_null(done);
+            cl_int status = 0;
+            clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+            assert_true(status != CL_COMPLETE);
+            assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
+            cl_event rd;
+            assert_int_equal(clEnqueueReadBuffer(q, mo, CL_FALSE, 0, nq * 4, ho, 1, &done, &rd),
+                             CL_SUCCESS);
+            assert_int_equal(clWaitForEvents(1, &rd), CL_SUCCESS);
+            clReleaseEvent(rd), clReleaseEvent(done), clReleaseEvent(gate);
+            struct ssmax_attn_params rp = p;
+            rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0, rp.kv_lens = kvl;
+            struct ssmax_attn_host io = { .q = hqv, .k = hk, .v = hv, .o_f64 = ref,
+                                          .mask = f16 ? (void *)mh : (void *)mf };
+            assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+            struct ssmax_compare cmp;
+            ssmax_compare_f32(ref, ho, nq, 0, &cmp);
+            struct htol tol = h_tol_o(SSMAX_F32, cmp.max_ref);
+            printf("# enqueued mask %s path %d: nmse %.2e max %.2e\n", f16 ? "f16" : "f32", path,
+                   cmp.nmse, cmp.max_abs);
+            assert_true(!cmp.nonfinite_mismatch && cmp.nmse <= tol.nmse &&
+                        cmp.max_abs <= tol.max_abs);
+            ssmax_plan_destroy(c, &plan);
+        }
+    ssmax_buffer_destroy(c, &bq), ssmax_buffer_destroy(c, &bk), ssmax_buffer_destroy(c, &bv);
+    ssmax_buffer_destroy(c, &bo), ssmax_buffer_destroy(c, &bm);
+    ssmax_context_destroy(&c);
+    clReleaseMemObject(mq), clReleaseMemObject(mk), clReleaseMemObject(mv);
+    clReleaseMemObject(mo), clReleaseMemObject(mm);
+    clReleaseCommandQueue(q);
+    clReleaseContext(cx);
+    free(hqv), free(hk), free(hv), free(ho), free(mf), free(mh), free(qm), free(ref);
+}
+
 /* Each bad argument is a named error; nothing is retained by a refused call. */
 static void test_bad_import(void **state)
 {
@@ -342,6 +451,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_imported),
         cmocka_unit_test(test_enqueued),
+        cmocka_unit_test(test_enqueued_mask),
         cmocka_unit_test(test_bad_import),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

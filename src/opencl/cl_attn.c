@@ -48,9 +48,30 @@ static cl_int launch(struct launches *ls, int kid, cl_uint dims, const size_t *g
     return CL_SUCCESS;
 }
 
+/* m[]: params, coef, q, k, v, o, lse, scratch 0 and 1, mask, nvis (unused ones bound to a dummy). */
+enum { M_COUNT = 11 };
+
+/* With a mask: the visible keys of every mask row (n of the row factor), before the call's other
+ * kernels (the first launch: it waits for the application's events). */
+static int enqueue_mask_count(struct launches *ls, const struct attn_plan *pl, cl_mem m[M_COUNT])
+{
+    if (!(pl->flags & FL_MASK))
+        return SSMAX_OK;
+    const size_t ms = sizeof(cl_mem);
+    const size_t sz[] = { ms, ms, ms, ms };
+    const void *va[] = { &m[0], &m[1], &m[9], &m[10] };
+    int r = set_args(ls->d, ls->pg->k[K_MASK_COUNT], 4, sz, va);
+    if (r < 0)
+        return r;
+    const uint64_t rows = (uint64_t)pl->nvis_bytes / 4;
+    size_t g = (size_t)rows * 64, l = 64;
+    cl_int e = launch(ls, K_MASK_COUNT, 1, &g, &l);
+    return e == CL_SUCCESS ? SSMAX_OK : cl_err(ls->d->base.ctx, e, "kernel launch");
+}
+
 /* The fused and split-KV paths: the plan's row blocks (a work-group each: 16 work-items for the
  * tiles kernel, pl->wg for the GPU kernel), blocks_per_sub a launch, then the merge. */
-static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem m[9])
+static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem m[M_COUNT])
 {
     struct cl_dev *d = ls->d;
     const struct ssmax_attn_params *p = &pl->p;
@@ -60,13 +81,14 @@ static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem
     const size_t wg = lanes ? pl->wg : 16; // work-items a row block
     cl_kernel k = ls->pg->k[kid];
     cl_uint zero = 0;
-    const size_t sz[] = { ms, ms, ms, ms, ms, ms, ms, ms, ms, us };
-    const void *va[] = { &m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &m[6], &m[7], &m[8], &zero };
-    int r = set_args(d, k, 10, sz, va);
+    const size_t sz[] = { ms, ms, ms, ms, ms, ms, ms, ms, ms, ms, ms, us };
+    const void *va[] = { &m[0], &m[1], &m[2], &m[3], &m[4],  &m[5],
+                         &m[6], &m[7], &m[8], &m[9], &m[10], &zero };
+    int r = set_args(d, k, 12, sz, va);
     cl_int e = CL_SUCCESS;
     for (uint32_t x0 = 0; r == SSMAX_OK && x0 < pl->blocks; x0 += pl->blocks_per_sub) {
         cl_uint rb = x0;
-        if ((e = d->ci->f.clSetKernelArg(k, 9, us, &rb)) != CL_SUCCESS)
+        if ((e = d->ci->f.clSetKernelArg(k, 11, us, &rb)) != CL_SUCCESS)
             break;
         size_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
         size_t g[3] = { n * wg, p->kv_heads, (size_t)p->batch * pl->nsplit }, l[3] = { wg, 1, 1 };
@@ -88,7 +110,7 @@ static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem
 /* The unfused path: for each chunk of (batch, head) pairs and query rows, the scores, their
  * softmax and P V (and the weights copied out), chunks_per_sub a submission. */
 static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
-                           const struct attn_bufs *ab, cl_mem m[9])
+                           const struct attn_bufs *ab, cl_mem m[M_COUNT])
 {
     struct cl_dev *d = ls->d;
     struct cl_fns *f = &d->ci->f;
@@ -104,14 +126,14 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
             cl_uint ni = p->q_len - i0 < pl->i_count ? p->q_len - i0 : pl->i_count;
             if (chunk && chunk % pl->chunks_per_sub == 0)
                 f->clFlush(d->q);
-            const size_t s1z[] = { ms, ms, ms, ms, ms, us, us, us };
-            const void *v1[] = { &m[0], &m[1], &m[2], &m[3], &m[7], &bh0, &i0, &ni };
-            const size_t s2z[] = { ms, ms, ms, us, us, us };
-            const void *v2[] = { &m[0], &m[7], &m[6], &bh0, &i0, &ni };
+            const size_t s1z[] = { ms, ms, ms, ms, ms, ms, ms, us, us, us };
+            const void *v1[] = { &m[0], &m[1], &m[2], &m[3], &m[9], &m[10], &m[7], &bh0, &i0, &ni };
+            const size_t s2z[] = { ms, ms, ms, ms, us, us, us };
+            const void *v2[] = { &m[0], &m[1], &m[7], &m[6], &bh0, &i0, &ni };
             const size_t s3z[] = { ms, ms, ms, ms, ms, us, us, us };
             const void *v3[] = { &m[0], &m[1], &m[7], &m[4], &m[5], &bh0, &i0, &ni };
-            if ((r = set_args(d, ls->pg->k[K_QK], 8, s1z, v1)) < 0 ||
-                (r = set_args(d, ls->pg->k[K_SOFTMAX], 6, s2z, v2)) < 0 ||
+            if ((r = set_args(d, ls->pg->k[K_QK], 10, s1z, v1)) < 0 ||
+                (r = set_args(d, ls->pg->k[K_SOFTMAX], 7, s2z, v2)) < 0 ||
                 (r = set_args(d, ls->pg->k[K_PV], 8, s3z, v3)) < 0)
                 return r;
             size_t gq[3] = { (size_t)((p->kv_len + 15) / 16) * 256, (ni + 15) / 16, nb };
@@ -203,6 +225,40 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
     return SSMAX_OK;
 }
 
+/* Whole buffers are bound: tensors start at their byte offset / element size (the mask's in its
+ * own elements: floats or halves). */
+static void elem_offsets(const struct attn_plan *pl, const struct attn_bufs *ab, uint32_t offs[6])
+{
+    const uint32_t esz = pl->elem_size;
+    offs[0] = (uint32_t)(ab->q_off / esz), offs[1] = (uint32_t)(ab->k_off / esz);
+    offs[2] = (uint32_t)(ab->v_off / esz), offs[3] = (uint32_t)(ab->o_off / esz);
+    offs[4] = (uint32_t)(ab->lse_off / 4);
+    offs[5] = ab->mask && pl->mask_esz ? (uint32_t)(ab->mask_off / pl->mask_esz) : 0;
+}
+
+/* The kernels' buffers (M_COUNT): unused ones bound to a dummy. */
+static void bind(struct cl_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
+                 cl_mem params, cl_mem coef, cl_mem m[M_COUNT])
+{
+    const int masked = (pl->flags & FL_MASK) && ab->mask && d->nvis;
+    const cl_mem v[M_COUNT] = { params, coef, ab->q, ab->k, ab->v, ab->o,
+                                ab->lse ? ab->lse : d->dummy, d->scr0 ? d->scr0 : d->dummy,
+                                d->scr1 ? d->scr1 : d->dummy, masked ? ab->mask : d->dummy,
+                                masked ? d->nvis : d->dummy };
+    memcpy(m, v, sizeof(v));
+}
+
+/* Every launch of one call, in order: the mask's counts, then the path's kernels. */
+static int enqueue_all(struct launches *ls, const struct attn_plan *pl, const struct attn_bufs *ab,
+                       cl_mem m[M_COUNT])
+{
+    int r = enqueue_mask_count(ls, pl, m);
+    if (r < 0)
+        return r;
+    return pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(ls, pl, m)
+                                          : enqueue_unfused(ls, pl, ab, m);
+}
+
 /* The plan's program and scratch: built and allocated before anything is enqueued. */
 static int prepare(struct cl_dev *d, const struct attn_plan *pl, struct cl_prog **pg)
 {
@@ -212,6 +268,7 @@ static int prepare(struct cl_dev *d, const struct attn_plan *pl, struct cl_prog 
     if ((r = cl_program_get(d, opts, pg)) < 0 ||
         (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
         (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
+        (pl->nvis_bytes && (r = cl_scratch(d, &d->nvis, &d->nvis_size, pl->nvis_bytes)) < 0) ||
         (r = cl_scratch(d, &d->coef, &d->coef_size, pl->coef_bytes)) < 0)
         return r;
     return SSMAX_OK;
@@ -229,15 +286,12 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     struct cl_dev *d = (struct cl_dev *)base;
     struct ssmax_context *ctx = base->ctx;
     struct cl_fns *f = &d->ci->f;
-    const uint32_t esz = pl->elem_size;
     struct cl_prog *pg = NULL;
     int r = prepare(d, pl, &pg);
     if (r < 0)
         return r;
-    // Whole buffers are bound: tensors start at their offset / element size.
-    const uint32_t offs[6] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
-                               (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
-                               (uint32_t)(ab->lse_off / 4) };
+    uint32_t offs[6];
+    elem_offsets(pl, ab, offs);
     struct attn_block blk;
     ssmax_plan_block(pl, offs, &blk);
     cl_int e = f->clEnqueueWriteBuffer(d->q, d->params, CL_TRUE, 0, sizeof(blk), &blk, 0, NULL,
@@ -248,11 +302,10 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     if (e != CL_SUCCESS)
         return cl_err(ctx, e, "clEnqueueWriteBuffer (parameters)");
 
-    // params, coef, q, k, v, o, lse, scratch 0 and 1 (unused ones bound to a dummy)
-    cl_mem m[9] = { d->params, d->coef, ab->q, ab->k, ab->v, ab->o, ab->lse ? ab->lse : d->dummy,
-                    d->scr0 ? d->scr0 : d->dummy, d->scr1 ? d->scr1 : d->dummy };
+    cl_mem m[M_COUNT];
+    bind(d, pl, ab, d->params, d->coef, m);
     struct launches ls = { d, pg, NULL, NULL, 0, 0, NULL };
-    r = pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(&ls, pl, m) : enqueue_unfused(&ls, pl, ab, m);
+    r = enqueue_all(&ls, pl, ab, m);
     e = f->clFinish(d->q);
     if (r == SSMAX_OK && e == CL_SUCCESS && ssmax_fault_lost(ctx))
         r = ssmax_set_error(ctx, SSMAX_ERR_DEVICE_LOST, "opencl: device lost (injected)");
@@ -286,14 +339,12 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
     struct cl_dev *d = (struct cl_dev *)base;
     struct ssmax_context *ctx = base->ctx;
     struct cl_fns *f = &d->ci->f;
-    const uint32_t esz = pl->elem_size;
     struct cl_prog *pg = NULL;
     int r = prepare(d, pl, &pg); // the program and scratch were made with the plan: found
     if (r < 0)
         return r;
-    const uint32_t offs[6] = { (uint32_t)(ab->q_off / esz), (uint32_t)(ab->k_off / esz),
-                               (uint32_t)(ab->v_off / esz), (uint32_t)(ab->o_off / esz),
-                               (uint32_t)(ab->lse_off / 4) };
+    uint32_t offs[6];
+    elem_offsets(pl, ab, offs);
     struct attn_block blk;
     ssmax_plan_block(pl, offs, &blk);
     cl_int e;
@@ -307,10 +358,10 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
         f->clReleaseMemObject(params);
         return cl_err(ctx, e, "clCreateBuffer (coefficients)");
     }
-    cl_mem m[9] = { params, coef, ab->q, ab->k, ab->v, ab->o, ab->lse ? ab->lse : d->dummy,
-                    d->scr0 ? d->scr0 : d->dummy, d->scr1 ? d->scr1 : d->dummy };
+    cl_mem m[M_COUNT];
+    bind(d, pl, ab, params, coef, m);
     struct launches ls = { d, pg, NULL, NULL, 0, nwait, wait };
-    r = pl->path != SSMAX_PATH_UNFUSED ? enqueue_fused(&ls, pl, m) : enqueue_unfused(&ls, pl, ab, m);
+    r = enqueue_all(&ls, pl, ab, m);
     f->clReleaseMemObject(params);
     f->clReleaseMemObject(coef);
     if (r == SSMAX_OK) {
@@ -337,5 +388,5 @@ const struct ssmax_backend_fns ssmax_backend_opencl = {
     SSMAX_BACKEND_ENTRIES(cl, opencl, OPENCL),
     .pipelines = cl_pipelines,
     .prepare = cl_prepare,
-    .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 0,
+    .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 0, .inference = 1,
 };

@@ -63,7 +63,7 @@ void cl_close(struct ssmax_dev *base)
     if (d->q && f->clFinish(d->q) == CL_SUCCESS)
         cl_programs_settle(d);
     cl_programs_release(d);
-    cl_mem mems[] = { d->params, d->coef, d->scr0, d->scr1, d->dummy };
+    cl_mem mems[] = { d->params, d->coef, d->scr0, d->scr1, d->dummy, d->nvis };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(mems); i++)
         if (mems[i])
             f->clReleaseMemObject(mems[i]);

@@ -71,11 +71,12 @@ struct cl_inst {
 };
 
 /* The kernels of cl/attn.cl. A program holds the tiles kernels (K_TILES_SET), or, built with
- * -DLANES=1, the GPU kernel and the merge (K_ROWG_SET). */
-enum { K_FLASH, K_FLASH_SPLIT, K_MERGE, K_QK, K_SOFTMAX, K_PV, K_ROWG, K_ROWG_SPLIT, K_COUNT };
+ * -DLANES=1, the GPU kernel and the merge (K_ROWG_SET); both hold mask_count. */
+enum { K_FLASH, K_FLASH_SPLIT, K_MERGE, K_QK, K_SOFTMAX, K_PV, K_ROWG, K_ROWG_SPLIT, K_MASK_COUNT,
+       K_COUNT };
 #define K_TILES_SET ((1u << K_FLASH) | (1u << K_FLASH_SPLIT) | (1u << K_MERGE) | (1u << K_QK) |    \
-                     (1u << K_SOFTMAX) | (1u << K_PV))
-#define K_ROWG_SET ((1u << K_ROWG) | (1u << K_ROWG_SPLIT) | (1u << K_MERGE))
+                     (1u << K_SOFTMAX) | (1u << K_PV) | (1u << K_MASK_COUNT))
+#define K_ROWG_SET ((1u << K_ROWG) | (1u << K_ROWG_SPLIT) | (1u << K_MERGE) | (1u << K_MASK_COUNT))
 struct cl_prog {
     char opts[160];
     cl_program prog;
@@ -96,7 +97,8 @@ struct cl_dev {
     struct cl_prog *progs;
     int nprogs, cap_progs;
     cl_mem params, coef, scr0, scr1, dummy;
-    size_t coef_size, scr0_size, scr1_size;
+    cl_mem nvis; // with a mask: each mask row's visible keys (mask_count), like the scratch
+    size_t coef_size, scr0_size, scr1_size, nvis_size;
     char cache_dir[512];
     uint64_t mac_key[2]; // the cache directory's secret (see the cache section)
     int mac_state;       // 0: not read yet, 1: mac_key valid, -1: no secret (no caching)

@@ -18,7 +18,7 @@
 
 const char *const cl_kernel_names[K_COUNT] = { "flash_attn", "flash_attn_split", "split_merge",
                                                "qk", "softmax_rows", "pv", "flash_rowgroups",
-                                               "flash_rowgroups_split" };
+                                               "flash_rowgroups_split", "mask_count" };
 
 /* ---- program binary cache ----
  * One file per (device, driver, platform, source, options): <dir>/<fnv64 of the key>.clbin with
