@@ -155,8 +155,8 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         for (uint i = 0u; i < RS; i++) {
             const uint r = gr + 2u * i;
             const float m = Mrow[r];
-            for (uint j = 0u; j < CS; j++) // a hidden key's -inf gives exactly 0
-                Ps[r * BC + KCOL(j)] = exp(s[i * CS + j] - m);
+            for (uint j = 0u; j < CS; j++) // a hidden key (-inf): -0.0, skipped below
+                Ps[r * BC + KCOL(j)] = s[i * CS + j] == -INFINITY ? -0.0f : exp(s[i * CS + j] - m);
         }
         for (uint e = 4u * t; e < BC * D; e += 4u * FWG) {
             const uint j = kt + e / D;
@@ -175,8 +175,9 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
         }
         for (uint kk = 0u; kk < RS * CP; kk++)
             tacc[kk] = 0.0f;
-        // Unless every row sees every key of the tile, a key weighs exactly 0 where a row does
-        // not see it, and is selected away (an underflowed weight adds nothing).
+        // Unless every row sees every key of the tile, a key weighs -0.0 where a row does not
+        // see it, and is selected away; a key the row sees whose weight underflowed to +0.0 is
+        // multiplied, so NaN in its V reaches O as in the reference.
         for (uint c = 0u; c < BC; c++) {
             float pv_[RS], vv[CP];
             for (uint i = 0u; i < RS; i++)
@@ -185,7 +186,7 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
                 vv[j] = KV[c * D + OCOL(j)];
             for (uint i = 0u; i < RS; i++) {
                 pl[i] += pv_[i];
-                if (full || pv_[i] != 0.0f) // a key the row cannot see is skipped, never multiplied
+                if (full || as_uint(pv_[i]) != 0x80000000u) // hidden: skipped, never multiplied
                     for (uint j = 0u; j < CP; j++)
                         tacc[i * CP + j] = fma(pv_[i], vv[j], tacc[i * CP + j]);
             }
@@ -398,7 +399,8 @@ __kernel __attribute__((reqd_work_group_size(64, 1, 1))) void softmax_rows(
 // Unfused 3: O = P V, BR rows of one (batch, head) per work-group.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     __constant uint *P, __global const float *coef, __global const float *probs,
-    __global const io_t *v, __global io_t *o, uint bh0, uint i0, uint ni)
+    __global const io_t *v, __global io_t *o, __global const uint *mask, uint bh0, uint i0,
+    uint ni)
 {
     __local float Ps[BR * BC];
     __local float4 Vs[BC * D4];
@@ -416,7 +418,13 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
     for (uint kt = kb_wg; kt < nwg; kt += BC) {
         for (uint e = t; e < BR * BC; e += WG) {
             uint rr = e / BC, j = kt + e % BC;
-            Ps[e] = ib + rr < iend && j < PV(Lk) ? probs[pbase + rr * PV(Lk) + j] : 0.0f;
+            float pw = ib + rr < iend && j < PV(Lk) ? probs[pbase + rr * PV(Lk) + j] : 0.0f;
+            // A key the mask hides: -0.0 here, never multiplied. A key the row sees whose weight
+            // is 0 (underflow) stays +0.0 and is, so NaN in its V reaches O as in the reference.
+            if ((PV(flags) & FL_MASK) && ib + rr < iend && j < PV(Lk) &&
+                mask_at(P, mask, mask_row(P, coef, b, h, ib + rr), j) == -INFINITY)
+                pw = -0.0f;
+            Ps[e] = pw;
         }
         for (uint e = t; e < BC * D4; e += WG) {
             uint j = kt + e / D4;
@@ -425,8 +433,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
         barrier(CLK_LOCAL_MEM_FENCE);
         // A blocked sum: the tile's terms from 0, then one add to the running total (key by key
         // into it, a long row's small terms were lost: NMSE 2e-6 over 1M keys of one sign).
-        // The row's keys of the tile; one the mask hides has weight exactly 0 and is skipped
-        // (its V may be NaN).
+        // The row's keys of the tile; one the mask hides is -0.0 in Ps and skipped (its V may
+        // be NaN).
         const uint cmin = (uint)clamp((int)kr.x - (int)kt, 0, (int)BC);
         const uint cmax = (uint)clamp((int)kr.y - (int)kt, 0, (int)BC);
         float2 tacc[DP];
@@ -434,7 +442,7 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void pv(
             tacc[kk] = (float2)(0.0f);
         for (uint c = cmin; c < cmax; c++) {
             const float p = Ps[r * BC + c];
-            if (p != 0.0f)
+            if (as_uint(p) != 0x80000000u)
                 for (uint kk = 0u; kk < DP; kk++)
                     tacc[kk] += p * kv_pair(Vs, c, tr + TPR * kk);
         }

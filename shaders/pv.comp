@@ -2,8 +2,8 @@
 // Unfused path, step 3: O = P V for a chunk of rows. Like the fused kernel's second half: a
 // workgroup owns BR rows of one (batch, head), P and V tiles of BC keys go through shared memory,
 // and each row reads only its key range [x, y) of kv_range, from the block's smallest x to its
-// largest y; within it a key with P = 0 (hidden by the mask) is selected away, never multiplied,
-// so NaN in a hidden V never reaches O.
+// largest y; within it a key the mask hides is selected away, never multiplied, so NaN in a
+// hidden V never reaches O.
 //
 // Bindings: BIND_SCR0 P [bh][i_count][Lk], BIND_V (read), BIND_O (write).
 // Grid: x = row blocks of BR within [chunk_i0, chunk_i0 + chunk_ni), y = (batch, head) pairs from pc.row_base.
@@ -47,7 +47,13 @@ void main()
     for (uint kt = xwg; kt < nwg; kt += BC) {
         for (uint e = t; e < BR * BC; e += WG) {
             uint rr = e / BC, j = kt + e % BC;
-            Ps[e] = ib + rr < iend && j < pc.Lk ? probs[pbase + rr * pc.Lk + j] : 0.0;
+            float pw = ib + rr < iend && j < pc.Lk ? probs[pbase + rr * pc.Lk + j] : 0.0;
+            // A key the mask hides: -0.0 here, never multiplied. A key the row sees whose weight
+            // is 0 (underflow) stays +0.0 and is, so NaN in its V reaches O as in the reference.
+            if ((pc.flags & FL_MASK) != 0u && ib + rr < iend && j < pc.Lk &&
+                mask_at(mask_row(b, h, ib + rr), j) == NEG_INF)
+                pw = -0.0;
+            Ps[e] = pw;
         }
         for (uint e = t; e < BC * D4; e += WG) {
             uint j = kt + e / D4;
@@ -68,7 +74,7 @@ void main()
                 const uint c = c0 + u;
                 if (c >= cmin && c < cmax) {
                     const float p = Ps[r * BC + c];
-                    if (!(p == 0.0)) // P = 0: hidden by the mask (NaN is seen)
+                    if (floatBitsToUint(p) != 0x80000000u) // -0.0: hidden by the mask
                         [[unroll]] for (uint k = 0u; k < DP; k++)
                             tacc[k] += p * v_pair(c, tr + TPR * k);
                 }

@@ -1216,6 +1216,55 @@ static void test_windows(void **state)
     }
 }
 
+/* A key the mask leaves visible but whose weight underflows to 0 (bias -1e30) still multiplies
+ * its V, as in the reference: NaN there makes the row NaN; the same key hidden (-inf) does not. */
+static void test_mask_underflow(void **state)
+{
+    (void)state;
+    const uint32_t D = 8, Lk = 40;
+    float q[8], k[40 * 8], v[40 * 8], o[8], mask[40];
+    for (uint32_t i = 0; i < D; i++)
+        q[i] = (float)(i % 3) * 0.25f;
+    for (uint32_t j = 0; j < Lk * D; j++)
+        k[j] = (float)((j * 7) % 5) * 0.1f, v[j] = (float)((j * 3) % 4) * 0.5f;
+    for (uint32_t d = 0; d < D; d++)
+        v[17 * D + d] = NAN;
+    ssmax_buffer *bq, *bk, *bv, *bo, *bm, *bp;
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(q), &bq), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(k), &bk), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(v), &bv), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(o), &bo), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(mask), &bm), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, Lk * 4, &bp), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bq, 0, q, sizeof(q)), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bk, 0, k, sizeof(k)), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bv, 0, v, sizeof(v)), 0);
+    for (int hidden = 0; hidden < 2; hidden++)
+        for (int pi = 1; pi <= 3; pi++) {
+            for (uint32_t j = 0; j < Lk; j++)
+                mask[j] = 0;
+            mask[17] = hidden ? -INFINITY : -1e30f;
+            assert_int_equal(ssmax_buffer_write(ctx, bm, 0, mask, sizeof(mask)), 0);
+            struct ssmax_attn_params p;
+            ssmax_attn_params_default(&p);
+            p.head_dim = D, p.kv_len = Lk, p.path = (enum ssmax_path)pi;
+            p.kv_splits = pi == SSMAX_PATH_SPLIT_KV ? 2 : 0;
+            p.mask = SSMAX_MASK_LQ_LK;
+            struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .mask = bm,
+                                             .probs = pi == SSMAX_PATH_UNFUSED ? bp : NULL };
+            if (ssmax_attn(ctx, &p, &ab) != SSMAX_OK)
+                fail_msg("path %d: %s", pi, ssmax_last_error(ctx));
+            assert_int_equal(ssmax_buffer_read(ctx, bo, 0, o, sizeof(o)), 0);
+            for (uint32_t d = 0; d < D; d++)
+                if (hidden ? !isfinite(o[d]) : !isnan(o[d]))
+                    fail_msg("path %d, key 17 %s: O[%u] = %g", pi,
+                             hidden ? "hidden" : "seen with weight 0", d, (double)o[d]);
+            check_validation();
+        }
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk), ssmax_buffer_destroy(ctx, &bv);
+    ssmax_buffer_destroy(ctx, &bo), ssmax_buffer_destroy(ctx, &bm), ssmax_buffer_destroy(ctx, &bp);
+}
+
 /* A plan with a mask, executed with per-batch lengths and positions that change every step. */
 static void test_plan_inference(void **state)
 {
@@ -1304,7 +1353,7 @@ int main(void)
         cmocka_unit_test(test_plan_objects),
         cmocka_unit_test(test_inference_exact), cmocka_unit_test(test_inference_random),
         cmocka_unit_test(test_padded_batch),  cmocka_unit_test(test_windows),
-        cmocka_unit_test(test_plan_inference),
+        cmocka_unit_test(test_plan_inference), cmocka_unit_test(test_mask_underflow),
     };
     e = getenv("SSMAX_TEST_FILTER"); // run only the tests matching this pattern (cmocka's '*')
     if (e && *e) {

@@ -130,11 +130,11 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
             const void *v1[] = { &m[0], &m[1], &m[2], &m[3], &m[9], &m[10], &m[7], &bh0, &i0, &ni };
             const size_t s2z[] = { ms, ms, ms, ms, us, us, us };
             const void *v2[] = { &m[0], &m[1], &m[7], &m[6], &bh0, &i0, &ni };
-            const size_t s3z[] = { ms, ms, ms, ms, ms, us, us, us };
-            const void *v3[] = { &m[0], &m[1], &m[7], &m[4], &m[5], &bh0, &i0, &ni };
+            const size_t s3z[] = { ms, ms, ms, ms, ms, ms, us, us, us };
+            const void *v3[] = { &m[0], &m[1], &m[7], &m[4], &m[5], &m[9], &bh0, &i0, &ni };
             if ((r = set_args(d, ls->pg->k[K_QK], 10, s1z, v1)) < 0 ||
                 (r = set_args(d, ls->pg->k[K_SOFTMAX], 7, s2z, v2)) < 0 ||
-                (r = set_args(d, ls->pg->k[K_PV], 8, s3z, v3)) < 0)
+                (r = set_args(d, ls->pg->k[K_PV], 9, s3z, v3)) < 0)
                 return r;
             size_t gq[3] = { (size_t)((p->kv_len + 15) / 16) * 256, (ni + 15) / 16, nb };
             size_t lq[3] = { 256, 1, 1 };
