@@ -47,8 +47,10 @@ inline void flash_body(__constant uint *P, __global const float *coef, __global 
                        __local uint *Flag)
 {
     const uint t = get_local_id(0), gr = t / 8u, gc = t % 8u;
-    const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
-    const uint b = get_group_id(2) / PV(nsplit), sp = get_group_id(2) % PV(nsplit);
+    // y: batch item and split, z: KV head (drivers that hand out contiguous ranges of work-groups
+    // then balance a padded batch's long and short sequences)
+    const uint blk = get_group_id(0) + row_base, g = get_group_id(2);
+    const uint b = get_group_id(1) / PV(nsplit), sp = get_group_id(1) % PV(nsplit);
     const uint GL = PV(G) * PV(Lq);
     for (uint e = t; e < BR * D; e += FWG) {
         uint rr = blk * BR + e / D, d = e % D;
@@ -511,8 +513,10 @@ inline void rowgroups_body(__constant uint *P, __global const float *coef, __glo
 {
     const uint t = get_local_id(0), lane = t % LPR, slot = t / LPR, r = slot % BR, kgi = slot / BR;
     const uint kgr = (SLOTS - r + BR - 1u) / BR; // this row's key groups
-    const uint blk = get_group_id(0) + row_base, g = get_group_id(1);
-    const uint b = get_group_id(2) / PV(nsplit), sp = get_group_id(2) % PV(nsplit);
+    // y: batch item and split, z: KV head (drivers that hand out contiguous ranges of work-groups
+    // then balance a padded batch's long and short sequences)
+    const uint blk = get_group_id(0) + row_base, g = get_group_id(2);
+    const uint b = get_group_id(1) / PV(nsplit), sp = get_group_id(1) % PV(nsplit);
     const uint GL = PV(G) * PV(Lq);
     const uint first = blk * BR, last = min(first + BR, GL) - 1u;
     const uint ks = sp * PV(split_len), ke_split = min(ks + PV(split_len), PV(Lk));

@@ -91,7 +91,7 @@ static int enqueue_fused(struct launches *ls, const struct attn_plan *pl, cl_mem
         if ((e = d->ci->f.clSetKernelArg(k, 11, us, &rb)) != CL_SUCCESS)
             break;
         size_t n = pl->blocks - x0 < pl->blocks_per_sub ? pl->blocks - x0 : pl->blocks_per_sub;
-        size_t g[3] = { n * wg, p->kv_heads, (size_t)p->batch * pl->nsplit }, l[3] = { wg, 1, 1 };
+        size_t g[3] = { n * wg, (size_t)p->batch * pl->nsplit, p->kv_heads }, l[3] = { wg, 1, 1 };
         if ((e = launch(ls, kid, 3, g, l)) != CL_SUCCESS)
             break;
         if (x0 + pl->blocks_per_sub < pl->blocks)
