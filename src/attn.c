@@ -186,6 +186,13 @@ int ssmax_plan_create(ssmax_context *ctx, const struct ssmax_attn_params *p, uin
         memcpy(dst, plan->pl.strides[t], sizeof(plan->pl.strides[t]));
     }
     plan->pl.p.strides = &plan->pl.own_strides;
+    // So is the mask's: its rows hold the plan's kv_len entries whatever an execution's kv_len
+    // (the kernels' element strides were resolved so; the cpu device resolves from these).
+    if (r == SSMAX_OK && plan->pl.p.mask) {
+        uint64_t ms[3], ext;
+        ssmax_mask_layout(&plan->pl.p, ms, &ext);
+        memcpy(plan->pl.p.mask_strides, ms, sizeof(ms));
+    }
     // Everything an execution needs that takes time: pipelines or programs, scratch.
     if (r == SSMAX_OK && ctx->dev->fns->prepare)
         r = ctx->dev->fns->prepare(ctx->dev, &plan->pl);

@@ -210,12 +210,16 @@ static int validate_ext(const struct ssmax_attn_params *p, char *msg, size_t len
     if (p->window && !p->causal)
         return FAIL("window: %u needs causal attention (a sliding window is causal; set causal "
                     "= 1 or window = 0)", p->window);
-    if (!isfinite(p->softcap) || p->softcap < 0)
-        return FAIL("softcap: %g must be finite and > 0 (0: no soft-capping)", (double)p->softcap);
+    // A cap below FLT_MIN is a denormal, which devices may flush to 0 (then 0/0).
+    if (!isfinite(p->softcap) || p->softcap < 0 || (p->softcap > 0 && p->softcap < FLT_MIN))
+        return FAIL("softcap: %g must be 0 (no soft-capping) or finite and >= %g (FLT_MIN)",
+                    (double)p->softcap, (double)FLT_MIN);
+    // Sinks at or above the running max's floor, -FLT_MAX/2, so an empty row's LSE is its sink.
     if (p->sinks)
         for (uint32_t h = 0; h < p->q_heads; h++)
-            if (!isfinite(p->sinks[h]))
-                return FAIL("sinks[%u]: %g must be finite", h, (double)p->sinks[h]);
+            if (!isfinite(p->sinks[h]) || p->sinks[h] < -FLT_MAX / 2)
+                return FAIL("sinks[%u]: %g must be finite and >= -FLT_MAX/2", h,
+                            (double)p->sinks[h]);
     if (p->kv_lens)
         for (uint32_t b = 0; b < p->batch; b++)
             if (p->kv_lens[b] < 1 || p->kv_lens[b] > p->kv_len)

@@ -293,9 +293,61 @@ static void test_cpu_device(void **state)
     ssmax_context_destroy(&ctx);
 }
 
+/* A plan's mask keeps the plan's kv_len entries a row: an execution with fewer keys reads row i
+ * at i * (the plan's kv_len), as the GPU kernels do (here on the cpu device, against the
+ * reference given those strides). */
+static void test_plan_mask_rows(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = cpu_ctx();
+    enum { LQ = 2, LK = 8, D = 4, KV = 4 };
+    float q[LQ * D], k[LK * D], v[LK * D], mask[LQ * LK], o[LQ * D];
+    for (int i = 0; i < LQ * D; i++)
+        q[i] = (float)(i % 3) * 0.5f;
+    for (int i = 0; i < LK * D; i++)
+        k[i] = (float)((i * 5) % 7) * 0.25f, v[i] = (float)((i * 3) % 5) - 2;
+    for (int i = 0; i < LQ; i++)
+        for (int j = 0; j < LK; j++)
+            mask[i * LK + j] = (float)(i * 10 + j) * 0.1f; // each row's entries differ
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.q_len = LQ, p.kv_len = LK, p.head_dim = D, p.mask = SSMAX_MASK_LQ_LK;
+    ssmax_plan *plan = NULL;
+    assert_int_equal(ssmax_plan_create(ctx, &p, 0, &plan), SSMAX_OK);
+    ssmax_buffer *bq, *bk, *bv, *bo, *bm;
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(q), &bq), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(k), &bk), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(v), &bv), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(o), &bo), 0);
+    assert_int_equal(ssmax_buffer_create(ctx, sizeof(mask), &bm), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bq, 0, q, sizeof(q)), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bk, 0, k, sizeof(k)), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bv, 0, v, sizeof(v)), 0);
+    assert_int_equal(ssmax_buffer_write(ctx, bm, 0, mask, sizeof(mask)), 0);
+    struct ssmax_attn_buffers ab = { .q = bq, .k = bk, .v = bv, .o = bo, .mask = bm };
+    struct ssmax_exec_args a;
+    ssmax_exec_args_default(&a);
+    a.kv_len = KV;
+    assert_int_equal(ssmax_plan_execute(ctx, plan, &ab, &a), SSMAX_OK);
+    assert_int_equal(ssmax_buffer_read(ctx, bo, 0, o, sizeof(o)), 0);
+    struct ssmax_attn_params r = p;
+    r.kv_len = KV;
+    r.mask_strides[2] = LK * sizeof(float); // the plan's rows
+    double want[LQ * D];
+    struct ssmax_attn_host io = { q, k, v, NULL, NULL, NULL, want, NULL, mask };
+    assert_int_equal(ssmax_attn_ref(&r, &io), SSMAX_OK);
+    for (int i = 0; i < LQ * D; i++)
+        if (fabs(o[i] - want[i]) > 1e-6)
+            fail_msg("O[%d] = %g, want %g (mask rows at the plan's kv_len)", i, (double)o[i],
+                     want[i]);
+    ssmax_plan_destroy(ctx, &plan);
+    ssmax_context_destroy(&ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_mask_rows),
         cmocka_unit_test(test_buffers), cmocka_unit_test(test_checked_handles),
         cmocka_unit_test(test_device_strings), cmocka_unit_test(test_strerror_version),
         cmocka_unit_test(test_cpu_device), cmocka_unit_test(test_uuid_strings),

@@ -42,7 +42,7 @@ BAD(m_st_res, "strides->reserved", p->strides = &st_reserved)
 /* SPEC.md section 7 (base_params: batch 1, q_heads 4, q_len 5, kv_len 16). */
 static const uint32_t kvl_zero[2] = { 0, 3 }, kvl_big[2] = { 3, 17 };
 static const int64_t qps_neg[2] = { 0, -1 }, qps_past[2] = { 11, 12 };
-static const float sinks_nan[4] = { 0, 0, NAN, 0 };
+static const float sinks_nan[4] = { 0, 0, NAN, 0 }, sinks_low[4] = { 0, -3e38f, 0, 0 };
 #define BAD(name, field, body)                                                                     \
     static void name(struct ssmax_attn_params *p) { body; }
 BAD(m_window, "window", p->window = 4)
@@ -50,6 +50,8 @@ BAD(m_cap_neg, "softcap", p->softcap = -1)
 BAD(m_cap_nan, "softcap", p->softcap = NAN)
 BAD(m_cap_inf, "softcap", p->softcap = INFINITY)
 BAD(m_sinks, "sinks[2]", p->sinks = sinks_nan)
+BAD(m_sinks_low, "sinks[1]", p->sinks = sinks_low)
+BAD(m_cap_denorm, "softcap", p->softcap = 1e-40f)
 BAD(m_kvl0, "kv_lens[0]", (p->batch = 2, p->kv_lens = kvl_zero))
 BAD(m_kvl_big, "kv_lens[1]", (p->batch = 2, p->kv_lens = kvl_big))
 BAD(m_qps_neg, "q_positions[1]", (p->batch = 2, p->q_positions = qps_neg))
@@ -118,6 +120,7 @@ static const struct bad_case bad_cases[] = {
     { "strides->o[", m_st_orows }, { "strides->reserved", m_st_res },
     { "window", m_window },       { "softcap", m_cap_neg },     { "softcap", m_cap_nan },
     { "softcap", m_cap_inf },     { "sinks[2]", m_sinks },      { "kv_lens[0]", m_kvl0 },
+    { "sinks[1]", m_sinks_low },  { "softcap", m_cap_denorm },
     { "kv_lens[1]", m_kvl_big },  { "q_positions[1]", m_qps_neg },
     { "q_positions[1]", m_qps_past }, { "mask", m_mask_shape }, { "mask_dtype", m_mask_dtype },
     { "mask_strides[0]", m_mask_bcast }, { "mask_strides[1]", m_mask_bcast_h },

@@ -866,6 +866,17 @@ static void test_recorded(void **state)
     assert_int_equal(ssmax_vulkan_plan_record(ctx, plan, VK_NULL_HANDLE, &bufs, NULL),
                      SSMAX_ERR_INVALID_ARG);
     assert_non_null(strstr(ssmax_last_error(ctx), "cmd"));
+    // Per-batch lengths are refused, by name, before anything is recorded (the handle is never
+    // used); lengths that equal the default are the default.
+    if (p.kv_len > 1) {
+        uint32_t kvl = p.kv_len - 1;
+        struct ssmax_exec_args a;
+        ssmax_exec_args_default(&a);
+        a.kv_lens = &kvl;
+        assert_int_equal(ssmax_vulkan_plan_record(ctx, plan, (VkCommandBuffer)(uintptr_t)1, &bufs,
+                                                  &a), SSMAX_ERR_UNSUPPORTED);
+        assert_non_null(strstr(ssmax_last_error(ctx), "args->kv_lens"));
+    }
     ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
     ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
     assert_int_equal(ssmax_device_open(ctx, ssmax_device_find(ctx, "vulkan")), SSMAX_OK);

@@ -268,9 +268,10 @@ struct ssmax_attn_params {
     uint32_t window;            ///< sliding window W >= 1, causal only: a row at position p sees
                                 ///< keys j > p - W (n = min(p + 1, W) without a mask); 0: none
     float softcap;              ///< C > 0: z = C * tanh(z / C) after the factor and before the
-                                ///< mask (Gemma-style); 0: none (default). Finite, >= 0
+                                ///< mask (Gemma-style); 0: none (default). 0, or finite >= FLT_MIN
     const float *sinks;         ///< [q_heads] sink logit of each query head: in the softmax's
-                                ///< denominator only (not a key, not in n, no V); finite; NULL: none
+                                ///< denominator only (not a key, not in n, no V); finite and
+                                ///< >= -FLT_MAX/2; NULL: none
     enum ssmax_mask_shape mask; ///< the additive mask's shape; its data: bufs->mask (io->mask)
     enum ssmax_dtype mask_dtype; ///< SSMAX_F32 or SSMAX_F16 (IEEE half, -inf allowed)
     /** The mask's byte strides { batch, head, row }: entry j of row i of head h of batch item b
@@ -512,7 +513,9 @@ struct ssmax_exec_args {
      *  kv_len keys there are (SPEC.md section 7.2). */
     int64_t q_pos;
     /** [batch] keys of each batch item this execution reads, as ssmax_attn_params.kv_lens, each
-     *  in [1, kv_len] (this execution's); NULL: kv_len for every item. */
+     *  in [1, kv_len] (this execution's); NULL: kv_len for every item. Recorded Vulkan
+     *  executions (ssmax_vulkan_plan_record) take no per-batch arrays yet: SSMAX_ERR_UNSUPPORTED
+     *  (arrays that equal the defaults are accepted). */
     const uint32_t *kv_lens;
     /** [batch] position of query row 0 of each batch item, as ssmax_attn_params.q_positions;
      *  NULL: q_pos for every item (< 0: each item's kv_lens[b] - q_len). */

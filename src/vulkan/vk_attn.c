@@ -430,6 +430,13 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
               const struct attn_plan *pl, const struct attn_bufs *ab, VkCommandBuffer cmd)
 {
     struct vk_dev *d = (struct vk_dev *)dev;
+    // The plan's coefficient buffer is uploaded once, when its recording state is made; an
+    // execution's own per-batch words would need an update recorded into cmd (not done yet).
+    if (pl->flags & FL_SEQ)
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_UNSUPPORTED,
+                               "args->%s: a recorded execution takes no per-batch lengths or "
+                               "positions yet; use ssmax_plan_execute, or one recording per batch "
+                               "item", pl->p.kv_lens ? "kv_lens" : "q_positions");
     VkPipeline pipe[VK_PLAN_PIPES] = { 0 };
     int r = pipelines(d, pl, pipe); // made with the plan: found, not built
     if (r < 0 || (r = plan_state(d, base, state)) < 0)
