@@ -1101,10 +1101,12 @@ static void test_inference_random(void **state)
     (void)state;
     static const uint32_t lens[] = { 1, 3, 7, 33, 113, 300 };
     static const uint32_t dims[] = { 8, 16, 64, 128, 40 };
+    // Half of SSMAX_TEST_CASES (each case builds pipelines of its own: the suites' time)
     const char *e = getenv("SSMAX_TEST_CASES");
     int ncases = e ? atoi(e) : 48;
     if (ncases < 1)
         fail_msg("SSMAX_TEST_CASES='%s': not a positive number of cases", e);
+    ncases = (ncases + 1) / 2;
     uint64_t seed = base_seed ^ 0x7e57;
     printf("# inference random: %d cases, seed %llu\n", ncases, (unsigned long long)seed);
     for (int i = 0; i < ncases; i++) {
@@ -1173,17 +1175,17 @@ static void test_padded_batch(void **state)
 static void test_windows(void **state)
 {
     (void)state;
-    static const uint32_t ws[] = { 1, 2, 64, 1000, 100000 };
+    static const uint32_t ws[] = { 1, 64, 100000 };
     for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++)
         for (int pi = 0; pi < 4; pi++) {
             struct hcase c = base_case(4, 2, 33, 700, 64);
             c.p.causal = 1;
             c.p.window = ws[w];
             c.p.path = (enum ssmax_path)pi;
-            c.mask = w % 2 ? SSMAX_MASK_BH_LQ_LK : SSMAX_MASK_NONE;
+            c.mask = (w + pi) % 2 ? SSMAX_MASK_BH_LQ_LK : SSMAX_MASK_NONE;
             c.mask_hide = 0.3;
             c.nan_hidden = 1;
-            c.sinks = (int)(w % 2);
+            c.sinks = (int)((w + pi + 1) % 2);
             c.seed = base_seed + 5000 + w * 4 + (uint64_t)pi;
             run_case(&c);
         }
