@@ -16,7 +16,8 @@
 #define BIND_SCR1 7    /* scratch: split-KV partial (max, sum) */
 #define BIND_MASK 8    /* the additive mask (FL_MASK), f32 or f16 (as packed uint pairs); else a dummy */
 #define BIND_NVIS 9    /* with a mask: visible keys of each mask row, uint [B][Hm][Lq] (Hm = Hq with
-                          FL_MASK_HEADS, else 1), written by mask_count before the other kernels */
+                          FL_MASK_HEADS, else 1), then each mask row's summary (MASK_CHUNK below),
+                          written by mask_count before the other kernels */
 #define NUM_BINDINGS 10
 
 #define SPEC_WG 0      /* workgroup size (local_size_x_id) */
@@ -76,6 +77,18 @@
                             and m_sb 0 where the shape broadcasts) and counts in BIND_NVIS */
 #define FL_MASK_F16 8u   /* ... of IEEE halves */
 #define FL_MASK_HEADS 16u /* ... one per query head: BIND_NVIS has Hq rows a batch item, else 1 */
+
+/* The mask summary (Vulkan; the OpenCL kernels keep only the counts): after the B * Hm * Lq
+ * counts in BIND_NVIS, MASK_WORDS(Lk) uint words per mask
+ * row (in count order), a 2-bit code per chunk of MASK_CHUNK keys [64 c, 64 c + 64), chunk c at
+ * bits 2 (c % 16) of word c / 16. Over the keys of the chunk in the row's range (kv_range):
+ * bit 0 some entry is not -inf (the row sees a key), bit 1 some entry is not 0 (-inf, NaN or a
+ * bias: the kernels must read the entries). Bit 0 clear: the row sees nothing of the chunk;
+ * 1: the mask adds nothing to it; 3: its entries are read. Chunks outside the row's range have
+ * code 0. */
+#define MASK_CHUNK 64u
+#define MASK_CODES 16u
+#define MASK_WORDS(Lk) (((Lk) + MASK_CHUNK * MASK_CODES - 1u) / (MASK_CHUNK * MASK_CODES))
 
 #ifndef VULKAN /* C and OpenCL C; GLSL (which defines VULKAN) has no enums */
 /* Word indices into the strides block: SI_q_sb, ..., and SI_COUNT (== STRIDE_WORDS). */

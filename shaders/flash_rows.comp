@@ -15,13 +15,15 @@
 //     each feeding RL rows' multiply-adds;
 //   - scores, running max, rescale and P V are plain per-lane arithmetic: no barriers, no shared
 //     memory, no cross-lane reductions.
-// Keys every row of the subgroup sees are walked unmasked; the rest (causal edge, the key tail,
-// window starts, the additive mask) select hidden terms away, so NaN or Inf in a hidden key never
-// reaches O. Inference (SPEC.md section 7): row keys [x, y) from kv_range, the walk from the
-// block's smallest x to its largest y (a window costs O(W) a row); logits capped after the factor,
-// then the mask entry added (-inf hides the key); a masked step no lane sees anything of is skipped
-// before K is read (an OR over the subgroup by xor shuffles); the sink is folded in at the end
-// (by the merge with split-KV).
+// Keys are walked in chunks of 64 (walk()): a chunk every row of the subgroup sees whole, the
+// mask adding nothing, is walked unmasked; the rest (causal edge, the key tail, window starts, the
+// additive mask) select hidden terms away, so NaN or Inf in a hidden key never reaches O.
+// Inference (SPEC.md section 7): row keys [x, y) from kv_range, the walk from the block's smallest
+// x to its largest y (a window costs O(W) a row); logits capped after the factor, then the mask
+// entry added (-inf hides the key). With a mask, mask_count.comp's summary says per row and chunk
+// whether any key is seen and whether the entries must be read: a chunk no row sees is skipped
+// whole, a step no lane sees anything of is skipped before K is read (ORs over the subgroup by
+// xor shuffles). The sink is folded in at the end (by the merge with split-KV).
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #include "attn_common.glsl"
@@ -71,11 +73,10 @@ uint kbase, k_sr, vbase, v_sr; // K and V of this workgroup's head: first elemen
         }                                                                                          \
     }
 
-// true in every lane when x is true in some lane of the subgroup (WG lanes: the workgroup), by
-// xor shuffles (stages written out: a loop would count against llvmpipe's loop budget).
-bool sg_any(bool x)
+// OR of x over the subgroup (WG lanes: the workgroup), by xor shuffles (stages written out: a
+// loop would count against llvmpipe's loop budget).
+uint sg_or(uint v)
 {
-    uint v = x ? 1u : 0u;
     if (WG > 1u)
         v |= subgroupShuffleXor(v, 1u);
     if (WG > 2u)
@@ -90,13 +91,14 @@ bool sg_any(bool x)
         v |= subgroupShuffleXor(v, 32u);
     if (WG > 64u)
         v |= subgroupShuffleXor(v, 64u);
-    return v != 0u;
+    return v;
 }
 
-// One step over keys [kt, kt + BC). masked: keys outside [ks_row, ke_row) or with a -inf mask
-// entry are not seen by this lane's rows, and keys at or past ke_wg (no lane sees them) are not
-// read.
-void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint ke_wg)
+// One step over keys [kt, kt + BC). masked: keys outside [ks_row, ke_row) are not seen by this
+// lane's rows, with read_mask also those with a -inf mask entry, and keys at or past ke_wg (no
+// lane sees them) are not read.
+void step(uint kt, uint t, bool masked, bool read_mask, uint ks_row[RL], uint ke_row[RL],
+          uint mrow[RL], uint ke_wg)
 {
     bool vis[RL * BC];
     float bias[RL * BC];
@@ -104,18 +106,18 @@ void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint m
         [[unroll]] for (uint c = 0u; c < BC; c++) {
             bool v = !masked || (kt + c >= ks_row[r] && kt + c < ke_row[r]);
             float a = 0.0;
-            if (masked && (pc.flags & FL_MASK) != 0u && v) {
+            if (masked && read_mask && v) {
                 a = mask_at(mrow[r], kt + c);
                 v = !(a == NEG_INF); // NaN is seen (and makes the row NaN)
             }
             vis[r * BC + c] = v;
             bias[r * BC + c] = a;
         }
-    if (masked && (pc.flags & FL_MASK) != 0u) {
+    if (masked && read_mask) {
         bool any = false;
         [[unroll]] for (uint k = 0u; k < RL * BC; k++)
             any = any || vis[k];
-        if (!sg_any(any))
+        if (sg_or(any ? 1u : 0u) == 0u)
             return; // no row of the subgroup sees a key of this step: K and V are not read
     }
     float kr[BC * DS];
@@ -167,26 +169,34 @@ void step(uint kt, uint t, bool masked, uint ks_row[RL], uint ke_row[RL], uint m
     }
 }
 
-// With a mask: keys [kt, ke_wg) in chunks of CH steps, a chunk no lane's row sees any key of
-// skipped whole after one look at its mask entries (unrolled: a chunk costs one loop iteration
-// besides its steps, which max_tiles_per_wg in src/vulkan/vk_plan.c counts), so a mask that
-// hides most of the keys costs little more than reading it.
-const uint CH = 16u; // steps a chunk
-void walk_masked(uint kt, uint t, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint ke_wg)
+// Keys [kt, ke_wg) in chunks of MASK_CHUNK keys (64, aligned; BC divides 64, so no step spans
+// two chunks). A chunk every row sees whole, with no mask or one that adds nothing to it (code 1
+// of every row's summary, shaders/attn_iface.h), takes unmasked steps; a chunk no row sees any key
+// of (bit 0 clear in every row's code) is skipped after one summary word a row; the rest take
+// masked steps, reading the mask's entries where some row's code says so (bit 1). A chunk costs one loop iteration besides its
+// steps, which max_tiles_per_wg in src/vulkan/vk_plan.c counts.
+void walk(uint kt, uint t, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint srow[RL],
+          uint ke_wg, uint ks_max, uint ke_min)
 {
-    for (; kt < ke_wg; kt += CH * BC) {
-        bool any = false;
-        [[unroll]] for (uint r = 0u; r < RL; r++)
-            [[unroll]] for (uint u = 0u; u < CH * BC; u++) {
-                const uint j = kt + u;
-                if (j >= ks_row[r] && j < ke_row[r])
-                    any = any || !(mask_at(mrow[r], j) == NEG_INF);
-            }
-        if (!sg_any(any))
-            continue;
-        const uint kend = min(kt + CH * BC, ke_wg);
-        for (uint k2 = kt; k2 < kend; k2 += BC)
-            step(k2, t, true, ks_row, ke_row, mrow, ke_wg);
+    kt -= kt % BC;
+    while (kt < ke_wg) {
+        const uint c = kt / MASK_CHUNK, kend = min(c * MASK_CHUNK + MASK_CHUNK, ke_wg);
+        uint code = 1u;
+        if ((pc.flags & FL_MASK) != 0u) {
+            code = 0u;
+            [[unroll]] for (uint r = 0u; r < RL; r++)
+                code |= mask_code(srow[r], c);
+            code = sg_or(code);
+        }
+        if (code == 1u && kt >= ks_max && kend <= ke_min && (kend - kt) % BC == 0u) {
+            for (; kt < kend; kt += BC)
+                step(kt, t, false, false, ks_row, ke_row, mrow, ke_wg);
+        } else if ((code & 1u) != 0u) {
+            const bool rm = code != 1u;
+            for (; kt < kend; kt += BC)
+                step(kt, t, true, rm, ks_row, ke_row, mrow, ke_wg);
+        }
+        kt = kend;
     }
 }
 
@@ -207,11 +217,10 @@ void main()
     const uint ke_min = min(ke_split, rf.y);      // keys every row sees, up to
     const uint ks_wg = max(ks, min(rf.x, ke_wg)); // the first key some row sees
     const uint ks_max = max(ks, rl.x);            // keys every row sees, from
-    const bool fast = (pc.flags & FL_MASK) == 0u; // unmasked steps exist
     kbase = b * st.k_sb + g * st.k_sh, k_sr = st.k_sr;
     vbase = b * st.v_sb + g * st.v_sh, v_sr = st.v_sr;
 
-    uint rowi[RL], orow[RL], ks_row[RL], ke_row[RL], mrow[RL], hrow[RL];
+    uint rowi[RL], orow[RL], ks_row[RL], ke_row[RL], mrow[RL], srow[RL], hrow[RL];
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         const uint R = first + r * WG + t, RR = R < GL ? R : last;
         const uint i = RR / pc.G, hq = g * pc.G + RR % pc.G;
@@ -221,6 +230,7 @@ void main()
         ks_row[r] = max(ks, kr.x);
         ke_row[r] = R < GL ? min(ke_split, kr.y) : 0u;
         mrow[r] = (pc.flags & FL_MASK) != 0u ? mask_row(b, hq, i) : 0u;
+        srow[r] = (pc.flags & FL_MASK) != 0u ? mask_summary(b, hq, i) : 0u;
         hrow[r] = hq;
         const float f = row_factor(b, hq, i);
         const uint qrow = b * st.q_sb + hq * st.q_sh + i * st.q_sr;
@@ -232,20 +242,7 @@ void main()
         l_run[r] = 0.0;
     }
 
-    // Masked steps up to the first one every row sees whole, unmasked ones while every row does
-    // (none with a mask), masked ones to the end.
-    uint kt = ks_wg;
-    if (!fast) {
-        walk_masked(kt, t, ks_row, ke_row, mrow, ke_wg);
-        kt = ke_wg;
-    }
-    for (; kt < ke_wg && !(fast && kt >= ks_max && kt + BC <= ke_min); kt += BC)
-        step(kt, t, true, ks_row, ke_row, mrow, ke_wg);
-    if (fast)
-        for (; kt + BC <= ke_min; kt += BC)
-            step(kt, t, false, ks_row, ke_row, mrow, ke_wg);
-    for (; kt < ke_wg; kt += BC)
-        step(kt, t, true, ks_row, ke_row, mrow, ke_wg);
+    walk(ks_wg, t, ks_row, ke_row, mrow, srow, ke_wg, ks_max, ke_min);
 
     [[unroll]] for (uint r = 0u; r < RL; r++) {
         if (first + r * WG + t >= GL)

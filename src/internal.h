@@ -128,7 +128,8 @@ struct attn_plan {
     uint32_t flags;            // FL_* (attn_iface.h)
     uint64_t mask_bytes, mask_off; // the mask's strided extent and byte offset in its buffer
     uint32_t mask_esz;         // 4 or 2; 0 without a mask
-    uint64_t nvis_bytes;       // with a mask: the visible-key counts (BIND_NVIS), 4 a mask row
+    uint64_t mask_rows;        // with a mask: its rows, B x Hm x Lq
+    uint64_t nvis_bytes;       // with a mask: the visible-key counts and the summary (BIND_NVIS)
     float lo;
     uint32_t x_floor;          // 1: FLOOR_LOG argument
     int want_lse, want_probs;

@@ -267,7 +267,8 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
         es.m_sh = (uint32_t)(ms[1] / pl->mask_esz);
         es.m_sr = (uint32_t)(ms[2] / pl->mask_esz);
         const uint64_t hm = p->mask == SSMAX_MASK_BH_LQ_LK ? p->q_heads : 1;
-        pl->nvis_bytes = 4ull * p->batch * hm * p->q_len;
+        pl->mask_rows = (uint64_t)p->batch * hm * p->q_len;
+        pl->nvis_bytes = 4 * pl->mask_rows * (1 + MASK_WORDS((uint64_t)p->kv_len));
         pl->flags |= FL_MASK | (p->mask_dtype == SSMAX_F16 ? FL_MASK_F16 : 0) |
                      (p->mask == SSMAX_MASK_BH_LQ_LK ? FL_MASK_HEADS : 0);
     }

@@ -1136,6 +1136,13 @@ static void test_inference_random(void **state)
         c.mask_hide = 0.05 + 0.9 * (double)((f >> 12) % 100) / 100;
         c.nan_hidden = 1;
         c.nan_mask = c.mask && (f >> 24) % 4 == 0;
+        // a block mask in about a third of the masked cases: blocks of 8 to 64 rows and keys,
+        // hidden, all 0 or biased, so the kernels' chunk summaries see every kind of chunk
+        const uint32_t f2 = (uint32_t)h_rand(&seed);
+        if (f2 % 3 == 0) {
+            c.mask_block = 8u << ((f2 >> 2) % 4);
+            c.mask_bias = 1;
+        }
         c.want_probs = c.p.path == SSMAX_PATH_UNFUSED && (f >> 20) % 2;
         c.layout = (f >> 21) % 3 == 0 ? (int)(1 + (f >> 23) % (H_LAYOUTS - 1)) : H_DENSE;
         c.amp = 2;

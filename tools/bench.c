@@ -32,7 +32,7 @@ static const char *usage_bench =
     "  --kv-lens L1,L2,...      keys of each batch item (B values)\n"
     "  --q-pos P                position of query row 0 (default Lk-Lq, per item with --kv-lens)\n"
     "  --mask FRAC[/KEYS]       an additive [B,1,Lq,Lk] mask hiding FRAC of its blocks of KEYS rows\n"
-    "                           x KEYS keys (default 64), -inf there and values in [-2, 1] elsewhere\n"
+    "                           x KEYS keys (default 64), -inf there and 0 elsewhere (as engines' masks)\n"
     "  --plan                   time executions of one plan (ssmax_plan_create once, then\n"
     "                           ssmax_plan_execute) instead of ssmax_attn calls\n"
     "  --tune                   search tile sizes for the fused kernel on each device and head dim\n"

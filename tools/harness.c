@@ -90,8 +90,11 @@ void h_describe(const struct hcase *c, char *buf, size_t len)
     if (c->seq_lens || p->kv_lens || p->q_positions)
         n += (size_t)snprintf(ext + n, sizeof(ext) - n, " per-seq");
     if (c->mask)
-        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " mask=%d%s/%g%s", c->mask,
-                              c->mask_f16 ? "h" : "", c->mask_hide, c->mask_block ? "/blocks" : "");
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, " mask=%d%s/%g", c->mask,
+                              c->mask_f16 ? "h" : "", c->mask_hide);
+    if (c->mask && c->mask_block)
+        n += (size_t)snprintf(ext + n, sizeof(ext) - n, "/blocks%u%s", c->mask_block,
+                              c->mask_bias ? "+bias" : "");
     if (c->nan_hidden)
         snprintf(ext + n, sizeof(ext) - n, " nan-hidden");
     snprintf(buf, len, "B%u Hq%u/%u Lq%u Lk%u D%u %s%s %s path=%s%s%s%s%s seed=%llu", p->batch,
@@ -265,7 +268,9 @@ static void make_mask(const struct hcase *c, const struct ssmax_attn_params *p, 
                 // One draw per block of mask_block rows x mask_block keys of this mask matrix.
                 uint64_t bs = c->seed ^ ((r / Lq) * 0x9e3779b97f4a7c15ull) ^
                               ((uint64_t)(i / c->mask_block) << 32) ^ (j / c->mask_block);
-                x = h_unit(&bs) < c->mask_hide ? -INFINITY : (float)(3 * h_unit(seed) - 2);
+                x = h_unit(&bs) < c->mask_hide                 ? -INFINITY
+                    : c->mask_bias && h_unit(&bs) < 0.5 ? (float)(3 * h_unit(seed) - 2)
+                                                         : 0.0f;
             } else if (empty || (single && j != keep)) {
                 x = -INFINITY;
             } else {

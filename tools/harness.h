@@ -33,7 +33,10 @@ struct hcase {
     double mask_hide;           // ... each entry -inf with this probability (else uniform
                                 // [-2, 1]); and about one row in 8 empty, one in 8 a single key
     uint32_t mask_block;        // > 0: hide whole blocks of mask_block rows x keys instead
-                                // (mask_hide of them; no empty or single-key rows)
+                                // (mask_hide of them; no empty or single-key rows); the entries
+                                // of the others are 0, as in engines' masks
+    int mask_bias;              // ... unless this is set: then about half of those blocks hold
+                                // uniform [-2, 1] entries
     int sinks;                  // a sink logit per query head, uniform in [-1, 2]
     int seq_lens;               // kv_lens per batch item, uniform in [1, kv_len] (unless given)
     int nan_hidden;             // NaN in every K and V row no query row of its batch item sees

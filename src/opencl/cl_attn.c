@@ -63,7 +63,7 @@ static int enqueue_mask_count(struct launches *ls, const struct attn_plan *pl, c
     int r = set_args(ls->d, ls->pg->k[K_MASK_COUNT], 4, sz, va);
     if (r < 0)
         return r;
-    const uint64_t rows = (uint64_t)pl->nvis_bytes / 4;
+    const uint64_t rows = pl->mask_rows;
     size_t g = (size_t)rows * 64, l = 64;
     cl_int e = launch(ls, K_MASK_COUNT, 1, &g, &l);
     return e == CL_SUCCESS ? SSMAX_OK : cl_err(ls->d->base.ctx, e, "kernel launch");
@@ -268,7 +268,8 @@ static int prepare(struct cl_dev *d, const struct attn_plan *pl, struct cl_prog 
     if ((r = cl_program_get(d, opts, pg)) < 0 ||
         (pl->scr0_bytes && (r = cl_scratch(d, &d->scr0, &d->scr0_size, pl->scr0_bytes)) < 0) ||
         (pl->scr1_bytes && (r = cl_scratch(d, &d->scr1, &d->scr1_size, pl->scr1_bytes)) < 0) ||
-        (pl->nvis_bytes && (r = cl_scratch(d, &d->nvis, &d->nvis_size, pl->nvis_bytes)) < 0) ||
+        // the mask rows' counts (the OpenCL kernels scan the mask's entries: no summary)
+        (pl->mask_rows && (r = cl_scratch(d, &d->nvis, &d->nvis_size, 4 * pl->mask_rows)) < 0) ||
         (r = cl_scratch(d, &d->coef, &d->coef_size, pl->coef_bytes)) < 0)
         return r;
     return SSMAX_OK;

@@ -77,6 +77,11 @@ static int tiles_refused(const struct vk_dev *d, const struct attn_plan *pl, cha
     const uint32_t inv = pl->kernel == KERNEL_ROWS    ? d->ph->subgroup_size
                          : pl->kernel == KERNEL_LANES ? pl->wg
                                                       : pl->br * pl->tpr;
+    if (pl->kernel == KERNEL_ROWS && (pl->bc == 0 || MASK_CHUNK % pl->bc)) {
+        snprintf(why, n, "the rows kernel takes %u keys a step; it needs a divisor of %u", pl->bc,
+                 MASK_CHUNK);
+        return 1;
+    }
     if (shared_bytes(pl) <= lim->maxComputeSharedMemorySize &&
         inv <= lim->maxComputeWorkGroupInvocations && inv <= lim->maxComputeWorkGroupSize[0])
         return 0;
@@ -308,9 +313,11 @@ static uint32_t max_tiles_per_wg(const struct vk_dev *d, const struct attn_plan 
 {
     if (!d->ph->loop_limited)
         return UINT32_MAX;
-    if (pl->kernel == KERNEL_ROWS) // one loop iteration per step of BC keys; the rest unrolled;
-        // with a mask, one more per chunk of 16 steps (flash_rows.comp, walk_masked)
-        return (pl->flags & FL_MASK) ? (LOOP_BUDGET - 8) / 17 * 16 : LOOP_BUDGET - 8;
+    if (pl->kernel == KERNEL_ROWS) { // one loop iteration per step of BC keys, the rest unrolled,
+        // and one more per chunk of MASK_CHUNK keys (flash_rows.comp, walk)
+        const uint32_t steps = MASK_CHUNK / pl->bc;
+        return (LOOP_BUDGET - 8) / (steps + 1) * steps;
+    }
     if (pl->kernel == KERNEL_LANES) // the same, a key group taking every kgroups-th step
         return (LOOP_BUDGET - 8 - 2 * pl->kgroups) * pl->kgroups;
     // flash_attn.comp per tile (16 invocations): K and V staging BC*D/64 each, scores D, row max
