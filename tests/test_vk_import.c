@@ -313,6 +313,61 @@ static VkDeviceSize round_up(VkDeviceSize x, VkDeviceSize a)
     return (x + a - 1) / a * a;
 }
 
+/* The application's command buffer for recorded executions: a pool of the imported family, one
+ * primary buffer begun, and a barrier from its host writes to the compute stage. */
+struct app_cmd {
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+};
+
+static void cmd_begin(struct app_cmd *c)
+{
+    VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                     .queueFamilyIndex = app.qfam };
+    assert_int_equal(vkCreateCommandPool(app.dev, &cpci, NULL, &c->pool), VK_SUCCESS);
+    VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = c->pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1 };
+    assert_int_equal(vkAllocateCommandBuffers(app.dev, &cbai, &c->cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+    assert_int_equal(vkBeginCommandBuffer(c->cmd, &bi), VK_SUCCESS);
+    VkMemoryBarrier before = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                               .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
+                               .dstAccessMask = VK_ACCESS_SHADER_READ_BIT |
+                                                VK_ACCESS_SHADER_WRITE_BIT };
+    vkCmdPipelineBarrier(c->cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                         0, 1, &before, 0, NULL, 0, NULL);
+}
+
+/* Ends it with a barrier from the compute stage's writes to the host, submits it with the test's
+ * own fence and waits; then the pool may go (cmd_free). */
+static void cmd_submit_wait(struct app_cmd *c)
+{
+    VkMemoryBarrier after = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
+    vkCmdPipelineBarrier(c->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                         0, 1, &after, 0, NULL, 0, NULL);
+    assert_int_equal(vkEndCommandBuffer(c->cmd), VK_SUCCESS);
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VkFence fence;
+    assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
+    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                        .commandBufferCount = 1,
+                        .pCommandBuffers = &c->cmd };
+    assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
+    assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 60ull * 1000000000ull),
+                     VK_SUCCESS);
+    vkDestroyFence(app.dev, fence, NULL);
+}
+
+static void cmd_free(struct app_cmd *c)
+{
+    vkDestroyCommandPool(app.dev, c->pool, NULL);
+    memset(c, 0, sizeof(*c));
+}
+
 /* One problem on the application's buffers: Q, K, V and O in one VkBuffer, each its own imported
  * range at an aligned offset, each tensor a further 32 bytes into its range. use_plan: through
  * ssmax_plan_create / ssmax_plan_execute (twice). */
@@ -734,30 +789,10 @@ static void app_device_works(void)
     struct abuf ab;
     abuf_create(&ab, 256, USAGE_ALL);
     abuf_destroy(&ab);
-    VkCommandPoolCreateInfo cpi = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                    .queueFamilyIndex = app.qfam };
-    VkCommandPool pool;
-    assert_int_equal(vkCreateCommandPool(app.dev, &cpi, NULL, &pool), VK_SUCCESS);
-    VkCommandBufferAllocateInfo cai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                        .commandPool = pool,
-                                        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                        .commandBufferCount = 1 };
-    VkCommandBuffer cmd;
-    assert_int_equal(vkAllocateCommandBuffers(app.dev, &cai, &cmd), VK_SUCCESS);
-    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
-    assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
-    assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
-    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
-    VkFence fence;
-    assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
-    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                        .commandBufferCount = 1,
-                        .pCommandBuffers = &cmd };
-    assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
-    assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 10ull * 1000000000ull),
-                     VK_SUCCESS);
-    vkDestroyFence(app.dev, fence, NULL);
-    vkDestroyCommandPool(app.dev, pool, NULL);
+    struct app_cmd ac; // an empty command buffer (two barriers) runs to its fence
+    cmd_begin(&ac);
+    cmd_submit_wait(&ac);
+    cmd_free(&ac);
 }
 
 /* Recording into the application's command buffer: a decode loop's steps (one plan, the cache
@@ -795,52 +830,21 @@ static void test_recorded(void **state)
         p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 3 : 0;
         ssmax_plan *plan = NULL;
         assert_int_equal(ssmax_plan_create(ctx, &p, 0, &plan), SSMAX_OK);
-        VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = app.qfam };
-        VkCommandPool pool;
-        assert_int_equal(vkCreateCommandPool(app.dev, &cpci, NULL, &pool), VK_SUCCESS);
-        VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                             .commandPool = pool,
-                                             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                             .commandBufferCount = 1 };
-        VkCommandBuffer cmd;
-        assert_int_equal(vkAllocateCommandBuffers(app.dev, &cbai, &cmd), VK_SUCCESS);
-        VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
-        assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
-        VkMemoryBarrier before = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                   .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
-                                   .dstAccessMask = VK_ACCESS_SHADER_READ_BIT |
-                                                    VK_ACCESS_SHADER_WRITE_BIT };
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                             0, 1, &before, 0, NULL, 0, NULL);
+        struct app_cmd ac;
+        cmd_begin(&ac);
         const int s0 = submits;
         static const uint32_t steps[] = { 1, 7, 113, 299, 300 };
         for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
             struct ssmax_exec_args a;
             ssmax_exec_args_default(&a);
             a.kv_len = steps[i];
-            int r = ssmax_vulkan_plan_record(ctx, plan, cmd, &bufs, &a);
+            int r = ssmax_vulkan_plan_record(ctx, plan, ac.cmd, &bufs, &a);
             if (r < 0)
                 fail_msg("record step %zu: %s", i, ssmax_last_error(ctx));
         }
         assert_int_equal(submits, s0); // recorded, not submitted
-        VkMemoryBarrier after = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                  .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
-                                  .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                             0, 1, &after, 0, NULL, 0, NULL);
-        assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
         memset(ab.map + oo, 0xff, nq * 4);
-        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
-        VkFence fence;
-        assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
-        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                            .commandBufferCount = 1,
-                            .pCommandBuffers = &cmd };
-        assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
-        assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 60ull * 1000000000ull),
-                         VK_SUCCESS);
-        vkDestroyFence(app.dev, fence, NULL);
+        cmd_submit_wait(&ac);
         // The last step saw all 300 keys: as ssmax_attn_ref over them.
         double *ref = malloc(nq * sizeof(double));
         struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, NULL, ref, NULL };
@@ -857,7 +861,7 @@ static void test_recorded(void **state)
         if (path)
             assert_int_equal(pi.path, path);
         ssmax_plan_destroy(ctx, &plan); // its command buffer completed
-        vkDestroyCommandPool(app.dev, pool, NULL);
+        cmd_free(&ac);
         free(ref);
     }
     // Bad input: a NULL command buffer; recording on a device ssmax made itself.
@@ -866,17 +870,6 @@ static void test_recorded(void **state)
     assert_int_equal(ssmax_vulkan_plan_record(ctx, plan, VK_NULL_HANDLE, &bufs, NULL),
                      SSMAX_ERR_INVALID_ARG);
     assert_non_null(strstr(ssmax_last_error(ctx), "cmd"));
-    // Per-batch lengths are refused, by name, before anything is recorded (the handle is never
-    // used); lengths that equal the default are the default.
-    if (p.kv_len > 1) {
-        uint32_t kvl = p.kv_len - 1;
-        struct ssmax_exec_args a;
-        ssmax_exec_args_default(&a);
-        a.kv_lens = &kvl;
-        assert_int_equal(ssmax_vulkan_plan_record(ctx, plan, (VkCommandBuffer)(uintptr_t)1, &bufs,
-                                                  &a), SSMAX_ERR_UNSUPPORTED);
-        assert_non_null(strstr(ssmax_last_error(ctx), "args->kv_lens"));
-    }
     ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
     ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
     assert_int_equal(ssmax_device_open(ctx, ssmax_device_find(ctx, "vulkan")), SSMAX_OK);
@@ -938,49 +931,18 @@ static void test_recorded_inference(void **state)
         ssmax_plan *plan = NULL;
         if (ssmax_plan_create(ctx, &p, 0, &plan) != SSMAX_OK)
             fail_msg("path %d: %s", path, ssmax_last_error(ctx));
-        VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = app.qfam };
-        VkCommandPool pool;
-        assert_int_equal(vkCreateCommandPool(app.dev, &cpci, NULL, &pool), VK_SUCCESS);
-        VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                             .commandPool = pool,
-                                             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                             .commandBufferCount = 1 };
-        VkCommandBuffer cmd;
-        assert_int_equal(vkAllocateCommandBuffers(app.dev, &cbai, &cmd), VK_SUCCESS);
-        VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
-        assert_int_equal(vkBeginCommandBuffer(cmd, &bi), VK_SUCCESS);
-        VkMemoryBarrier before = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                   .srcAccessMask = VK_ACCESS_HOST_WRITE_BIT,
-                                   .dstAccessMask = VK_ACCESS_SHADER_READ_BIT |
-                                                    VK_ACCESS_SHADER_WRITE_BIT };
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                             0, 1, &before, 0, NULL, 0, NULL);
+        struct app_cmd ac;
+        cmd_begin(&ac);
         static const uint32_t steps[] = { 2, 7, 113, 299, 300 };
         for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
             struct ssmax_exec_args a;
             ssmax_exec_args_default(&a);
             a.kv_len = steps[i];
-            if (ssmax_vulkan_plan_record(ctx, plan, cmd, &bufs, &a) < 0)
+            if (ssmax_vulkan_plan_record(ctx, plan, ac.cmd, &bufs, &a) < 0)
                 fail_msg("path %d, record step %zu: %s", path, i, ssmax_last_error(ctx));
         }
-        VkMemoryBarrier after = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                  .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
-                                  .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                             0, 1, &after, 0, NULL, 0, NULL);
-        assert_int_equal(vkEndCommandBuffer(cmd), VK_SUCCESS);
         memset(ab.map + oo, 0xff, nq * 4);
-        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
-        VkFence fence;
-        assert_int_equal(vkCreateFence(app.dev, &fci, NULL, &fence), VK_SUCCESS);
-        VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                            .commandBufferCount = 1,
-                            .pCommandBuffers = &cmd };
-        assert_int_equal(vkQueueSubmit(app.queue, 1, &si, fence), VK_SUCCESS);
-        assert_int_equal(vkWaitForFences(app.dev, 1, &fence, VK_TRUE, 60ull * 1000000000ull),
-                         VK_SUCCESS);
-        vkDestroyFence(app.dev, fence, NULL);
+        cmd_submit_wait(&ac);
         double *ref = malloc(nq * sizeof(double));
         struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, NULL, ref, NULL, hm };
         struct ssmax_attn_params rp = p;
@@ -992,12 +954,106 @@ static void test_recorded_inference(void **state)
         printf("# recorded inference path %d: nmse %.3g max_abs %.3g\n", path, c.nmse, c.max_abs);
         assert_true(c.nmse <= tol.nmse && c.max_abs <= tol.max_abs && !c.nonfinite_mismatch);
         ssmax_plan_destroy(ctx, &plan);
-        vkDestroyCommandPool(app.dev, pool, NULL);
+        cmd_free(&ac);
         free(ref);
     }
     ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
     ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bo);
     ssmax_buffer_destroy(ctx, &bm);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab);
+    free(hqv), free(hk), free(hv), free(hm);
+    assert_int_equal(validation_errors, 0);
+}
+
+/* A padded batch's decode loop recorded: per-batch lengths and positions that change every step
+ * (the plan's coefficient words updated inside the command buffer), a [B,1,Lq,Lk] mask whose
+ * rows' counts follow them, each step writing its own O; every step against the reference, under
+ * synchronization validation. */
+static void test_recorded_per_batch(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = import_ctx();
+    enum { B = 3, STEPS = 3 };
+    const uint32_t cap = 300, D = 64, hq = 4, hkv = 2, lq = 2;
+    struct ssmax_attn_params p = params(SSMAX_F32, hq, hkv, lq, cap, D, 1, SSMAX_PATH_AUTO);
+    p.batch = B;
+    p.mask = SSMAX_MASK_B1_LQ_LK, p.mask_dtype = SSMAX_F32;
+    const size_t nq = (size_t)B * hq * lq * D, nkv = (size_t)B * hkv * cap * D;
+    const size_t nm = (size_t)B * lq * cap;
+    const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;
+    const VkDeviceSize ok = round_up(nq * 4, align), ov = ok + round_up(nkv * 4, align);
+    const VkDeviceSize om = ov + round_up(nkv * 4, align), oo = om + round_up(nm * 4, align);
+    const VkDeviceSize ostep = round_up(nq * 4, align), total = oo + STEPS * ostep;
+    struct abuf ab;
+    abuf_create(&ab, total, USAGE_ALL);
+    uint64_t seed = 5151;
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4), *hm = malloc(nm * 4);
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    for (size_t i = 0; i < nm; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        const uint32_t x = (uint32_t)(seed >> 33);
+        hm[i] = x % 10 < 3 ? -INFINITY : x % 10 < 6 ? 0.0f : (float)(x % 1000) / 500.0f - 1.0f;
+    }
+    memcpy(ab.map, hqv, nq * 4);
+    memcpy(ab.map + ok, hk, nkv * 4);
+    memcpy(ab.map + ov, hv, nkv * 4);
+    memcpy(ab.map + om, hm, nm * 4);
+    ssmax_buffer *bq, *bk, *bv, *bm, *bo[STEPS];
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, nq * 4, USAGE_ALL, &bq), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ok, nkv * 4, USAGE_ALL, &bk), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ov, nkv * 4, USAGE_ALL, &bv), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, om, nm * 4, USAGE_ALL, &bm), 0);
+    for (int st = 0; st < STEPS; st++)
+        assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oo + st * ostep, nq * 4,
+                                                    USAGE_ALL, &bo[st]), 0);
+    // Each step's lengths and positions (NULL: each item's last lq rows).
+    static const uint32_t kvl[STEPS][B] = { { 2, 7, 300 }, { 3, 100, 150 }, { 5, 299, 30 } };
+    static const int64_t qp[B] = { 3, 297, 28 };
+    const int64_t *qps[STEPS] = { NULL, NULL, qp };
+    for (int path = 0; path <= 3; path++) {
+        p.path = (enum ssmax_path)path;
+        p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 3 : 0;
+        ssmax_plan *plan = NULL;
+        if (ssmax_plan_create(ctx, &p, 0, &plan) != SSMAX_OK)
+            fail_msg("path %d: %s", path, ssmax_last_error(ctx));
+        struct app_cmd ac;
+        cmd_begin(&ac);
+        for (int st = 0; st < STEPS; st++) {
+            struct ssmax_attn_buffers bufs = { .q = bq, .k = bk, .v = bv, .o = bo[st], .mask = bm };
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_lens = kvl[st];
+            a.q_positions = qps[st];
+            if (ssmax_vulkan_plan_record(ctx, plan, ac.cmd, &bufs, &a) < 0)
+                fail_msg("path %d, record step %d: %s", path, st, ssmax_last_error(ctx));
+        }
+        memset(ab.map + oo, 0xff, STEPS * ostep);
+        cmd_submit_wait(&ac);
+        for (int st = 0; st < STEPS; st++) {
+            double *ref = malloc(nq * sizeof(double));
+            struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, NULL, ref, NULL, hm };
+            struct ssmax_attn_params rp = p;
+            rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0;
+            rp.kv_lens = kvl[st], rp.q_positions = qps[st];
+            assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+            struct ssmax_compare c;
+            ssmax_compare_f32(ref, (const float *)(ab.map + oo + st * ostep), nq, 0, &c);
+            struct htol tol = h_tol_o(SSMAX_F32, c.max_ref);
+            printf("# recorded per-batch path %d step %d: nmse %.3g max_abs %.3g\n", path, st,
+                   c.nmse, c.max_abs);
+            assert_true(c.nmse <= tol.nmse && c.max_abs <= tol.max_abs && !c.nonfinite_mismatch);
+            free(ref);
+        }
+        ssmax_plan_destroy(ctx, &plan);
+        cmd_free(&ac);
+    }
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
+    ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bm);
+    for (int st = 0; st < STEPS; st++)
+        ssmax_buffer_destroy(ctx, &bo[st]);
     ssmax_context_destroy(&ctx);
     abuf_destroy(&ab);
     free(hqv), free(hk), free(hv), free(hm);
@@ -1062,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_features_as_enabled),
         cmocka_unit_test(test_recorded),
         cmocka_unit_test(test_recorded_inference),
+        cmocka_unit_test(test_recorded_per_batch),
         cmocka_unit_test(test_app_pipeline_cache),
         cmocka_unit_test(test_app_device_after),
     };

@@ -513,9 +513,7 @@ struct ssmax_exec_args {
      *  kv_len keys there are (SPEC.md section 7.2). */
     int64_t q_pos;
     /** [batch] keys of each batch item this execution reads, as ssmax_attn_params.kv_lens, each
-     *  in [1, kv_len] (this execution's); NULL: kv_len for every item. Recorded Vulkan
-     *  executions (ssmax_vulkan_plan_record) take no per-batch arrays yet: SSMAX_ERR_UNSUPPORTED
-     *  (arrays that equal the defaults are accepted). */
+     *  in [1, kv_len] (this execution's); NULL: kv_len for every item. */
     const uint32_t *kv_lens;
     /** [batch] position of query row 0 of each batch item, as ssmax_attn_params.q_positions;
      *  NULL: q_pos for every item (< 0: each item's kv_lens[b] - q_len). */

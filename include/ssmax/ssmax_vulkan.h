@@ -155,7 +155,9 @@ SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDev
  *
  *  What ssmax records: its pipelines, one descriptor set and push constants, its dispatches and
  *  the barriers between them, a compute-to-compute barrier first (so one plan recorded twice in a
- *  row orders its scratch), and for the attention weights a copy (transfer stage). It leaves cmd's
+ *  row orders its scratch), with per-batch lengths or positions (args->kv_lens, q_positions) an
+ *  update of the plan's own coefficient buffer (vkCmdUpdateBuffer, transfer stage, between
+ *  barriers of its own), and for the attention weights a copy (transfer stage). It leaves cmd's
  *  compute pipeline, descriptor set and push constants bound to its own: rebind yours after.
  *
  *  Synchronisation the application provides:

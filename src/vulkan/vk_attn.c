@@ -430,13 +430,6 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
               const struct attn_plan *pl, const struct attn_bufs *ab, VkCommandBuffer cmd)
 {
     struct vk_dev *d = (struct vk_dev *)dev;
-    // The plan's coefficient buffer is uploaded once, when its recording state is made; an
-    // execution's own per-batch words would need an update recorded into cmd (not done yet).
-    if (pl->flags & FL_SEQ)
-        return ssmax_set_error(dev->ctx, SSMAX_ERR_UNSUPPORTED,
-                               "args->%s: a recorded execution takes no per-batch lengths or "
-                               "positions yet; use ssmax_plan_execute, or one recording per batch "
-                               "item", pl->p.kv_lens ? "kv_lens" : "q_positions");
     VkPipeline pipe[VK_PLAN_PIPES] = { 0 };
     int r = pipelines(d, pl, pipe); // made with the plan: found, not built
     if (r < 0 || (r = plan_state(d, base, state)) < 0)
@@ -478,6 +471,21 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     struct rec rc = { d, cmd, set, &st->scr0, 0, &ns };
     // The previous recorded execution of this plan read and wrote the same scratch.
     compute_barrier(&rc);
+    if (pl->flags & FL_SEQ) {
+        // The plan's coefficients were uploaded once; this execution's per-batch lengths and
+        // positions (2 B words) go in by an update recorded here, after the previous execution's
+        // kernels read the words and before this one's (vkCmdUpdateBuffer: 64 KiB a command).
+        barrier(&rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                VK_ACCESS_TRANSFER_WRITE_BIT);
+        const uint64_t w0 = STRIDE_WORDS + 3ull * pl->p.q_heads, nw = 2ull * pl->p.batch;
+        for (uint64_t w = 0; w < nw; w += 16384) {
+            const uint64_t n = nw - w < 16384 ? nw - w : 16384;
+            d->vkCmdUpdateBuffer(cmd, st->coef.buf, (w0 + w) * 4, n * 4,
+                                 (const uint32_t *)pl->coef + w0 + w);
+        }
+        barrier(&rc, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    }
     d->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
                                NULL);
     return record_all(&rc, pl, ab, pipe, &pc);

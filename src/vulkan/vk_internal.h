@@ -49,6 +49,7 @@
     X(vkEndCommandBuffer)                                                                          \
     X(vkResetCommandBuffer)                                                                        \
     X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdUpdateBuffer)                                                                           \
     X(vkCmdPipelineBarrier)                                                                        \
     X(vkCmdBindPipeline)                                                                           \
     X(vkCmdBindDescriptorSets)                                                                     \
