@@ -18,7 +18,11 @@ static void plan_info(const struct attn_plan *pl, struct ssmax_plan_info *out)
     out->tile_rows = pl->br;
     out->tile_keys = pl->bc;
     out->submissions = pl->submissions ? pl->submissions : 1;
-    out->scratch_bytes = pl->scr0_bytes + pl->scr1_bytes;
+    // A plan's: what the application's scratch must hold (coefficients, scratch and mask counts
+    // at aligned offsets); a call's: what it uses.
+    out->scratch_bytes = pl->app_scratch_bytes ? pl->app_scratch_bytes
+                                               : pl->scr0_bytes + pl->scr1_bytes + pl->nvis_bytes;
+    out->scratch_align = pl->app_scratch_bytes ? (pl->scratch_align > 4 ? pl->scratch_align : 4) : 0;
     snprintf(out->why, sizeof(out->why), "%s", pl->why);
 }
 
@@ -31,8 +35,20 @@ static void bufs_of(const struct ssmax_attn_buffers *b, struct attn_bufs *ab)
         b->probs ? b->probs->bk : NULL, b->q->base + b->q_off, b->k->base + b->k_off,
         b->v->base + b->v_off, b->o->base + b->o_off, b->lse ? b->lse->base + b->lse_off : 0,
         b->probs ? b->probs->base + b->probs_off : 0, b->mask ? b->mask->bk : NULL,
-        b->mask ? b->mask->base + b->mask_off : 0,
+        b->mask ? b->mask->base + b->mask_off : 0, b->scratch ? b->scratch->bk : NULL,
+        b->scratch ? b->scratch->base + b->scratch_off : 0,
     };
+}
+
+/* The application's scratch is for recorded executions only (ssmax.h). */
+static int no_scratch(ssmax_context *ctx, const struct ssmax_attn_buffers *b)
+{
+    if (b && b->scratch)
+        return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->scratch: only recorded executions "
+                               "(ssmax_vulkan_plan_record) take the application's scratch; set it "
+                               "to NULL");
+    return SSMAX_OK;
 }
 
 static int run(ssmax_context *ctx, const struct attn_plan *pl, const struct ssmax_attn_buffers *b)
@@ -60,7 +76,8 @@ int ssmax_attn_buffers_resolve(ssmax_context *ctx, const struct ssmax_attn_buffe
         (b->o && !(out->o = ssmax_buffer_resolve(ctx, b->o, "bufs->o"))) ||
         (b->lse && !(out->lse = ssmax_buffer_resolve(ctx, b->lse, "bufs->lse"))) ||
         (b->probs && !(out->probs = ssmax_buffer_resolve(ctx, b->probs, "bufs->probs"))) ||
-        (b->mask && !(out->mask = ssmax_buffer_resolve(ctx, b->mask, "bufs->mask"))))
+        (b->mask && !(out->mask = ssmax_buffer_resolve(ctx, b->mask, "bufs->mask"))) ||
+        (b->scratch && !(out->scratch = ssmax_buffer_resolve(ctx, b->scratch, "bufs->scratch"))))
         return SSMAX_ERR_INVALID_ARG;
     return SSMAX_OK;
 }
@@ -84,6 +101,8 @@ int ssmax_attn_plan_info(ssmax_context *ctx, const struct ssmax_attn_params *p,
         return r;
     if (!out)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "out: must not be NULL");
+    if ((r = no_scratch(ctx, bufs)) < 0)
+        return r;
     struct ssmax_attn_buffers rb;
     if (bufs && (r = ssmax_attn_buffers_resolve(ctx, bufs, &rb)) < 0)
         return r;
@@ -124,6 +143,8 @@ int ssmax_attn(ssmax_context *ctx, const struct ssmax_attn_params *p,
         return r;
     if (!b)
         return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs: must not be NULL");
+    if ((r = no_scratch(ctx, b)) < 0)
+        return r;
     struct ssmax_attn_buffers rb;
     if ((r = ssmax_attn_buffers_resolve(ctx, b, &rb)) < 0)
         return r;
@@ -278,7 +299,10 @@ int ssmax_plan_execute(ssmax_context *ctx, ssmax_plan *h, const struct ssmax_att
     struct ssmax_plan *plan;
     struct ssmax_attn_buffers rb;
     struct attn_plan pl;
-    int r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
+    pl.own = NULL;
+    int r = ctx ? no_scratch(ctx, b) : SSMAX_OK;
+    if (r == SSMAX_OK)
+        r = exec_begin(ctx, h, b, args, &plan, &rb, &pl);
     if (r == SSMAX_OK)
         r = run(ctx, &pl, &rb);
     ssmax_plan_free(ctx, &pl);

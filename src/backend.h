@@ -35,6 +35,8 @@ struct ssmax_backend_fns {
     int rows_kernel; // 1: has SSMAX_KERNEL_ROWS (tuned entries may name it)
     int inference;   // 1: the kernels take SPEC.md section 7.2-7.4 (masks, windows, per-batch
                      // lengths, soft-capping, sinks); else such a call is SSMAX_ERR_UNSUPPORTED
+    int mask_summary; // 1: the kernels read a mask summary after the counts (nvis_bytes)
+    int app_scratch;  // 1: recorded executions take the application's scratch (bufs->scratch)
     /* The backend's part of planning (plan.c calls it once per call, after the path): fills
      * kernel, kernel_name, tiles, bk_kernel and bk_flags, scratch_max and max_groups_x; may split
      * the keys further where the device needs it (an AUTO path only, with the reason in why);

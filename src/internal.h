@@ -129,7 +129,11 @@ struct attn_plan {
     uint64_t mask_bytes, mask_off; // the mask's strided extent and byte offset in its buffer
     uint32_t mask_esz;         // 4 or 2; 0 without a mask
     uint64_t mask_rows;        // with a mask: its rows, B x Hm x Lq
-    uint64_t nvis_bytes;       // with a mask: the visible-key counts and the summary (BIND_NVIS)
+    uint64_t nvis_bytes;       // with a mask: the visible-key counts (and the summary, where
+                               // the backend reads one: BIND_NVIS)
+    uint32_t scratch_align;    // the backend's alignment of scratch regions in one buffer
+    uint64_t app_scratch_bytes; // the application's scratch a recorded execution needs (the
+                               // plan's; 0: the backend takes none), ssmax_scratch_layout
     float lo;
     uint32_t x_floor;          // 1: FLOOR_LOG argument
     int want_lse, want_probs;
@@ -202,8 +206,15 @@ struct attn_bufs {
     size_t q_off, k_off, v_off, o_off, lse_off, probs_off;
     void *mask;                        // NULL without a mask
     size_t mask_off;
+    void *scratch;                     // the application's scratch (recorded), else NULL
+    size_t scratch_off;
 };
 
+
+/* The regions of an application's scratch (bufs->scratch) for a plan's recorded executions: the
+ * coefficients, scratch 0, scratch 1 and the mask counts, at off[0..3] from its start, each at
+ * a multiple of pl->scratch_align; *total: the bytes in all. */
+void ssmax_scratch_layout(const struct attn_plan *pl, uint64_t off[4], uint64_t *total);
 
 /* Checked handles (handle.c). init gives the context its serial; release frees the table. new
  * makes a handle for obj in *out; get resolves h (an argument called arg) to its object, or sets

@@ -79,6 +79,7 @@ static int check_overlap(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
         { "k", b->k, b->k_off, pl->k_bytes, 0 },
         { "v", b->v, b->v_off, pl->v_bytes, 0 },
         { "mask", b->mask, b->mask_off, pl->mask_bytes, 0 },
+        { "scratch", b->scratch, b->scratch_off, pl->app_scratch_bytes, 1 },
     };
     for (size_t i = 0; i < SSMAX_ARRAY_LEN(t); i++) {
         if (!t[i].out || !t[i].buf)
@@ -129,6 +130,21 @@ static int plan_buffers(ssmax_context *ctx, const struct ssmax_attn_buffers *b,
     for (size_t i = 0; i < sizeof(b->reserved); i++)
         if (b->reserved[i])
             return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG, "bufs->reserved: must be zero");
+    if (b->scratch) { // the application's scratch for a recorded execution (ssmax.h)
+        if (!pl->app_scratch_bytes)
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "bufs->scratch: the %s device takes no application scratch",
+                                   ctx->dev->fns->name);
+        if ((r = check_buf(ctx, b->scratch, b->scratch_off, pl->app_scratch_bytes, "scratch")) < 0)
+            return r;
+        if ((b->scratch->base + b->scratch_off) % pl->scratch_align)
+            return ssmax_set_error(ctx, SSMAX_ERR_INVALID_ARG,
+                                   "bufs->scratch_off: %zu (%llu from the start of the device "
+                                   "buffer) is not a multiple of %u (ssmax_plan_info.scratch_align)",
+                                   b->scratch_off,
+                                   (unsigned long long)(b->scratch->base + b->scratch_off),
+                                   pl->scratch_align);
+    }
     if ((r = check_overlap(ctx, b, pl)) < 0)
         return r;
     // Offsets in the backend objects (an imported range starts at its base).
@@ -268,7 +284,8 @@ static int plan_problem(ssmax_context *ctx, const struct ssmax_attn_params *p,
         es.m_sr = (uint32_t)(ms[2] / pl->mask_esz);
         const uint64_t hm = p->mask == SSMAX_MASK_BH_LQ_LK ? p->q_heads : 1;
         pl->mask_rows = (uint64_t)p->batch * hm * p->q_len;
-        pl->nvis_bytes = 4 * pl->mask_rows * (1 + MASK_WORDS((uint64_t)p->kv_len));
+        const int summary = ctx->dev && ctx->dev->fns->mask_summary;
+        pl->nvis_bytes = 4 * pl->mask_rows * (1 + (summary ? MASK_WORDS((uint64_t)p->kv_len) : 0));
         pl->flags |= FL_MASK | (p->mask_dtype == SSMAX_F16 ? FL_MASK_F16 : 0) |
                      (p->mask == SSMAX_MASK_BH_LQ_LK ? FL_MASK_HEADS : 0);
     }
@@ -490,6 +507,10 @@ int ssmax_plan_make_for(ssmax_context *ctx, const struct ssmax_attn_params *p,
         return r;
     if (pl->kernel != KERNEL_REFERENCE && (r = plan_work(ctx, pl, 0)) < 0)
         return r;
+    if (fns->app_scratch) {
+        uint64_t off[4];
+        ssmax_scratch_layout(pl, off, &pl->app_scratch_bytes);
+    }
     if (pl->why[0])
         ssmax_log(ctx, SSMAX_LOG_DEBUG, "plan: %s", pl->why);
     return SSMAX_OK;
@@ -572,6 +593,18 @@ int ssmax_plan_exec(ssmax_context *ctx, const struct attn_plan *base,
         return r;
     snprintf(pl->why, sizeof(pl->why), "%s", base->why);
     return SSMAX_OK;
+}
+
+void ssmax_scratch_layout(const struct attn_plan *pl, uint64_t off[4], uint64_t *total)
+{
+    const uint64_t a = pl->scratch_align > 4 ? pl->scratch_align : 4;
+    const uint64_t sz[4] = { pl->coef_bytes, pl->scr0_bytes, pl->scr1_bytes, pl->nvis_bytes };
+    uint64_t at = 0;
+    for (int i = 0; i < 4; i++) {
+        off[i] = at;
+        at += (sz[i] + a - 1) / a * a;
+    }
+    *total = at;
 }
 
 void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_TENSORS])

@@ -1060,6 +1060,167 @@ static void test_recorded_per_batch(void **state)
     assert_int_equal(validation_errors, 0);
 }
 
+/* Recorded executions on the application's scratch (bufs->scratch at ssmax_plan_info's size and
+ * alignment): with every device allocation failing they still record (nothing is allocated), and
+ * give the reference's O (and weights on the unfused path) for a masked padded batch whose
+ * lengths change between steps, every path; then the scratch's bad uses, each refused by name
+ * before anything is recorded. */
+static void test_recorded_app_scratch(void **state)
+{
+    (void)state;
+    ssmax_context *ctx = import_ctx();
+    enum { B = 2, STEPS = 2 };
+    const uint32_t cap = 200, D = 64, hq = 4, hkv = 2, lq = 3;
+    struct ssmax_attn_params p = params(SSMAX_F32, hq, hkv, lq, cap, D, 1, SSMAX_PATH_AUTO);
+    p.batch = B;
+    p.mask = SSMAX_MASK_B1_LQ_LK, p.mask_dtype = SSMAX_F32;
+    const size_t nq = (size_t)B * hq * lq * D, nkv = (size_t)B * hkv * cap * D;
+    const size_t nm = (size_t)B * lq * cap, np = (size_t)B * hq * lq * cap;
+    const VkDeviceSize align = app.props.limits.minStorageBufferOffsetAlignment;
+    const VkDeviceSize ok = round_up(nq * 4, align), ov = ok + round_up(nkv * 4, align);
+    const VkDeviceSize om = ov + round_up(nkv * 4, align), oo = om + round_up(nm * 4, align);
+    const VkDeviceSize ostep = round_up(nq * 4, align), opr = oo + STEPS * ostep;
+    const VkDeviceSize os = opr + STEPS * round_up(np * 4, align), scr_max = 1 << 20;
+    struct abuf ab;
+    abuf_create(&ab, os + scr_max, USAGE_ALL);
+    uint64_t seed = 6161;
+    float *hqv = malloc(nq * 4), *hk = malloc(nkv * 4), *hv = malloc(nkv * 4), *hm = malloc(nm * 4);
+    h_fill(hqv, SSMAX_F32, nq, 1, &seed);
+    h_fill(hk, SSMAX_F32, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F32, nkv, 1, &seed);
+    for (size_t i = 0; i < nm; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        const uint32_t x = (uint32_t)(seed >> 33);
+        hm[i] = x % 10 < 3 ? -INFINITY : x % 10 < 6 ? 0.0f : (float)(x % 1000) / 500.0f - 1.0f;
+    }
+    memcpy(ab.map, hqv, nq * 4);
+    memcpy(ab.map + ok, hk, nkv * 4);
+    memcpy(ab.map + ov, hv, nkv * 4);
+    memcpy(ab.map + om, hm, nm * 4);
+    ssmax_buffer *bq, *bk, *bv, *bm, *bs, *bo[STEPS], *bp[STEPS];
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, 0, nq * 4, USAGE_ALL, &bq), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ok, nkv * 4, USAGE_ALL, &bk), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, ov, nkv * 4, USAGE_ALL, &bv), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, om, nm * 4, USAGE_ALL, &bm), 0);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, os, scr_max, USAGE_ALL, &bs), 0);
+    for (int st = 0; st < STEPS; st++) {
+        assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, oo + st * ostep, nq * 4,
+                                                    USAGE_ALL, &bo[st]), 0);
+        assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, opr + st * round_up(np * 4, align),
+                                                    np * 4, USAGE_ALL, &bp[st]), 0);
+    }
+    static const uint32_t kvl[STEPS][B] = { { 50, 200 }, { 7, 120 } };
+    for (int path = 0; path <= 3; path++) {
+        p.path = (enum ssmax_path)path;
+        p.kv_splits = path == SSMAX_PATH_SPLIT_KV ? 3 : 0;
+        const int probs = path == SSMAX_PATH_UNFUSED;
+        ssmax_plan *plan = NULL;
+        if (ssmax_plan_create(ctx, &p, probs ? SSMAX_PLAN_PROBS : 0, &plan) != SSMAX_OK)
+            fail_msg("path %d: %s", path, ssmax_last_error(ctx));
+        struct ssmax_plan_info pi;
+        assert_int_equal(ssmax_plan_get_info(ctx, plan, &pi), SSMAX_OK);
+        printf("# path %d: application scratch %llu bytes, aligned to %u\n", path,
+               (unsigned long long)pi.scratch_bytes, pi.scratch_align);
+        assert_true(pi.scratch_bytes > 0 && pi.scratch_bytes <= scr_max);
+        assert_true(pi.scratch_align >= 4 && align % pi.scratch_align == 0);
+        struct app_cmd ac;
+        cmd_begin(&ac);
+        ssmax_fault_set(ctx, 1, 0); // the next device allocation fails: none may be made
+        for (int st = 0; st < STEPS; st++) {
+            struct ssmax_attn_buffers bufs = { .q = bq, .k = bk, .v = bv, .o = bo[st],
+                                               .probs = probs ? bp[st] : NULL, .mask = bm,
+                                               .scratch = bs };
+            struct ssmax_exec_args a;
+            ssmax_exec_args_default(&a);
+            a.kv_lens = kvl[st];
+            if (ssmax_vulkan_plan_record(ctx, plan, ac.cmd, &bufs, &a) < 0)
+                fail_msg("path %d, record step %d: %s", path, st, ssmax_last_error(ctx));
+        }
+        ssmax_fault_set(ctx, 0, 0);
+        memset(ab.map + oo, 0xff, (size_t)(os + scr_max - oo)); // outputs and scratch: NaN
+        cmd_submit_wait(&ac);
+        for (int st = 0; st < STEPS; st++) {
+            double *ref = malloc(nq * sizeof(double));
+            float *rp_ = malloc(np * 4);
+            struct ssmax_attn_host io = { hqv, hk, hv, NULL, NULL, rp_, ref, NULL, hm };
+            struct ssmax_attn_params rp = p;
+            rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0, rp.kv_lens = kvl[st];
+            assert_int_equal(ssmax_attn_ref(&rp, &io), SSMAX_OK);
+            struct ssmax_compare c;
+            ssmax_compare_f32(ref, (const float *)(ab.map + oo + st * ostep), nq, 0, &c);
+            struct htol tol = h_tol_o(SSMAX_F32, c.max_ref);
+            printf("# app scratch path %d step %d: nmse %.3g max_abs %.3g\n", path, st, c.nmse,
+                   c.max_abs);
+            assert_true(c.nmse <= tol.nmse && c.max_abs <= tol.max_abs && !c.nonfinite_mismatch);
+            if (probs) { // the weights came out of the scratch's scores region
+                const float *got = (const float *)(ab.map + opr + st * round_up(np * 4, align));
+                double worst = 0;
+                for (size_t i = 0; i < np; i++)
+                    worst = fmax(worst, fabs((double)got[i] - rp_[i]));
+                printf("#   weights: max_abs %.3g\n", worst);
+                assert_true(worst <= 1e-5);
+            }
+            free(ref), free(rp_);
+        }
+        ssmax_plan_destroy(ctx, &plan);
+        cmd_free(&ac);
+    }
+    // Bad uses, before anything is recorded (the command buffer handle is never touched).
+    p.path = SSMAX_PATH_AUTO, p.kv_splits = 0;
+    ssmax_plan *plan = NULL;
+    assert_int_equal(ssmax_plan_create(ctx, &p, 0, &plan), SSMAX_OK);
+    struct ssmax_plan_info pi;
+    assert_int_equal(ssmax_plan_get_info(ctx, plan, &pi), SSMAX_OK);
+    const VkCommandBuffer bogus = (VkCommandBuffer)(uintptr_t)1;
+    struct ssmax_attn_buffers bufs = { .q = bq, .k = bk, .v = bv, .o = bo[0], .mask = bm,
+                                       .scratch = bs };
+    ssmax_buffer *small, *nodst;
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab.buf, os, pi.scratch_bytes - 4, USAGE_ALL,
+                                                &small), 0);
+    struct abuf ab2; // a VkBuffer of its own: one VkBuffer's imports share one usage
+    abuf_create(&ab2, scr_max, USAGE_ALL & ~VK_BUFFER_USAGE_TRANSFER_DST_BIT);
+    assert_int_equal(ssmax_vulkan_buffer_import(ctx, ab2.buf, 0, scr_max,
+                                                USAGE_ALL & ~VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                                &nodst), 0);
+    const struct {
+        ssmax_buffer *scratch;
+        size_t off;
+        ssmax_buffer *o;
+        const char *says;
+    } bad[] = {
+        { small, 0, bo[0], "bufs->scratch: needs" },
+        { bs, 4, bo[0], "bufs->scratch_off" },
+        { bs, 0, bs, "overlap" },
+        { nodst, 0, bo[0], "TRANSFER_DST" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (i == 1 && pi.scratch_align <= 4)
+            continue; // every 4-byte offset is aligned here
+        struct ssmax_attn_buffers b2 = bufs;
+        b2.scratch = bad[i].scratch, b2.scratch_off = bad[i].off, b2.o = bad[i].o;
+        int r = ssmax_vulkan_plan_record(ctx, plan, bogus, &b2, NULL);
+        printf("# bad scratch %zu: %d %s\n", i, r, ssmax_last_error(ctx));
+        assert_true(r < 0);
+        assert_non_null(strstr(ssmax_last_error(ctx), bad[i].says));
+    }
+    // Only recordings take it.
+    assert_int_equal(ssmax_plan_execute(ctx, plan, &bufs, NULL), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "bufs->scratch: only recorded"));
+    assert_int_equal(ssmax_attn(ctx, &p, &bufs), SSMAX_ERR_INVALID_ARG);
+    assert_non_null(strstr(ssmax_last_error(ctx), "bufs->scratch: only recorded"));
+    ssmax_plan_destroy(ctx, &plan);
+    ssmax_buffer_destroy(ctx, &small), ssmax_buffer_destroy(ctx, &nodst);
+    ssmax_buffer_destroy(ctx, &bq), ssmax_buffer_destroy(ctx, &bk);
+    ssmax_buffer_destroy(ctx, &bv), ssmax_buffer_destroy(ctx, &bm);
+    ssmax_buffer_destroy(ctx, &bs);
+    for (int st = 0; st < STEPS; st++)
+        ssmax_buffer_destroy(ctx, &bo[st]), ssmax_buffer_destroy(ctx, &bp[st]);
+    ssmax_context_destroy(&ctx);
+    abuf_destroy(&ab), abuf_destroy(&ab2);
+    free(hqv), free(hk), free(hv), free(hm);
+    assert_int_equal(validation_errors, 0);
+}
+
 /* The application's own VkPipelineCache: ssmax builds through it, keeps no file of its own for the
  * device, and leaves it to the application (valid after the context is gone). */
 static void test_app_pipeline_cache(void **state)
@@ -1119,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_recorded),
         cmocka_unit_test(test_recorded_inference),
         cmocka_unit_test(test_recorded_per_batch),
+        cmocka_unit_test(test_recorded_app_scratch),
         cmocka_unit_test(test_app_pipeline_cache),
         cmocka_unit_test(test_app_device_after),
     };

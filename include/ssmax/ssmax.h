@@ -296,7 +296,15 @@ struct ssmax_attn_buffers {
     ssmax_buffer *mask;  ///< the additive mask (params mask not SSMAX_MASK_NONE), else NULL;
                          ///< an imported buffer must hold the mask's extent rounded up to 4 bytes
     size_t mask_off;     ///< a multiple of 4 bytes
-    uint8_t reserved[32];
+    /** The application's scratch for a recorded execution (ssmax_vulkan_plan_record), which then
+     *  allocates nothing: ssmax_plan_info.scratch_bytes from scratch_off, a multiple of
+     *  ssmax_plan_info.scratch_align, overlapping no tensor of the call. ssmax writes and reads it
+     *  inside the recorded commands (parameters, partial results, mask counts): the application
+     *  may reuse it between executions (a barrier from the compute stage first) but not while
+     *  one runs. NULL: the plan's own. Other entry points refuse it. */
+    ssmax_buffer *scratch;
+    size_t scratch_off;
+    uint8_t reserved[32 - sizeof(void *) - sizeof(size_t)]; ///< must be zero
 };
 
 /** Host arrays for the reference. q, k, v, o use params->dtype and params->strides (byte strides
@@ -477,9 +485,12 @@ struct ssmax_plan_info {
     uint32_t tile_rows;       ///< query rows a workgroup (or subgroup, for flash_rows) takes
     uint32_t tile_keys;       ///< keys a tile (a step)
     uint32_t submissions;     ///< device submissions the call is cut into (max_work_per_submit)
-    uint64_t scratch_bytes;   ///< device scratch the call uses
+    uint64_t scratch_bytes;   ///< device scratch the call uses; for a plan, what an
+                              ///< application's scratch (ssmax_attn_buffers.scratch) must hold
     char why[600];            ///< the reason for each choice, "; " between them
-    uint8_t reserved[32];
+    uint32_t scratch_align;   ///< the application's scratch offset must be a multiple of this
+                              ///< (0: the device takes no application scratch)
+    uint8_t reserved[28];
 };
 /** The plan ssmax_attn would make for p on the open device, without running it; bufs may be NULL
  *  (no LSE or weights, offsets 0). Fails exactly where ssmax_attn_supported (bufs NULL) or

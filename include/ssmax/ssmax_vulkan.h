@@ -169,6 +169,12 @@ SSMAX_API int ssmax_vulkan_buffer_import(ssmax_context *ctx, VkBuffer buf, VkDev
  *    VK_ACCESS_TRANSFER_WRITE_BIT: a barrier from those to whatever reads them next (a host read
  *    after the fence needs VK_PIPELINE_STAGE_HOST_BIT / VK_ACCESS_HOST_READ_BIT).
  *
+ *  Scratch: with bufs->scratch (ssmax.h) the execution keeps its coefficients, partial results
+ *  and mask counts in the application's buffer, at ssmax_plan_info.scratch_bytes from
+ *  scratch_off, updating the coefficients there with vkCmdUpdateBuffer (the buffer needs
+ *  VK_BUFFER_USAGE_TRANSFER_DST_BIT, and TRANSFER_SRC for the weights' copy), and allocates no
+ *  device memory; without it the plan allocates its own at its first such recording.
+ *
  *  Lifetimes: the plan (its descriptor sets, coefficients and scratch, kept per plan) and the
  *  buffers must outlive every submission of cmd: destroy the plan, close the device or destroy
  *  the context only after they completed. A plan's recordings share its scratch: submit them

@@ -85,7 +85,9 @@ class AttnBuffers(ctypes.Structure):
         ("lse", c_void_p), ("probs", c_void_p),
         ("q_off", c_size_t), ("k_off", c_size_t), ("v_off", c_size_t), ("o_off", c_size_t),
         ("lse_off", c_size_t), ("probs_off", c_size_t),
-        ("mask", c_void_p), ("mask_off", c_size_t), ("reserved", c_uint8 * 32),
+        ("mask", c_void_p), ("mask_off", c_size_t), ("scratch", c_void_p),
+        ("scratch_off", c_size_t),
+        ("reserved", c_uint8 * (32 - ctypes.sizeof(c_void_p) - ctypes.sizeof(c_size_t))),
     ]
 
 
@@ -109,7 +111,8 @@ class PlanInfo(ctypes.Structure):
     _fields_ = [
         ("path", c_int), ("kv_splits", c_uint32), ("kernel", ctypes.c_char * 32),
         ("tile_rows", c_uint32), ("tile_keys", c_uint32), ("submissions", c_uint32),
-        ("scratch_bytes", c_uint64), ("why", ctypes.c_char * 600), ("reserved", c_uint8 * 32),
+        ("scratch_bytes", c_uint64), ("why", ctypes.c_char * 600), ("scratch_align", c_uint32),
+        ("reserved", c_uint8 * 28),
     ]
 
 

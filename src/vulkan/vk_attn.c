@@ -13,7 +13,8 @@ struct rec {
     struct vk_dev *d;
     VkCommandBuffer cmd;
     VkDescriptorSet set;
-    struct vk_buf *scr0; // the unfused scores (copied out to the weights)
+    VkBuffer scr0;        // the unfused scores (copied out to the weights) ...
+    VkDeviceSize scr0_at; // ... from this byte
     int own;
     uint64_t *device_ns;
 };
@@ -245,9 +246,9 @@ static int record_unfused(struct rec *rc, const struct attn_plan *pl, const stru
                 barrier(rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                         VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
                 uint64_t row0 = (uint64_t)bh0 * p->q_len + i0;
-                VkBufferCopy reg = { 0, ab->probs_off + row0 * p->kv_len * 4,
+                VkBufferCopy reg = { rc->scr0_at, ab->probs_off + row0 * p->kv_len * 4,
                                      (uint64_t)nb * ni * p->kv_len * 4 };
-                d->vkCmdCopyBuffer(rc->cmd, rc->scr0->buf, probs->buf, 1, &reg);
+                d->vkCmdCopyBuffer(rc->cmd, rc->scr0, probs->buf, 1, &reg);
             }
         }
     }
@@ -266,11 +267,29 @@ static int record_all(struct rec *rc, const struct attn_plan *pl, const struct a
                                           : record_unfused(rc, pl, ab, pipe + n0, pc);
 }
 
+/* Where a call's coefficients and scratch are bound (buffer VK_NULL_HANDLE: none; the dummy is
+ * bound): ssmax's own buffers whole, or regions of the application's scratch. */
+struct vk_scratch {
+    VkDescriptorBufferInfo coef, scr0, scr1, nvis;
+};
+
+static struct vk_scratch own_scratch(const struct vk_buf *coef, const struct vk_buf *scr0,
+                                     const struct vk_buf *scr1, const struct vk_buf *nvis)
+{
+    return (struct vk_scratch){ { coef->buf, 0, VK_WHOLE_SIZE },
+                                { scr0->buf, 0, VK_WHOLE_SIZE },
+                                { scr1->buf, 0, VK_WHOLE_SIZE },
+                                { nvis->buf, 0, VK_WHOLE_SIZE } };
+}
+
+static VkDescriptorBufferInfo or_dummy(const struct vk_dev *d, VkDescriptorBufferInfo b)
+{
+    return b.buffer ? b : (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
+}
+
 static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
-                     uint64_t k_bytes, uint64_t v_bytes, const struct vk_buf *coef,
-                     const struct vk_buf *scr0, const struct vk_buf *scr1,
-                     const struct vk_buf *nvis, VkDescriptorBufferInfo bi[NUM_BINDINGS],
-                     uint32_t offs[6])
+                     uint64_t k_bytes, uint64_t v_bytes, const struct vk_scratch *sc,
+                     VkDescriptorBufferInfo bi[NUM_BINDINGS], uint32_t offs[6])
 {
     const uint32_t esz = pl->elem_size;
     struct vk_bind bq = vk_bind_of(d, ab->q_off, pl->q_bytes, esz),
@@ -285,11 +304,9 @@ static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct 
     bi[BIND_O] = (VkDescriptorBufferInfo){ ((struct vk_buf *)ab->o)->buf, bo.base, bo.range };
     bi[BIND_LSE] = (VkDescriptorBufferInfo){
         pl->want_lse ? ((struct vk_buf *)ab->lse)->buf : d->dummy.buf, bl.base, bl.range };
-    bi[BIND_COEF] = (VkDescriptorBufferInfo){ coef->buf, 0, VK_WHOLE_SIZE };
-    bi[BIND_SCR0] = (VkDescriptorBufferInfo){ scr0->buf ? scr0->buf : d->dummy.buf, 0,
-                                              VK_WHOLE_SIZE };
-    bi[BIND_SCR1] = (VkDescriptorBufferInfo){ scr1->buf ? scr1->buf : d->dummy.buf, 0,
-                                              VK_WHOLE_SIZE };
+    bi[BIND_COEF] = sc->coef;
+    bi[BIND_SCR0] = or_dummy(d, sc->scr0);
+    bi[BIND_SCR1] = or_dummy(d, sc->scr1);
     // SPEC.md section 7: the mask (aligned like the tensors) and its rows' counts; dummies
     // without a mask.
     const int masked = ab->mask && (pl->flags & FL_MASK);
@@ -301,8 +318,8 @@ static void bindings(struct vk_dev *d, const struct attn_plan *pl, const struct 
     }
     bi[BIND_MASK] = (VkDescriptorBufferInfo){
         masked ? ((struct vk_buf *)ab->mask)->buf : d->dummy.buf, bm.base, bm.range };
-    bi[BIND_NVIS] = (VkDescriptorBufferInfo){ masked && nvis->buf ? nvis->buf : d->dummy.buf, 0,
-                                              VK_WHOLE_SIZE };
+    bi[BIND_NVIS] = masked ? or_dummy(d, sc->nvis)
+                           : (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
     offs[0] = bq.elem_off, offs[1] = bk.elem_off, offs[2] = bv.elem_off, offs[3] = bo.elem_off;
     offs[4] = bl.elem_off, offs[5] = bm.elem_off;
 }
@@ -345,9 +362,9 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     d->vkResetDescriptorPool(d->dev, d->dpool, 0);
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[6] = { 0 };
-    bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &d->coef, &d->scr0, &d->scr1, &d->nvis, bi,
-             offs);
-    struct rec rc = { d, d->cmd, VK_NULL_HANDLE, &d->scr0, 1, device_ns };
+    const struct vk_scratch sc = own_scratch(&d->coef, &d->scr0, &d->scr1, &d->nvis);
+    bindings(d, pl, ab, pl->k_bytes, pl->v_bytes, &sc, bi, offs);
+    struct rec rc = { d, d->cmd, VK_NULL_HANDLE, d->scr0.buf, 0, 1, device_ns };
     if ((r = write_set(d, d->dpool, bi, &rc.set)) < 0)
         return r;
     struct attn_block pc;
@@ -366,12 +383,13 @@ int vk_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
 #define VK_PLAN_SETS 32
 
 struct vk_plan_state {
-    struct vk_buf coef, scr0, scr1, nvis;
+    struct vk_buf coef, scr0, scr1, nvis; // made at the first recording without bufs->scratch
+    int own;
     VkDescriptorPool pool;
     int nsets;
     struct {
         VkDescriptorBufferInfo bi[NUM_BINDINGS];
-        uint64_t ids[6]; // the buffers' identities: a handle value alone may be a new buffer's
+        uint64_t ids[7]; // the buffers' identities: a handle value alone may be a new buffer's
         VkDescriptorSet set;
     } sets[VK_PLAN_SETS];
 };
@@ -391,39 +409,62 @@ void vk_plan_state_free(struct ssmax_dev *base, void *state)
     ssmax_free(base->ctx, st);
 }
 
-static int plan_state(struct vk_dev *d, const struct attn_plan *base, void **state)
+/* The plan's recording state: its descriptor pool, and with own its coefficients and scratch
+ * (the plan's sizes; the coefficients uploaded once). */
+static int plan_state(struct vk_dev *d, const struct attn_plan *base, int own, void **state)
 {
-    if (*state)
+    struct vk_plan_state *st = *state;
+    if (!st) {
+        if (!(st = ssmax_calloc(d->base.ctx, 1, sizeof(*st))))
+            return ssmax_set_error(d->base.ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY,
+                                   "vulkan: out of host memory");
+        VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                    NUM_BINDINGS * VK_PLAN_SETS };
+        VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                            .maxSets = VK_PLAN_SETS,
+                                            .poolSizeCount = 1,
+                                            .pPoolSizes = &ps };
+        VkResult vr = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &st->pool);
+        if (vr != VK_SUCCESS) {
+            ssmax_free(d->base.ctx, st);
+            return vk_err(d->base.ctx, vr, "vkCreateDescriptorPool");
+        }
+        *state = st;
+    }
+    if (!own || st->own)
         return SSMAX_OK;
-    struct vk_plan_state *st = ssmax_calloc(d->base.ctx, 1, sizeof(*st));
-    if (!st)
-        return ssmax_set_error(d->base.ctx, SSMAX_ERR_OUT_OF_HOST_MEMORY,
-                               "vulkan: out of host memory");
-    const uint64_t coef_bytes = base->coef_bytes;
-    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, NUM_BINDINGS * VK_PLAN_SETS };
-    VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                        .maxSets = VK_PLAN_SETS,
-                                        .poolSizeCount = 1,
-                                        .pPoolSizes = &ps };
-    int r = vk_buf_ensure(d, &st->coef, coef_bytes, 1);
+    int r = vk_buf_ensure(d, &st->coef, base->coef_bytes, 1);
     if (r == SSMAX_OK && base->scr0_bytes)
         r = vk_buf_ensure(d, &st->scr0, base->scr0_bytes, 0);
     if (r == SSMAX_OK && base->scr1_bytes)
         r = vk_buf_ensure(d, &st->scr1, base->scr1_bytes, 0);
     if (r == SSMAX_OK && base->nvis_bytes)
         r = vk_buf_ensure(d, &st->nvis, base->nvis_bytes, 0);
-    if (r == SSMAX_OK) {
-        VkResult vr = d->vkCreateDescriptorPool(d->dev, &dpci, NULL, &st->pool);
-        if (vr != VK_SUCCESS)
-            r = vk_err(d->base.ctx, vr, "vkCreateDescriptorPool");
-    }
-    if (r < 0) {
-        vk_plan_state_free(&d->base, st);
+    if (r < 0) { // none kept: the next recording tries again
+        vk_buf_free(d, &st->coef);
+        vk_buf_free(d, &st->scr0);
+        vk_buf_free(d, &st->scr1);
+        vk_buf_free(d, &st->nvis);
         return r;
     }
-    memcpy(st->coef.map, base->coef, coef_bytes);
-    *state = st;
+    memcpy(st->coef.map, base->coef, base->coef_bytes);
+    st->own = 1;
     return SSMAX_OK;
+}
+
+/* nw coefficient words into buf at byte at, recorded (vkCmdUpdateBuffer, 64 KiB a command), after
+ * the kernels recorded before have read the old ones and before those recorded after read them. */
+static void update_words(struct rec *rc, VkBuffer buf, VkDeviceSize at, const uint32_t *src,
+                         uint64_t nw)
+{
+    barrier(rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_TRANSFER_WRITE_BIT);
+    for (uint64_t w = 0; w < nw; w += 16384) {
+        const uint64_t n = nw - w < 16384 ? nw - w : 16384;
+        rc->d->vkCmdUpdateBuffer(rc->cmd, buf, at + w * 4, n * 4, src + w);
+    }
+    barrier(rc, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
 }
 
 int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
@@ -431,23 +472,50 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
 {
     struct vk_dev *d = (struct vk_dev *)dev;
     VkPipeline pipe[VK_PLAN_PIPES] = { 0 };
+    const struct vk_buf *app = ab->scratch; // the application's scratch (checked by plan.c)
+    // ssmax updates the coefficients in it and copies the weights out of it
+    if (app && app->imported && !(app->usage & VK_BUFFER_USAGE_TRANSFER_DST_BIT))
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->scratch: the imported VkBuffer was created without "
+                               "VK_BUFFER_USAGE_TRANSFER_DST_BIT, which the coefficients' update "
+                               "needs");
+    if (app && app->imported && pl->want_probs &&
+        !(app->usage & VK_BUFFER_USAGE_TRANSFER_SRC_BIT))
+        return ssmax_set_error(dev->ctx, SSMAX_ERR_INVALID_ARG,
+                               "bufs->scratch: the imported VkBuffer was created without "
+                               "VK_BUFFER_USAGE_TRANSFER_SRC_BIT, which the weights' copy needs");
     int r = pipelines(d, pl, pipe); // made with the plan: found, not built
-    if (r < 0 || (r = plan_state(d, base, state)) < 0)
+    if (r < 0 || (r = plan_state(d, base, !app, state)) < 0)
         return r;
     struct vk_plan_state *st = *state;
     if (pl->scr0_bytes > base->scr0_bytes || pl->scr1_bytes > base->scr1_bytes ||
         pl->nvis_bytes > base->nvis_bytes)
         return ssmax_set_error(dev->ctx, SSMAX_ERR_BACKEND,
                                "vulkan: internal: an execution's scratch outgrew its plan's");
+    // The coefficients and scratch: the plan's own buffers, or regions of the application's at
+    // the plan's layout (so a loop's executions share one set whatever their kv_len).
+    struct vk_scratch sc;
+    if (app) {
+        uint64_t off[4], total;
+        ssmax_scratch_layout(base, off, &total);
+        const VkDeviceSize at = ab->scratch_off;
+        const uint64_t sz[4] = { base->coef_bytes, base->scr0_bytes, base->scr1_bytes,
+                                 base->nvis_bytes };
+        VkDescriptorBufferInfo *reg[4] = { &sc.coef, &sc.scr0, &sc.scr1, &sc.nvis };
+        for (int i = 0; i < 4; i++)
+            *reg[i] = sz[i] ? (VkDescriptorBufferInfo){ app->buf, at + off[i], sz[i] }
+                            : (VkDescriptorBufferInfo){ VK_NULL_HANDLE, 0, 0 };
+    } else {
+        sc = own_scratch(&st->coef, &st->scr0, &st->scr1, &st->nvis);
+    }
     // K and V are bound over the plan's kv_len, so every step of a loop on the same buffers
     // finds the same set.
     VkDescriptorBufferInfo bi[NUM_BINDINGS];
     uint32_t offs[6] = { 0 };
-    bindings(d, pl, ab, base->k_bytes, base->v_bytes, &st->coef, &st->scr0, &st->scr1, &st->nvis,
-             bi, offs);
-    const struct vk_buf *const tb[6] = { ab->q, ab->k, ab->v, ab->o, ab->lse, ab->mask };
-    uint64_t ids[6];
-    for (int i = 0; i < 6; i++)
+    bindings(d, pl, ab, base->k_bytes, base->v_bytes, &sc, bi, offs);
+    const struct vk_buf *const tb[7] = { ab->q, ab->k, ab->v, ab->o, ab->lse, ab->mask, app };
+    uint64_t ids[7];
+    for (int i = 0; i < 7; i++)
         ids[i] = tb[i] ? tb[i]->id : 0;
     VkDescriptorSet set = VK_NULL_HANDLE;
     for (int i = 0; i < st->nsets && !set; i++)
@@ -468,24 +536,17 @@ int vk_record(struct ssmax_dev *dev, const struct attn_plan *base, void **state,
     struct attn_block pc;
     ssmax_plan_block(pl, offs, &pc);
     uint64_t ns = 0;
-    struct rec rc = { d, cmd, set, &st->scr0, 0, &ns };
-    // The previous recorded execution of this plan read and wrote the same scratch.
+    struct rec rc = { d, cmd, set, sc.scr0.buffer, sc.scr0.offset, 0, &ns };
+    // The previous recorded execution of this plan (or another on the same scratch) read and
+    // wrote the same scratch.
     compute_barrier(&rc);
-    if (pl->flags & FL_SEQ) {
-        // The plan's coefficients were uploaded once; this execution's per-batch lengths and
-        // positions (2 B words) go in by an update recorded here, after the previous execution's
-        // kernels read the words and before this one's (vkCmdUpdateBuffer: 64 KiB a command).
-        barrier(&rc, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                VK_ACCESS_TRANSFER_WRITE_BIT);
-        const uint64_t w0 = STRIDE_WORDS + 3ull * pl->p.q_heads, nw = 2ull * pl->p.batch;
-        for (uint64_t w = 0; w < nw; w += 16384) {
-            const uint64_t n = nw - w < 16384 ? nw - w : 16384;
-            d->vkCmdUpdateBuffer(cmd, st->coef.buf, (w0 + w) * 4, n * 4,
-                                 (const uint32_t *)pl->coef + w0 + w);
-        }
-        barrier(&rc, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-    }
+    if (app) // the whole coefficient block, this execution's
+        update_words(&rc, app->buf, sc.coef.offset, (const uint32_t *)pl->coef,
+                     pl->coef_bytes / 4);
+    else if (pl->flags & FL_SEQ) // uploaded with the plan: this execution's 2 B per-batch words
+        update_words(&rc, st->coef.buf, (STRIDE_WORDS + 3ull * pl->p.q_heads) * 4,
+                     (const uint32_t *)pl->coef + STRIDE_WORDS + 3ull * pl->p.q_heads,
+                     2ull * pl->p.batch);
     d->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
                                NULL);
     return record_all(&rc, pl, ab, pipe, &pc);
@@ -497,5 +558,5 @@ const struct ssmax_backend_fns ssmax_backend_vulkan = {
     .prepare = vk_prepare,
     .plan_state_free = vk_plan_state_free,
     .head_dim_step = 8, .head_dim_max = SSMAX_MAX_HEAD_DIM, .rows_kernel = 1,
-    .inference = 1,
+    .inference = 1, .mask_summary = 1, .app_scratch = 1,
 };

@@ -441,5 +441,6 @@ int vk_plan(struct ssmax_dev *base, struct attn_plan *pl)
     choose_shader(d, pl);
     pl->scratch_max = maxr;
     pl->max_groups_x = wg[0];
+    pl->scratch_align = (uint32_t)lim->minStorageBufferOffsetAlignment;
     return SSMAX_OK;
 }
