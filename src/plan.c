@@ -690,7 +690,8 @@ uint64_t ssmax_role_shared_bytes(const struct attn_plan *pl, enum attn_role role
     case ROLE_QK: return 2 * 16 * 8 * 4;       // Qt, Kt: 16 x 8 floats each
     case ROLE_SOFTMAX: return 64 * 4;          // one float per invocation of 64
     case ROLE_PV: return 4ull * br * bc + 4ull * bc * D; // P tile and V tile
-    case ROLE_MASK: return 64 * 4;             // mask_count: one uint per invocation of 64
+    case ROLE_MASK: // mask_count: one uint per invocation of 64, and with the summary its words
+        return 64 * 4 + (pl->nvis_bytes > 4 * pl->mask_rows ? 64 / MASK_CODES * 4 : 0);
     }
     return 0;
 }

@@ -587,7 +587,7 @@ with tempfile.TemporaryDirectory() as d:
             kinds = {(r['case'], r['dtype']) for r in recs}
             fused = [r for r in recs if r['case'] == 'prefill']
             ok = (rc == 0 and all(not r.get('error') for r in recs) and
-                  {'prefill', 'decode', 'merge', 'unfused'} <= {c for c, _ in kinds} and
+                  {'prefill', 'decode', 'merge', 'unfused', 'mask'} <= {c for c, _ in kinds} and
                   all(r['stats'] and 'VGPRs' in r['stats'] and 'Spilled SGPRs' in r['stats']
                       for r in recs) and
                   all(isinstance(r['spec_constants'], dict) for r in recs) and

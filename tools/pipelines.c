@@ -21,7 +21,7 @@ static const char *usage_pipelines =
     "(Vulkan: VK_KHR_pipeline_executable_properties, e.g. RADV's VGPRs, spills, LDS and occupancy;\n"
     "OpenCL: clGetKernelWorkGroupInfo). The grid: head_dim 64, 80, 96, 128, 256; f32 and f16;\n"
     "prefill B1 H8 L2048; decode, one query row over 16384 keys with 1, 4 and 8 query heads per KV\n"
-    "head; the split-KV merge; the unfused kernels (qk, softmax, pv).\n"
+    "head; the split-KV merge; the unfused kernels (qk, softmax, pv); the mask counts.\n"
     "\n"
     "  --device SPEC     as for run (default $SSMAX_DEVICE or auto); devices that compile but\n"
     "                    cannot run (marked in `ssmax devices`) work here when named\n"
@@ -36,8 +36,8 @@ static const char *usage_pipelines =
     "naming no device, a device that builds no pipelines, an output that cannot be written),\n"
     "4 a pipeline failed to build or the device failed.\n";
 
-enum { CASE_PREFILL, CASE_DECODE, CASE_MERGE, CASE_UNFUSED };
-static const char *const case_names[] = { "prefill", "decode", "merge", "unfused" };
+enum { CASE_PREFILL, CASE_DECODE, CASE_MERGE, CASE_UNFUSED, CASE_MASK };
+static const char *const case_names[] = { "prefill", "decode", "merge", "unfused", "mask" };
 
 struct rec {
     int cs;        // CASE_*
@@ -54,7 +54,8 @@ struct recs {
     int cs, f16;
     uint32_t d, g;
     struct ssmax_plan_info plan;
-    int only_merge; // the forced split-KV plan: its merge only, when not listed yet
+    const char *only_role; // the forced split-KV plan: its merge only; the masked plan: its mask
+                           // counts only (each when not listed yet)
 };
 
 static struct rec *rec_add(struct recs *rs)
@@ -83,19 +84,19 @@ static int same_pipe(const struct ssmax_pipe_info *a, const struct ssmax_pipe_in
 static int on_pipe(void *priv, const struct ssmax_pipe_info *pi)
 {
     struct recs *rs = priv;
-    const int merge = !strcmp(pi->role, "merge");
-    if (rs->only_merge && !merge)
+    const int merge = !strcmp(pi->role, "merge"), mask = !strcmp(pi->role, "mask");
+    if (rs->only_role && strcmp(pi->role, rs->only_role))
         return 0;
-    if (merge) // one merge per (head dim, dtype): it does not depend on the rest of the shape
+    const int cs = merge ? CASE_MERGE : mask ? CASE_MASK : rs->cs;
+    if (merge || mask) // one per (head dim, dtype): they do not depend on the rest of the shape
         for (int i = 0; i < rs->n; i++)
-            if (rs->r[i].cs == CASE_MERGE && !rs->r[i].error[0] && same_pipe(&rs->r[i].pi, pi))
+            if (rs->r[i].cs == cs && !rs->r[i].error[0] && same_pipe(&rs->r[i].pi, pi))
                 return 0;
     struct rec *r = rec_add(rs);
     if (!r)
         return SSMAX_ERR_OUT_OF_HOST_MEMORY;
     r->pi = *pi;
-    if (merge)
-        r->cs = CASE_MERGE;
+    r->cs = cs;
     return 0;
 }
 
@@ -374,6 +375,7 @@ int cmd_pipelines(int argc, char **argv)
                 { CASE_DECODE, SSMAX_PATH_AUTO, 8, 1, 16384 },
                 { CASE_MERGE, SSMAX_PATH_SPLIT_KV, 1, 1, 16384 },
                 { CASE_UNFUSED, SSMAX_PATH_UNFUSED, 1, 2048, 2048 },
+                { CASE_MASK, SSMAX_PATH_AUTO, 1, 1, 16384 },
             };
             for (size_t c = 0; c < sizeof(grid) / sizeof(grid[0]); c++) {
                 struct ssmax_attn_params p;
@@ -386,8 +388,12 @@ int cmd_pipelines(int argc, char **argv)
                 p.kv_len = grid[c].lk;
                 p.head_dim = dims[di_];
                 p.path = (enum ssmax_path)grid[c].path;
+                if (grid[c].cs == CASE_MASK)
+                    p.mask = SSMAX_MASK_B1_LQ_LK;
                 rs.cs = grid[c].cs, rs.f16 = f16, rs.d = dims[di_], rs.g = grid[c].g;
-                rs.only_merge = grid[c].cs == CASE_MERGE;
+                rs.only_role = grid[c].cs == CASE_MERGE ? "merge"
+                               : grid[c].cs == CASE_MASK ? "mask"
+                                                         : NULL;
                 int first = rs.n;
                 r = run_case(ctx, &rs, &p);
                 if (r == SSMAX_ERR_OUT_OF_HOST_MEMORY) {

@@ -163,7 +163,7 @@ static int enqueue_unfused(struct launches *ls, const struct attn_plan *pl,
 static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssmax_pipe_cb cb,
                         void *priv)
 {
-    static const char *const roles[] = { "fused", "merge", "qk", "softmax", "pv" };
+    static const char *const roles[] = { "fused", "merge", "qk", "softmax", "pv", "mask" };
     struct cl_dev *d = (struct cl_dev *)base;
     struct cl_fns *f = &d->ci->f;
     char opts[160];
@@ -176,8 +176,10 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
         int k;
         enum attn_role role;
         uint32_t wg;
-    } ks[3];
+    } ks[4];
     int n = 0;
+    if (pl->flags & FL_MASK) // the mask rows' counts, before the attention kernels
+        ks[n++] = (struct cl_pipe_k){ K_MASK_COUNT, ROLE_MASK, 64 };
     if (pl->path != SSMAX_PATH_UNFUSED) {
         const int lanes = pl->kernel == KERNEL_LANES, split = pl->path == SSMAX_PATH_SPLIT_KV;
         ks[n++] = (struct cl_pipe_k){ lanes ? (split ? K_ROWG_SPLIT : K_ROWG)
