@@ -629,6 +629,105 @@ static void test_far_offsets(void **state)
     free(f.hin);
 }
 
+/* The real limit, with SSMAX_TEST_LARGE=1 on a device that allocates 8 GiB (PoCL: with
+ * POCL_MEMORY_LIMIT of 20 or more; it touches about 250 MiB): f16 tensors at the end of an 8 GiB
+ * cl_mem, O's last element at index 2^32 - 1, so its end lies past 2^32 - 1 elements and the
+ * call binds sub-buffers past 4 GiB; every path and mode against the reference. */
+static void test_far_offsets_8gib(void **state)
+{
+    (void)state;
+    const char *env = getenv("SSMAX_TEST_LARGE");
+    cl_ulong maxa = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof(maxa), &maxa, NULL);
+    const size_t size = (size_t)8 << 30;
+    if (!env || strcmp(env, "1") || maxa < size) {
+        printf("# skipped: needs SSMAX_TEST_LARGE=1 and an 8 GiB allocation (the device: %llu "
+               "bytes)\n", (unsigned long long)maxa);
+        skip();
+    }
+    ssmax_cl_index_limit_set(0); // the kernels' own (a failed test before may have left it low)
+    cl_int e;
+    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    cl_mem m = clCreateBuffer(cx, CL_MEM_READ_WRITE, size, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    ssmax_buffer *b = NULL;
+    assert_int_equal(ssmax_opencl_buffer_import(c, m, 0, size, &b), SSMAX_OK);
+    struct ssmax_attn_params p;
+    ssmax_attn_params_default(&p);
+    p.q_heads = 4, p.kv_heads = 2, p.q_len = 9, p.kv_len = 77, p.head_dim = 64, p.causal = 1;
+    p.dtype = SSMAX_F16;
+    const size_t rows = 36, nq = rows * 64, nkv = 2 * 77 * 64;
+    // O ends at the buffer's end; below it LSE, V, K and Q, at odd gaps.
+    const size_t oo = size - nq * 2, lo = oo - rows * 4 - 64, vo = lo - nkv * 2 - 4;
+    const size_t ko = vo - nkv * 2 - 100, qo = ko - nq * 2 - 12;
+    uint16_t *hq = malloc(nq * 2), *hk = malloc(nkv * 2), *hv = malloc(nkv * 2);
+    uint16_t *ho = malloc(nq * 2);
+    float *hl = malloc(rows * 4);
+    double *ref = malloc(nq * 8), *lref = malloc(rows * 8);
+    assert_true(hq && hk && hv && ho && hl && ref && lref);
+    uint64_t seed = seed0 + 8;
+    h_fill(hq, SSMAX_F16, nq, 1, &seed);
+    h_fill(hk, SSMAX_F16, nkv, 1, &seed);
+    h_fill(hv, SSMAX_F16, nkv, 1, &seed);
+    assert_int_equal(clEnqueueWriteBuffer(q, m, CL_TRUE, qo, nq * 2, hq, 0, NULL, NULL), 0);
+    assert_int_equal(clEnqueueWriteBuffer(q, m, CL_TRUE, ko, nkv * 2, hk, 0, NULL, NULL), 0);
+    assert_int_equal(clEnqueueWriteBuffer(q, m, CL_TRUE, vo, nkv * 2, hv, 0, NULL, NULL), 0);
+    struct ssmax_attn_host io = { .q = hq, .k = hk, .v = hv, .o_f64 = ref, .lse_f64 = lref };
+    assert_int_equal(ssmax_attn_ref(&p, &io), SSMAX_OK);
+    for (int path = 0; path <= 3; path++)
+        for (int mode = 0; mode < 3; mode++) {
+            p.path = (enum ssmax_path)path, p.kv_splits = path == 2 ? 3 : 0;
+            memset(ho, 0xff, nq * 2);
+            assert_int_equal(clEnqueueWriteBuffer(q, m, CL_TRUE, oo, nq * 2, ho, 0, NULL, NULL), 0);
+            struct ssmax_attn_buffers ab = { .q = b, .k = b, .v = b, .o = b, .lse = b, .q_off = qo,
+                                             .k_off = ko, .v_off = vo, .o_off = oo, .lse_off = lo };
+            const uint64_t subs = ssmax_cl_sub_buffers_made();
+            int r;
+            if (mode == 0) {
+                r = ssmax_attn(c, &p, &ab);
+            } else {
+                ssmax_plan *plan = NULL;
+                cl_event ev = NULL;
+                if ((r = ssmax_plan_create(c, &p, SSMAX_PLAN_LSE, &plan)) == SSMAX_OK)
+                    r = mode == 1 ? ssmax_plan_execute(c, plan, &ab, NULL)
+                                  : ssmax_opencl_plan_enqueue(c, plan, &ab, NULL, 0, NULL, &ev);
+                if (ev) {
+                    assert_int_equal(clWaitForEvents(1, &ev), CL_SUCCESS);
+                    clReleaseEvent(ev);
+                }
+                ssmax_plan_destroy(c, &plan);
+            }
+            if (r != SSMAX_OK)
+                fail_msg("8 GiB path %d mode %d: %s", path, mode, ssmax_last_error(c));
+            assert_int_equal(ssmax_cl_sub_buffers_made() - subs, 5); // Q, K, V, O, LSE
+            assert_int_equal(clEnqueueReadBuffer(q, m, CL_TRUE, oo, nq * 2, ho, 0, NULL, NULL), 0);
+            assert_int_equal(clEnqueueReadBuffer(q, m, CL_TRUE, lo, rows * 4, hl, 0, NULL, NULL),
+                             0);
+            struct ssmax_compare cmp, lcmp;
+            ssmax_compare_f16(ref, ho, nq, 0, &cmp);
+            ssmax_compare_f32(lref, hl, rows, 0, &lcmp);
+            struct htol tol = h_tol_o(SSMAX_F16, cmp.max_ref), ltol = h_tol_lse(lcmp.max_ref);
+            printf("# 8 GiB path %d mode %d: O nmse %.2e max %.2e, LSE max %.2e\n", path, mode,
+                   cmp.nmse, cmp.max_abs, lcmp.max_abs);
+            assert_true(!cmp.nonfinite_mismatch && cmp.nmse <= tol.nmse &&
+                        cmp.max_abs <= tol.max_abs);
+            assert_true(!lcmp.nonfinite_mismatch && lcmp.nmse <= ltol.nmse &&
+                        lcmp.max_abs <= ltol.max_abs);
+        }
+    ssmax_buffer_destroy(c, &b);
+    ssmax_context_destroy(&c);
+    clReleaseMemObject(m);
+    clReleaseCommandQueue(q);
+    clReleaseContext(cx);
+    free(hq), free(hk), free(hv), free(ho), free(hl), free(ref), free(lref);
+}
+
 /* Each bad argument is a named error; nothing is retained by a refused call. */
 static void test_bad_import(void **state)
 {
@@ -712,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_enqueued_mask),
         cmocka_unit_test(test_bad_import),
         cmocka_unit_test(test_far_offsets),
+        cmocka_unit_test(test_far_offsets_8gib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
