@@ -88,13 +88,18 @@ void ssmax_plan_tensors(const struct attn_plan *pl, struct plan_tensor out[PLAN_
 /* What a device allows each tensor of a plan: at most max_bytes (limit names it, as "largest
  * allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"); with align, bindings start at the offset rounded
  * down to it (align_name) and cover the tensor within max_bytes, and tensors that are never bound
- * (probs) are not counted; with index32, elements from the buffer's start fit 32 bits. */
+ * (probs) are not counted. With index_max, the kernels index at most index_max elements from a
+ * binding's start: counted from the buffer's start, or with index_align from the offset rounded
+ * down to it (index_align_name: the backend binds a sub-range there when the buffer's start is too
+ * far). */
 struct plan_fit {
     uint64_t max_bytes;
     const char *limit;
     uint64_t align;
     const char *align_name;
-    int index32;
+    uint64_t index_max;
+    uint64_t index_align;
+    const char *index_align_name;
 };
 /* The kernels a plan can name. */
 enum attn_kernel {
@@ -332,6 +337,13 @@ void ssmax_fault_set(struct ssmax_context *ctx, int alloc_at, int lost_at);
 /* Test hook: lowers the Vulkan pipeline cache's cap on driver data to bytes (0: the default), for
  * the whole process (vulkan/vk_pcache.c). */
 void ssmax_vk_pcache_cap_set(uint64_t bytes);
+/* Test hook: lowers the elements the OpenCL kernels index from a binding's start to elements (0:
+ * the default, 2^32 - 1), for plans made after it in the whole process (opencl/cl_plan.c), so
+ * tensors past it in their cl_mem take the sub-buffer binding with small buffers. */
+void ssmax_cl_index_limit_set(uint64_t elements);
+/* Test hook: the sub-buffers the OpenCL backend made to bind tensors, in the whole process
+ * (opencl/cl_attn.c). */
+uint64_t ssmax_cl_sub_buffers_made(void);
 int ssmax_fault_alloc(struct ssmax_context *ctx);
 int ssmax_fault_lost(struct ssmax_context *ctx);
 

@@ -645,11 +645,27 @@ int ssmax_plan_fit(struct ssmax_context *ctx, const struct attn_plan *pl,
                                    (unsigned long long)a,
                                    (unsigned long long)(t->bytes + t->off % a), f->limit,
                                    (unsigned long long)f->max_bytes);
-        if (f->index32 && t->esz && (t->off + t->bytes) / t->esz > UINT32_MAX)
+        if (!f->index_max || !t->esz)
+            continue;
+        // From the binding's start: the buffer's, or the offset rounded down to index_align.
+        const uint64_t from = f->index_align ? t->off % f->index_align : t->off;
+        const uint64_t n = (from + t->bytes) / t->esz;
+        if (n > f->index_max && from && f->index_align)
             return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
-                                   "%s: %llu elements from the start of its buffer exceed 2^32 - 1 "
-                                   "(the kernels index in 32 bits)", t->name,
-                                   (unsigned long long)((t->off + t->bytes) / t->esz));
+                                   "%s: %llu elements from its binding's start (its offset rounded "
+                                   "down to a multiple of %s, %llu bytes: %llu bytes before it) "
+                                   "exceed the %llu elements the kernels index; split the batch or "
+                                   "the heads", t->name, (unsigned long long)n, f->index_align_name,
+                                   (unsigned long long)f->index_align, (unsigned long long)from,
+                                   (unsigned long long)f->index_max);
+        if (n > f->index_max)
+            return ssmax_set_error(ctx, SSMAX_ERR_LIMIT_EXCEEDED,
+                                   "%s: %llu elements %s exceed the %llu elements the kernels "
+                                   "index%s", t->name, (unsigned long long)n,
+                                   f->index_align ? "from its binding's start"
+                                                  : "from the start of its buffer",
+                                   (unsigned long long)f->index_max,
+                                   f->index_align ? "; split the batch or the heads" : "");
     }
     return SSMAX_OK;
 }

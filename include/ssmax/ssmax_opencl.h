@@ -48,7 +48,10 @@ SSMAX_API int ssmax_opencl_device_import(ssmax_context *ctx, const struct ssmax_
  *  device's close): the application's own reference stays valid. Offsets in ssmax_attn_buffers
  *  and ssmax_buffer_read/write count from offset. Ranges of one mem are seen as one buffer by the
  *  overlap check (an output over an input is refused); sub-buffers of one parent are separate
- *  memory objects to it: do not let an output sub-buffer alias an input's. */
+ *  memory objects to it: do not let an output sub-buffer alias an input's. A tensor may lie
+ *  anywhere in mem: when one ends past 2^32-1 elements from mem's start, the call binds its
+ *  tensors through sub-buffers it makes (of mem's parent when mem is a sub-buffer) from their
+ *  offsets rounded down to CL_DEVICE_MEM_BASE_ADDR_ALIGN, and releases them as it returns. */
 SSMAX_API int ssmax_opencl_buffer_import(ssmax_context *ctx, cl_mem mem, size_t offset,
                                          size_t size, ssmax_buffer **out);
 

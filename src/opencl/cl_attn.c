@@ -3,6 +3,7 @@
  * then the parameter block, the launches in the submissions the plan cut them into (each flushed
  * to the device), one wait, and the device time from the first and last launch's profiling events.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -227,26 +228,121 @@ static int cl_pipelines(struct ssmax_dev *base, const struct attn_plan *pl, ssma
     return SSMAX_OK;
 }
 
-/* Whole buffers are bound: tensors start at their byte offset / element size (the mask's in its
- * own elements: floats or halves). */
-static void elem_offsets(const struct attn_plan *pl, const struct attn_bufs *ab, uint32_t offs[6])
+/* The tensors the kernels index (q, k, v, o, lse, mask): the cl_mem each is bound as and its first
+ * element there. The kernels index elements in 32 bits (pl->fit.index_max) from a binding's start.
+ * When every tensor ends within that from the start of its cl_mem, the cl_mem objects are bound
+ * whole. Otherwise every tensor of the call is bound through a sub-buffer of its own from its
+ * offset rounded down to CL_DEVICE_MEM_BASE_ADDR_ALIGN (where ssmax_plan_fit saw it fit): all of
+ * them, so no kernel reads a buffer while writing a sub-buffer of it (undefined in OpenCL). The
+ * sub-buffers go once the commands are enqueued (OpenCL keeps them until they complete), and on
+ * every failure. */
+enum { T_COUNT = 6 };
+struct tensors {
+    cl_mem mem[T_COUNT]; // NULL: not bound (no LSE, no mask)
+    cl_mem sub[T_COUNT]; // the sub-buffers made for the call
+    uint32_t off[T_COUNT];
+};
+
+static void tensors_release(struct cl_dev *d, struct tensors *t)
 {
+    for (int i = 0; i < T_COUNT; i++)
+        if (t->sub[i])
+            d->ci->f.clReleaseMemObject(t->sub[i]);
+    memset(t->sub, 0, sizeof(t->sub));
+}
+
+static _Atomic uint64_t sub_buffers_made; // for tests (ssmax_cl_sub_buffers_made)
+
+uint64_t ssmax_cl_sub_buffers_made(void)
+{
+    return atomic_load(&sub_buffers_made);
+}
+
+/* A sub-buffer of m (or of its parent, when m is itself one) from byte off rounded down to the
+ * device's base alignment, covering bytes (within the parent's size); *first: off's element. */
+static int sub_buffer(struct cl_dev *d, cl_mem m, uint64_t off, uint64_t bytes, uint32_t esz,
+                      cl_mem *out, uint32_t *first)
+{
+    struct cl_fns *f = &d->ci->f;
+    cl_mem parent = NULL;
+    size_t base = 0, size = 0;
+    cl_int e = f->clGetMemObjectInfo(m, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof(parent), &parent, NULL);
+    if (e == CL_SUCCESS && parent) // sub-buffers are made of buffers only
+        e = f->clGetMemObjectInfo(m, CL_MEM_OFFSET, sizeof(base), &base, NULL);
+    if (e == CL_SUCCESS && !parent)
+        parent = m;
+    if (e == CL_SUCCESS)
+        e = f->clGetMemObjectInfo(parent, CL_MEM_SIZE, sizeof(size), &size, NULL);
+    if (e != CL_SUCCESS)
+        return cl_err(d->base.ctx, e, "clGetMemObjectInfo");
+    const uint64_t at = base + off, a = d->rec->base_align;
+    const uint64_t end = at + bytes < size ? at + bytes : size;
+    cl_buffer_region reg = { (size_t)(at / a * a), 0 };
+    reg.size = (size_t)(end - reg.origin);
+    e = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    *out = ssmax_fault_alloc(d->base.ctx)
+               ? NULL
+               : f->clCreateSubBuffer(parent, 0, CL_BUFFER_CREATE_TYPE_REGION, &reg, &e);
+    if (e != CL_SUCCESS) {
+        *out = NULL;
+        return cl_err(d->base.ctx, e, "clCreateSubBuffer");
+    }
+    atomic_fetch_add(&sub_buffers_made, 1);
+    *first = (uint32_t)((at - reg.origin) / esz);
+    return SSMAX_OK;
+}
+
+static int tensors_bind(struct cl_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
+                        struct tensors *t)
+{
+    const int masked = (pl->flags & FL_MASK) && ab->mask && d->nvis;
     const uint32_t esz = pl->elem_size;
-    offs[0] = (uint32_t)(ab->q_off / esz), offs[1] = (uint32_t)(ab->k_off / esz);
-    offs[2] = (uint32_t)(ab->v_off / esz), offs[3] = (uint32_t)(ab->o_off / esz);
-    offs[4] = (uint32_t)(ab->lse_off / 4);
-    offs[5] = ab->mask && pl->mask_esz ? (uint32_t)(ab->mask_off / pl->mask_esz) : 0;
+    const struct {
+        cl_mem m;
+        uint64_t off, bytes;
+        uint32_t esz;
+    } ts[T_COUNT] = {
+        { ab->q, ab->q_off, pl->q_bytes, esz },
+        { ab->k, ab->k_off, pl->k_bytes, esz },
+        { ab->v, ab->v_off, pl->v_bytes, esz },
+        { ab->o, ab->o_off, pl->o_bytes, esz },
+        { ab->lse, ab->lse_off, pl->lse_bytes, 4 },
+        { masked ? ab->mask : NULL, ab->mask_off, pl->mask_bytes, pl->mask_esz },
+    };
+    const uint64_t lim = pl->fit.index_max ? pl->fit.index_max : UINT32_MAX;
+    int whole = 1;
+    memset(t, 0, sizeof(*t));
+    for (int i = 0; i < T_COUNT; i++) {
+        t->mem[i] = ts[i].m;
+        if (ts[i].m && (ts[i].off + ts[i].bytes) / ts[i].esz > lim)
+            whole = 0;
+        else if (ts[i].m)
+            t->off[i] = (uint32_t)(ts[i].off / ts[i].esz);
+    }
+    for (int i = 0; !whole && i < T_COUNT; i++) {
+        if (!ts[i].m)
+            continue;
+        // An f16 mask to its last whole word (the kernels may read it in words).
+        const uint64_t bytes = i == 5 ? (ts[i].bytes + 3) & ~3ull : ts[i].bytes;
+        int r = sub_buffer(d, ts[i].m, ts[i].off, bytes, ts[i].esz, &t->sub[i], &t->off[i]);
+        if (r < 0) {
+            tensors_release(d, t);
+            return r;
+        }
+        t->mem[i] = t->sub[i];
+    }
+    return SSMAX_OK;
 }
 
 /* The kernels' buffers (M_COUNT): unused ones bound to a dummy. */
-static void bind(struct cl_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
-                 cl_mem params, cl_mem coef, cl_mem m[M_COUNT])
+static void bind(struct cl_dev *d, const struct tensors *t, cl_mem params, cl_mem coef,
+                 cl_mem m[M_COUNT])
 {
-    const int masked = (pl->flags & FL_MASK) && ab->mask && d->nvis;
-    const cl_mem v[M_COUNT] = { params, coef, ab->q, ab->k, ab->v, ab->o,
-                                ab->lse ? ab->lse : d->dummy, d->scr0 ? d->scr0 : d->dummy,
-                                d->scr1 ? d->scr1 : d->dummy, masked ? ab->mask : d->dummy,
-                                masked ? d->nvis : d->dummy };
+    const cl_mem *tm = t->mem;
+    const cl_mem v[M_COUNT] = { params, coef, tm[0], tm[1], tm[2], tm[3],
+                                tm[4] ? tm[4] : d->dummy, d->scr0 ? d->scr0 : d->dummy,
+                                d->scr1 ? d->scr1 : d->dummy, tm[5] ? tm[5] : d->dummy,
+                                tm[5] ? d->nvis : d->dummy };
     memcpy(m, v, sizeof(v));
 }
 
@@ -293,22 +389,26 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     int r = prepare(d, pl, &pg);
     if (r < 0)
         return r;
-    uint32_t offs[6];
-    elem_offsets(pl, ab, offs);
+    struct tensors t;
+    if ((r = tensors_bind(d, pl, ab, &t)) < 0)
+        return r;
     struct attn_block blk;
-    ssmax_plan_block(pl, offs, &blk);
+    ssmax_plan_block(pl, t.off, &blk);
     cl_int e = f->clEnqueueWriteBuffer(d->q, d->params, CL_TRUE, 0, sizeof(blk), &blk, 0, NULL,
                                        NULL);
     if (e == CL_SUCCESS)
         e = f->clEnqueueWriteBuffer(d->q, d->coef, CL_TRUE, 0, pl->coef_bytes, pl->coef, 0, NULL,
                                     NULL);
-    if (e != CL_SUCCESS)
+    if (e != CL_SUCCESS) {
+        tensors_release(d, &t);
         return cl_err(ctx, e, "clEnqueueWriteBuffer (parameters)");
+    }
 
     cl_mem m[M_COUNT];
-    bind(d, pl, ab, d->params, d->coef, m);
+    bind(d, &t, d->params, d->coef, m);
     struct launches ls = { d, pg, NULL, NULL, 0, 0, NULL };
     r = enqueue_all(&ls, pl, ab, m);
+    tensors_release(d, &t);
     e = f->clFinish(d->q);
     if (r == SSMAX_OK && e == CL_SUCCESS && ssmax_fault_lost(ctx))
         r = ssmax_set_error(ctx, SSMAX_ERR_DEVICE_LOST, "opencl: device lost (injected)");
@@ -346,27 +446,32 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
     int r = prepare(d, pl, &pg); // the program and scratch were made with the plan: found
     if (r < 0)
         return r;
-    uint32_t offs[6];
-    elem_offsets(pl, ab, offs);
+    struct tensors t;
+    if ((r = tensors_bind(d, pl, ab, &t)) < 0)
+        return r;
     struct attn_block blk;
-    ssmax_plan_block(pl, offs, &blk);
+    ssmax_plan_block(pl, t.off, &blk);
     cl_int e;
     cl_mem params = f->clCreateBuffer(d->cx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(blk),
                                       &blk, &e);
-    if (e != CL_SUCCESS)
+    if (e != CL_SUCCESS) {
+        tensors_release(d, &t);
         return cl_err(ctx, e, "clCreateBuffer (parameters)");
+    }
     cl_mem coef = f->clCreateBuffer(d->cx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                     pl->coef_bytes, pl->coef, &e);
     if (e != CL_SUCCESS) {
         f->clReleaseMemObject(params);
+        tensors_release(d, &t);
         return cl_err(ctx, e, "clCreateBuffer (coefficients)");
     }
     cl_mem m[M_COUNT];
-    bind(d, pl, ab, params, coef, m);
+    bind(d, &t, params, coef, m);
     struct launches ls = { d, pg, NULL, NULL, 0, nwait, wait };
     r = enqueue_all(&ls, pl, ab, m);
     f->clReleaseMemObject(params);
     f->clReleaseMemObject(coef);
+    tensors_release(d, &t);
     if (r == SSMAX_OK) {
         f->clFlush(d->q);
         if (event && ls.last) { // the last launch's event becomes the application's

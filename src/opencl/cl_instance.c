@@ -93,6 +93,10 @@ static void fill_info(struct cl_inst *ci, int idx)
     d->shared_memory = u64_info(ci, dev, CL_DEVICE_LOCAL_MEM_SIZE, 8);
     d->max_alloc_size = d->max_buffer_size = u64_info(ci, dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, 8);
     d->global_memory = u64_info(ci, dev, CL_DEVICE_GLOBAL_MEM_SIZE, 8);
+    // In bits; the largest OpenCL type (long16, 128 bytes) where the driver says nothing.
+    rec->base_align = u64_info(ci, dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, 4) / 8;
+    if (!rec->base_align)
+        rec->base_align = 128;
     size_t n = 0;
     ci->f.clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, 0, NULL, &n);
     char *ext = calloc(n + 1, 1);

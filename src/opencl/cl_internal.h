@@ -49,7 +49,8 @@
     X(clRetainCommandQueue)                                                                        \
     X(clGetCommandQueueInfo)                                                                       \
     X(clRetainMemObject)                                                                           \
-    X(clGetMemObjectInfo)
+    X(clGetMemObjectInfo)                                                                          \
+    X(clCreateSubBuffer)
 
 struct cl_fns {
 #define DECL(f) __typeof__(f) *f;
@@ -60,6 +61,7 @@ struct cl_devrec {
     cl_platform_id plat;
     cl_device_id dev;
     char key[600]; // device, driver and platform versions: part of the binary-cache key
+    uint64_t base_align; // CL_DEVICE_MEM_BASE_ADDR_ALIGN in bytes: where sub-buffers may start
 };
 
 struct cl_inst {
@@ -126,6 +128,9 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
 /* cl_plan.c */
 /* The build options of the plan's program (cl/attn.cl's defines). */
 void cl_plan_opts(const struct attn_plan *pl, char *out, size_t n);
+/* The elements the kernels index from a binding's start: 2^32 - 1, or less for tests
+ * (ssmax_cl_index_limit_set). */
+uint64_t cl_index_limit(void);
 
 /* cl_program.c */
 /* The kernels' names in cl/attn.cl, by K_*. */

@@ -3,11 +3,27 @@
  * override, a tuned entry, the GPU kernel on GPUs, or the defaults by local-memory size), the
  * work-group layout of the fused kernel, and the device's allocation and indexing limits.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cl_internal.h"
+
+/* The elements the kernels index from a binding's start: 2^32 - 1 (32-bit indices), or fewer for
+ * tests (ssmax_cl_index_limit_set), so small buffers reach the sub-buffer binding. */
+static _Atomic uint64_t test_index_limit;
+
+void ssmax_cl_index_limit_set(uint64_t elements)
+{
+    atomic_store(&test_index_limit, elements);
+}
+
+uint64_t cl_index_limit(void)
+{
+    const uint64_t n = atomic_load(&test_index_limit);
+    return n > 0 && n < UINT32_MAX ? n : UINT32_MAX;
+}
 
 /* Whether to plan as a GPU: the device's type (any but a CPU), or SSMAX_CL_PLAN_AS=gpu, which
  * plans a CPU device (PoCL) as a GPU with 64 KiB of local memory would be planned, so the GPU
@@ -278,10 +294,13 @@ int cl_plan(struct ssmax_dev *base, struct attn_plan *pl)
     if (r < 0 || (r = choose_tiles(d, gpu, as, pl)) < 0)
         return r;
     const uint64_t lim = base->info.max_alloc_size;
-    // Each tensor is one cl_mem, so it must fit the device's largest allocation; the kernels index
-    // elements from the start of their buffer in 32 bits (probs is only copied, by byte offsets).
+    // Each tensor is one cl_mem, so it must fit the device's largest allocation. The kernels index
+    // elements from their binding's start in 32 bits: the cl_mem's start, or for a tensor past
+    // that, a sub-buffer from its offset rounded down to CL_DEVICE_MEM_BASE_ADDR_ALIGN (cl_attn.c).
+    // probs is only copied, by byte offsets.
     pl->fit = (struct plan_fit){ lim, "largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)", 0, NULL,
-                                 1 };
+                                 cl_index_limit(), d->rec->base_align,
+                                 "CL_DEVICE_MEM_BASE_ADDR_ALIGN" };
     if ((r = ssmax_plan_fit(base->ctx, pl, &pl->fit)) < 0)
         return r;
     const int lanes = pl->kernel == KERNEL_LANES;
