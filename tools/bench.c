@@ -38,6 +38,8 @@ static const char *usage_bench =
     "  --tune                   search tile sizes for the fused kernel on each device and head dim\n"
     "                           of the shapes (default B1 H8 L1024 D64) and store the fastest in the\n"
     "                           cache directory; later runs on that device use them\n"
+    "  --tune-tiles T;T;...     --tune over these tiles only, spelt as SSMAX_VK_TILES and\n"
+    "                           SSMAX_CL_TILES take them ('rows,BC,RL' or 'BR,BC,TPR')\n"
     "FLOPs are 4*B*Hq*D*(visible keys summed over rows: the visible work, which with a window,\n"
     "lengths or a mask is less than Lq*Lk); bytes are Q, K, V, O once.\n";
 
@@ -332,10 +334,32 @@ static void tiles_str(char *out, size_t n, const struct ssmax_tiles *t)
         snprintf(out, n, "%u,%u,%u", t->rows, t->keys, t->lanes);
 }
 
+/* --tune-tiles: "T;T;..." with each T as the overrides spell tiles ("rows,BC,RL" or
+ * "BR,BC,TPR") into cand (at most max); the number read, 0 when one is malformed (the planner
+ * judges the values). */
+static size_t tiles_list(const char *s, struct ssmax_tiles *cand, size_t max)
+{
+    size_t n = 0;
+    while (*s && n < max) {
+        unsigned a, b, c;
+        int used = 0;
+        if (sscanf(s, "rows,%u,%u%n", &b, &c, &used) == 2 && used > 0)
+            cand[n++] = (struct ssmax_tiles){ SSMAX_KERNEL_ROWS, c, b, 0 };
+        else if (sscanf(s, "%u,%u,%u%n", &a, &b, &c, &used) == 3 && used > 0)
+            cand[n++] = (struct ssmax_tiles){ SSMAX_KERNEL_TILES, a, b, c };
+        else
+            return 0;
+        s += used;
+        if (*s && *s++ != ';')
+            return 0;
+    }
+    return *s ? 0 : n;
+}
+
 /* --tune: time the fused kernel over a grid of tiles through the SSMAX_*_TILES override, verify
  * the winner, and store it for the device. */
 static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct shape *shapes,
-                    int nshapes, struct ssmax_attn_params base)
+                    int nshapes, struct ssmax_attn_params base, const char *only)
 {
     static const uint32_t brs[] = { 8, 16, 32, 64 }, bcs[] = { 16, 32, 48, 64, 128 };
     struct shape def = { 1, 8, 8, 1024, 1024, 64, 0 };
@@ -369,11 +393,13 @@ static int run_tune(ssmax_context *ctx, const int *devs, int nd, const struct sh
                    c.p.batch, c.p.q_heads, c.p.kv_heads, c.p.q_len, c.p.kv_len, c.p.head_dim);
             struct ssmax_tiles cand[40];
             size_t nc = 0;
-            if (d.backend == SSMAX_BACKEND_VULKAN) // the rows kernel: rows a lane, keys a step
+            if (only) // --tune-tiles: these, in the overrides' spelling
+                nc = tiles_list(only, cand, sizeof(cand) / sizeof(cand[0]));
+            if (!only && d.backend == SSMAX_BACKEND_VULKAN) // rows kernel: rows a lane, keys a step
                 for (uint32_t rl = 1; rl <= 4; rl++)
                     for (uint32_t bc = 1; bc <= 2; bc++)
                         cand[nc++] = (struct ssmax_tiles){ SSMAX_KERNEL_ROWS, rl, bc, 0 };
-            for (size_t i = 0; i < sizeof(brs) / sizeof(brs[0]); i++)
+            for (size_t i = 0; !only && i < sizeof(brs) / sizeof(brs[0]); i++)
                 for (size_t j = 0; j < sizeof(bcs) / sizeof(bcs[0]); j++)
                     cand[nc++] = (struct ssmax_tiles){ SSMAX_KERNEL_TILES, brs[i], bcs[j], 4 };
             for (size_t k = 0; k < nc; k++) {
@@ -416,6 +442,7 @@ int cmd_bench(int argc, char **argv)
     struct shape shapes[64];
     const char *shape_args[64];
     int nshapes = 0, causal = 0, warmup = 2, iters = 5, verify = 1, tune = 0, use_plan = 0;
+    const char *tune_tiles = NULL;
     struct ssmax_attn_params base;
     ssmax_attn_params_default(&base);
     struct shape ext = { 0 }; // section 7 options of --shape shapes
@@ -435,6 +462,18 @@ int cmd_bench(int argc, char **argv)
             continue;
         }
         if (!strcmp(a, "--tune")) {
+            tune = 1;
+            continue;
+        }
+        if (!strcmp(a, "--tune-tiles") && i + 1 < argc) {
+            struct ssmax_tiles t[40];
+            tune_tiles = argv[++i];
+            if (!tiles_list(tune_tiles, t, 40)) {
+                fprintf(stderr, "ssmax bench: --tune-tiles: '%s' must be tiles as the overrides "
+                        "spell them, 'rows,BC,RL' or 'BR,BC,TPR', joined by ';' (at most 40)\n",
+                        tune_tiles);
+                return EXIT_BAD_INPUT;
+            }
             tune = 1;
             continue;
         }
@@ -556,7 +595,7 @@ int cmd_bench(int argc, char **argv)
         devs[nd++] = i;
     }
     if (tune) {
-        code = run_tune(ctx, devs, nd, nshapes ? shapes : NULL, nshapes, base);
+        code = run_tune(ctx, devs, nd, nshapes ? shapes : NULL, nshapes, base, tune_tiles);
         goto out;
     }
     struct record *recs = calloc((size_t)(nd * nlist) + 1, sizeof(*recs));
