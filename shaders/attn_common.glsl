@@ -110,17 +110,13 @@ uint nvis_index(uint b, uint h, uint i)
     return ((heads ? b * pc.Hq + h : b)) * pc.Lq + i;
 }
 
-// The first summary word of (b, h, i) in nvis (shaders/attn_iface.h, MASK_CHUNK), and the code of
-// chunk c of a row's summary (bit 0 clear: no key of it seen; 1: the mask adds nothing; 3: read
-// the entries).
+// The first summary word of (b, h, i) in nvis (shaders/attn_iface.h, MASK_CHUNK): chunk c's code
+// (bit 0 clear: no key of it seen; 1: the mask adds nothing; 3: read the entries) sits at bits
+// 2 (c % 16) of word c / 16 from there.
 uint mask_summary(uint b, uint h, uint i)
 {
     const uint hm = (pc.flags & FL_MASK_HEADS) != 0u ? pc.Hq : 1u;
     return pc.B * hm * pc.Lq + nvis_index(b, h, i) * MASK_WORDS(pc.Lk);
-}
-uint mask_code(uint srow, uint c)
-{
-    return (nvis[srow + c / MASK_CODES] >> (2u * (c % MASK_CODES))) & 3u;
 }
 
 // n: the keys row i of head h of batch item b sees (SPEC.md section 7.2).

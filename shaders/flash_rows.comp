@@ -172,22 +172,35 @@ void step(uint kt, uint t, bool masked, bool read_mask, uint ks_row[RL], uint ke
 // Keys [kt, ke_wg) in chunks of MASK_CHUNK keys (64, aligned; BC divides 64, so no step spans
 // two chunks). A chunk every row sees whole, with no mask or one that adds nothing to it (code 1
 // of every row's summary, shaders/attn_iface.h), takes unmasked steps; a chunk no row sees any key
-// of (bit 0 clear in every row's code) is skipped after one summary word a row; the rest take
-// masked steps, reading the mask's entries where some row's code says so (bit 1). A chunk costs one loop iteration besides its
+// of (bit 0 clear in every row's code) is skipped, and so is the rest of a summary word (16
+// chunks) where no row sees anything (one word a row read per 16 chunks, ORed over the rows and
+// the subgroup at once); the rest take masked steps, reading the mask's entries where some row's
+// code says so (bit 1). A chunk costs one loop iteration besides its
 // steps, which max_tiles_per_wg in src/vulkan/vk_plan.c counts.
 void walk(uint kt, uint t, uint ks_row[RL], uint ke_row[RL], uint mrow[RL], uint srow[RL],
           uint ke_wg, uint ks_max, uint ke_min)
 {
     kt -= kt % BC;
+    uint wi = 0xffffffffu, codes = 0u; // the summary word index held, its codes ORed over rows
     while (kt < ke_wg) {
-        const uint c = kt / MASK_CHUNK, kend = min(c * MASK_CHUNK + MASK_CHUNK, ke_wg);
+        const uint c = kt / MASK_CHUNK;
         uint code = 1u;
         if ((pc.flags & FL_MASK) != 0u) {
-            code = 0u;
-            [[unroll]] for (uint r = 0u; r < RL; r++)
-                code |= mask_code(srow[r], c);
-            code = sg_or(code);
+            if (c / MASK_CODES != wi) { // a word a row, ORed over the rows and the subgroup
+                wi = c / MASK_CODES;
+                codes = 0u;
+                [[unroll]] for (uint r = 0u; r < RL; r++)
+                    codes |= nvis[srow[r] + wi];
+                codes = sg_or(codes);
+            }
+            const uint rest = codes >> (2u * (c % MASK_CODES));
+            if ((rest & 0x55555555u) == 0u) { // no row sees a key up to the word's end
+                kt = (wi + 1u) * MASK_CHUNK * MASK_CODES;
+                continue;
+            }
+            code = rest & 3u;
         }
+        const uint kend = min(c * MASK_CHUNK + MASK_CHUNK, ke_wg);
         if (code == 1u && kt >= ks_max && kend <= ke_min && (kend - kt) % BC == 0u) {
             for (; kt < kend; kt += BC)
                 step(kt, t, false, false, ks_row, ke_row, mrow, ke_wg);

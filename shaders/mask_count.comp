@@ -4,7 +4,7 @@
 // row NaN); and the row's summary, a code per chunk of 64 keys (shaders/attn_iface.h, MASK_CHUNK)
 // by which the attention kernels skip chunks the row does not see and walk chunks whose entries
 // are all 0 without reading them. Runs only with FL_MASK, before the attention kernels of the same
-// call, which read the counts through row_n() and the codes through mask_code().
+// call, which read the counts through row_n() and the codes from mask_summary() on.
 //
 // Bindings: BIND_MASK, BIND_COEF (read), BIND_NVIS (write). Grid: x = query rows i from
 // pc.row_base, y = mask heads hm (Hq with FL_MASK_HEADS, else 1), z = batch items. One workgroup
