@@ -43,6 +43,21 @@ static ssmax_context *new_ctx(void)
     return c;
 }
 
+/* The application's OpenCL context and in-order queue on the device, and a context of ours that
+ * imports them. */
+static ssmax_context *app_import(cl_context *cx, cl_command_queue *q)
+{
+    cl_int e;
+    *cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    *q = clCreateCommandQueue(*cx, dev, 0, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    ssmax_context *c = new_ctx();
+    struct ssmax_opencl_device d = { dev, *cx, *q, { 0 } };
+    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    return c;
+}
+
 /* One problem on imported ranges: Q, K and V share one application buffer (at 256, and after),
  * O sits at 64 in another; both buffers hold a guard pattern that must survive. */
 static void run_imported(ssmax_context *c, cl_context cx, cl_command_queue q,
@@ -176,13 +191,9 @@ static void test_enqueued(void **state)
 {
     (void)state;
     cl_int e;
-    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    ssmax_context *c = new_ctx();
-    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
-    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    cl_context cx;
+    cl_command_queue q;
+    ssmax_context *c = app_import(&cx, &q);
     const uint32_t cap = 200, D = 64, hq = 4, hkv = 2;
     struct ssmax_attn_params p;
     ssmax_attn_params_default(&p);
@@ -275,13 +286,9 @@ static void test_enqueued_mask(void **state)
 {
     (void)state;
     cl_int e;
-    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    ssmax_context *c = new_ctx();
-    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
-    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    cl_context cx;
+    cl_command_queue q;
+    ssmax_context *c = app_import(&cx, &q);
     const uint32_t B = 2, cap = 150, D = 64, hq = 4, hkv = 2, lq = 3;
     const uint32_t kvl[2] = { 40, 150 };
     const float sinks[4] = { 0.5f, -1.0f, 2.0f, 0.0f };
@@ -573,13 +580,7 @@ static void test_far_offsets(void **state)
     (void)state;
     cl_int e;
     struct far f = { 0 };
-    f.cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    f.q = clCreateCommandQueue(f.cx, dev, 0, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    ssmax_context *c = new_ctx();
-    struct ssmax_opencl_device d = { dev, f.cx, f.q, { 0 } };
-    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
+    ssmax_context *c = app_import(&f.cx, &f.q);
     // The inputs' cl_mem is itself a sub-buffer (ssmax then makes its own of the parent).
     cl_uint align_bits = 0;
     clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof(align_bits), &align_bits, NULL);
@@ -647,15 +648,11 @@ static void test_far_offsets_8gib(void **state)
     }
     ssmax_cl_index_limit_set(0); // the kernels' own (a failed test before may have left it low)
     cl_int e;
-    cl_context cx = clCreateContext(NULL, 1, &dev, NULL, NULL, &e);
-    assert_int_equal(e, CL_SUCCESS);
-    cl_command_queue q = clCreateCommandQueue(cx, dev, 0, &e);
-    assert_int_equal(e, CL_SUCCESS);
+    cl_context cx;
+    cl_command_queue q;
+    ssmax_context *c = app_import(&cx, &q);
     cl_mem m = clCreateBuffer(cx, CL_MEM_READ_WRITE, size, NULL, &e);
     assert_int_equal(e, CL_SUCCESS);
-    ssmax_context *c = new_ctx();
-    struct ssmax_opencl_device d = { dev, cx, q, { 0 } };
-    assert_int_equal(ssmax_opencl_device_import(c, &d), SSMAX_OK);
     ssmax_buffer *b = NULL;
     assert_int_equal(ssmax_opencl_buffer_import(c, m, 0, size, &b), SSMAX_OK);
     struct ssmax_attn_params p;

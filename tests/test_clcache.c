@@ -23,11 +23,11 @@
 
 #include <cmocka.h>
 
+#include "cache_child.h"
 #include "harness.h"
 #include "src/internal.h"
 #include "ssmax/ssmax.h"
 
-static char self[4096];
 
 /* ---- the child: one attention on OpenCL with the cache in dir ---- */
 
@@ -37,12 +37,12 @@ static void child_log(void *priv, enum ssmax_log_level lvl, const char *msg)
     fprintf(stderr, "  child: %s\n", msg);
 }
 
-static int child_run(const char *dir)
+static int child_run(const char *d)
 {
     struct ssmax_context_params cp;
     ssmax_context_params_default(&cp);
     cp.backends = SSMAX_BACKEND_OPENCL_BIT;
-    cp.cache_dir = dir;
+    cp.cache_dir = d;
     cp.log_cb = child_log;
     cp.log_level = SSMAX_LOG_INFO;
     ssmax_context *ctx = NULL;
@@ -68,23 +68,6 @@ static int child_run(const char *dir)
     return st;
 }
 
-/* Runs a child on dir: its exit status, or 128 + the signal that killed it. */
-static int run_child(const char *dir)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        struct rlimit no_core = { 0, 0 }; // the crashes below are expected: no core files
-        setrlimit(RLIMIT_CORE, &no_core);
-        execl(self, self, "run", dir, (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    int ws = 0;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
-}
-
 /* ---- the cache files ---- */
 
 struct entry {
@@ -94,20 +77,6 @@ struct entry {
     size_t sum_off, mac_off, bin_off; // mac_off 0: the format has no keyed hash
     char key[1024];
 };
-
-static int read_all(const char *path, unsigned char **data, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = malloc(n > 0 ? (size_t)n : 1);
-    *size = n > 0 && *data && fread(*data, 1, (size_t)n, f) == (size_t)n ? (size_t)n : 0;
-    fclose(f);
-    return *size ? 0 : -1;
-}
 
 /* Parses a cache file: "SSMAXCL?" | u32 klen | key | u64 size | u64 fnv64 | [u64 mac] | binary. */
 static int entry_read(const char *path, struct entry *e)
@@ -143,7 +112,7 @@ static void entry_write(const struct entry *e)
 
 /* Recomputes the plain checksum of e's binary, and the keyed hash too when forge is set (with the
  * directory's secret). */
-static void entry_seal(struct entry *e, const char *dir, int forge)
+static void entry_seal(struct entry *e, const char *d, int forge)
 {
     unsigned char *bin = e->data + e->bin_off;
     size_t n = e->size - e->bin_off;
@@ -151,7 +120,7 @@ static void entry_seal(struct entry *e, const char *dir, int forge)
     memcpy(e->data + e->sum_off, &sum, 8);
     if (forge && e->mac_off) {
         char kp[1200];
-        snprintf(kp, sizeof(kp), "%s/cache.key", dir);
+        snprintf(kp, sizeof(kp), "%s/cache.key", d);
         unsigned char *sec = NULL;
         size_t sn = 0;
         assert_int_equal(read_all(kp, &sec, &sn), 0);
@@ -166,21 +135,22 @@ static void entry_seal(struct entry *e, const char *dir, int forge)
 
 /* Damages the binary where PoCL reads its own header (it asserts there), then recomputes the
  * plain checksum, and the keyed hash too when forge is set (with the directory's secret). */
-static void entry_damage(struct entry *e, const char *dir, int forge)
+static void entry_damage(struct entry *e, const char *d, int forge)
 {
     unsigned char *bin = e->data + e->bin_off;
     size_t n = e->size - e->bin_off;
     assert_true(n > 80);
     for (size_t i = 16; i < 80; i++)
         bin[i] ^= 0xff;
-    entry_seal(e, dir, forge);
+    entry_seal(e, d, forge);
     entry_write(e);
 }
 
-/* The cache files in dir (at most cap), and the count of other files left by loads (markers). */
-static int entries(const char *dir, struct entry *out, int cap, int *markers)
+/* The cache files in directory in (at most cap), and the count of other files left by loads
+ * (markers). */
+static int entries(const char *in, struct entry *out, int cap, int *markers)
 {
-    DIR *dp = opendir(dir);
+    DIR *dp = opendir(in);
     assert_non_null(dp);
     int n = 0;
     *markers = 0;
@@ -192,7 +162,7 @@ static int entries(const char *dir, struct entry *out, int cap, int *markers)
         if (len < 7 || strcmp(d->d_name + len - 6, ".clbin") || n >= cap)
             continue;
         char p[1200];
-        snprintf(p, sizeof(p), "%s/%s", dir, d->d_name);
+        snprintf(p, sizeof(p), "%s/%s", in, d->d_name);
         if (entry_read(p, &out[n]) < 0)
             fail_msg("%s: not a good cache file", p);
         n++;
@@ -209,16 +179,11 @@ static void entries_free(struct entry *e, int n)
 
 /* ---- the tests ---- */
 
-static char dir[1024];
-
 /* A fresh cache directory with good entries from a first run. */
 static int setup(void **state)
 {
     (void)state;
-    const char *base = getenv("SSMAX_CACHE_DIR");
-    snprintf(dir, sizeof(dir), "%s/clcache-XXXXXX", base && *base ? base : "/tmp");
-    mkdir(base && *base ? base : "/tmp", 0755);
-    if (!mkdtemp(dir))
+    if (dir_make("clcache") < 0)
         return -1;
     int st = run_child(dir);
     if (st == 77 && !h_require_devices())
@@ -229,9 +194,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[1200];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return dir_remove();
 }
 
 #define MAXE 16
@@ -369,10 +332,8 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "run"))
         return child_run(argv[2]);
-    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (len <= 0)
+    if (self_find() < 0)
         return 77;
-    self[len] = 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_marker, setup, teardown),

@@ -28,13 +28,12 @@
 
 #include <cmocka.h>
 
+#include "cache_child.h"
 #include "harness.h"
 #include "src/internal.h"
 #include "src/pipelines.h"
 #include "ssmax/ssmax.h"
 
-static char self[4096];
-static char dir[1024];
 
 /* ---- one context on the Vulkan device, what its log says about the cache ---- */
 
@@ -136,25 +135,6 @@ static int run_checked(const char *d, int flags, struct logcap *lc)
 
 /* Runs this program as a child: "test_pcache run DIR" (one attention, then the exit status says
  * 10 + whether the cache was loaded). */
-static pid_t spawn_child(const char *d)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(self, self, "run", d, (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    return pid;
-}
-
-static int wait_child(pid_t pid)
-{
-    int ws = 0;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
-}
-
 static int child_main(const char *d)
 {
     struct logcap lc;
@@ -172,21 +152,6 @@ struct pfile {
 };
 
 enum { HEAD = 40 }; // "SSMAXVKP" | u32 version | u32 0 | u64 size | u64 fnv64 | u64 keyed hash
-
-static int read_all(const char *path, unsigned char **data, size_t *size)
-{
-    *data = NULL, *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = malloc(n > 0 ? (size_t)n : 1);
-    *size = n > 0 && *data && fread(*data, 1, (size_t)n, f) == (size_t)n ? (size_t)n : 0;
-    fclose(f);
-    return 0;
-}
 
 /* The one *.pcache entry of d (its path in p->path), 0; -1 when there is none. Temporary files
  * left behind fail the test. */
@@ -278,10 +243,7 @@ static size_t good_size;
 static int setup(void **state)
 {
     (void)state;
-    const char *base = getenv("SSMAX_CACHE_DIR");
-    snprintf(dir, sizeof(dir), "%s/pcache-XXXXXX", base && *base ? base : "/tmp");
-    mkdir(base && *base ? base : "/tmp", 0755);
-    return mkdtemp(dir) ? 0 : -1;
+    return dir_make("pcache");
 }
 
 static int teardown(void **state)
@@ -289,9 +251,7 @@ static int teardown(void **state)
     (void)state;
     free(good);
     good = NULL;
-    char cmd[1200];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return dir_remove();
 }
 
 /* The first device (validation on) writes the file; skips the test without a Vulkan device. */
@@ -680,10 +640,8 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "run"))
         return child_main(argv[2]);
-    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (len <= 0)
+    if (self_find() < 0)
         return 77;
-    self[len] = 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_written_then_loaded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged, setup, teardown),
