@@ -58,6 +58,23 @@ static ssmax_context *app_import(cl_context *cx, cl_command_queue *q)
     return c;
 }
 
+/* The application's side of an enqueued execution: ssmax's last event (done) has not run while
+ * the application's gate is open; the gate completes, the application reads mo (nbytes) into ho
+ * after done, and waits for its read. Releases done and gate. */
+static void gate_then_read(cl_command_queue q, cl_event gate, cl_event done, cl_mem mo,
+                           size_t nbytes, void *ho)
+{
+    cl_int status = 0;
+    clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+    assert_true(status != CL_COMPLETE);
+    assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
+    cl_event rd;
+    assert_int_equal(clEnqueueReadBuffer(q, mo, CL_FALSE, 0, nbytes, ho, 1, &done, &rd),
+                     CL_SUCCESS);
+    assert_int_equal(clWaitForEvents(1, &rd), CL_SUCCESS);
+    clReleaseEvent(rd), clReleaseEvent(done), clReleaseEvent(gate);
+}
+
 /* One problem on imported ranges: Q, K and V share one application buffer (at 256, and after),
  * O sits at 64 in another; both buffers hold a guard pattern that must survive. */
 static void run_imported(ssmax_context *c, cl_context cx, cl_command_queue q,
@@ -238,15 +255,7 @@ static void test_enqueued(void **state)
             done = ev;
         }
         // Nothing runs before the application's event completes.
-        cl_int status = 0;
-        clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
-        assert_true(status != CL_COMPLETE);
-        assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
-        cl_event rd;
-        assert_int_equal(clEnqueueReadBuffer(q, mo, CL_FALSE, 0, nq * 4, ho, 1, &done, &rd),
-                         CL_SUCCESS);
-        assert_int_equal(clWaitForEvents(1, &rd), CL_SUCCESS);
-        clReleaseEvent(rd), clReleaseEvent(done), clReleaseEvent(gate);
+        gate_then_read(q, gate, done, mo, nq * 4, ho);
         struct ssmax_attn_params rp = p;
         rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0;
         struct ssmax_attn_host io = { .q = hqv, .k = hk, .v = hv, .o_f64 = ref };
@@ -350,15 +359,7 @@ static void test_enqueued_mask(void **state)
             if (ssmax_opencl_plan_enqueue(c, plan, &ab, &a, 1, &gate, &done) < 0)
                 fail_msg("enqueue: %s", ssmax_last_error(c));
             assert_non_null(done);
-            cl_int status = 0;
-            clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
-            assert_true(status != CL_COMPLETE);
-            assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
-            cl_event rd;
-            assert_int_equal(clEnqueueReadBuffer(q, mo, CL_FALSE, 0, nq * 4, ho, 1, &done, &rd),
-                             CL_SUCCESS);
-            assert_int_equal(clWaitForEvents(1, &rd), CL_SUCCESS);
-            clReleaseEvent(rd), clReleaseEvent(done), clReleaseEvent(gate);
+            gate_then_read(q, gate, done, mo, nq * 4, ho);
             struct ssmax_attn_params rp = p;
             rp.path = SSMAX_PATH_AUTO, rp.kv_splits = 0, rp.kv_lens = kvl;
             struct ssmax_attn_host io = { .q = hqv, .k = hk, .v = hv, .o_f64 = ref,

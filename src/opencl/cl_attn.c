@@ -379,6 +379,18 @@ static int cl_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
     return prepare((struct cl_dev *)base, pl, &pg);
 }
 
+/* What every execution does first: program and scratch, the tensors' bindings (sub-buffers where
+ * they need them: the caller releases them) and the parameter block. */
+static int begin(struct cl_dev *d, const struct attn_plan *pl, const struct attn_bufs *ab,
+                 struct cl_prog **pg, struct tensors *t, struct attn_block *blk)
+{
+    int r = prepare(d, pl, pg);
+    if (r < 0 || (r = tensors_bind(d, pl, ab, t)) < 0)
+        return r;
+    ssmax_plan_block(pl, t->off, blk);
+    return SSMAX_OK;
+}
+
 int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct attn_bufs *ab,
             uint64_t *device_ns)
 {
@@ -386,14 +398,11 @@ int cl_attn(struct ssmax_dev *base, const struct attn_plan *pl, const struct att
     struct ssmax_context *ctx = base->ctx;
     struct cl_fns *f = &d->ci->f;
     struct cl_prog *pg = NULL;
-    int r = prepare(d, pl, &pg);
+    struct tensors t;
+    struct attn_block blk;
+    int r = begin(d, pl, ab, &pg, &t, &blk);
     if (r < 0)
         return r;
-    struct tensors t;
-    if ((r = tensors_bind(d, pl, ab, &t)) < 0)
-        return r;
-    struct attn_block blk;
-    ssmax_plan_block(pl, t.off, &blk);
     cl_int e = f->clEnqueueWriteBuffer(d->q, d->params, CL_TRUE, 0, sizeof(blk), &blk, 0, NULL,
                                        NULL);
     if (e == CL_SUCCESS)
@@ -443,14 +452,11 @@ int cl_enqueue(struct ssmax_dev *base, const struct attn_plan *pl, const struct 
     struct ssmax_context *ctx = base->ctx;
     struct cl_fns *f = &d->ci->f;
     struct cl_prog *pg = NULL;
-    int r = prepare(d, pl, &pg); // the program and scratch were made with the plan: found
+    struct tensors t;
+    struct attn_block blk;
+    int r = begin(d, pl, ab, &pg, &t, &blk); // program and scratch made with the plan: found
     if (r < 0)
         return r;
-    struct tensors t;
-    if ((r = tensors_bind(d, pl, ab, &t)) < 0)
-        return r;
-    struct attn_block blk;
-    ssmax_plan_block(pl, t.off, &blk);
     cl_int e;
     cl_mem params = f->clCreateBuffer(d->cx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(blk),
                                       &blk, &e);
