@@ -575,25 +575,8 @@ int cmd_bench(int argc, char **argv)
     }
     int ndev = ssmax_device_count(ctx);
     int *devs = calloc((size_t)ndev, sizeof(int)), nd = 0;
-    if (dev && !strcmp(dev, "all")) {
-        for (int i = 0; i < ndev; i++) {
-            struct ssmax_device_info d;
-            ssmax_device_get_info(ctx, i, &d);
-            if (d.backend != SSMAX_BACKEND_CPU && !d.compile_only)
-                devs[nd++] = i;
-        }
-    } else {
-        int i = cli_find_device(ctx, "ssmax bench", dev);
-        if (i < 0) {
-            code = EXIT_BAD_INPUT;
-            goto out;
-        }
-        if (cli_refuse_compile_only(ctx, "ssmax bench", i)) {
-            code = EXIT_DEVICE;
-            goto out;
-        }
-        devs[nd++] = i;
-    }
+    if ((code = cli_run_devices(ctx, "ssmax bench", dev, 0, devs, &nd)) != 0)
+        goto out;
     if (tune) {
         code = run_tune(ctx, devs, nd, nshapes ? shapes : NULL, nshapes, base, tune_tiles);
         goto out;

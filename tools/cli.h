@@ -46,5 +46,11 @@ int cmd_fading(int argc, char **argv);
  * prints "CMD: vulkan:N (NAME) compiles pipelines but cannot run them: WHY" and returns 1 (the
  * command then exits EXIT_DEVICE); 0 for any other device. Opens the device to learn why. */
 int cli_refuse_compile_only(ssmax_context *ctx, const char *cmd, int idx);
+/* The devices a command that runs work takes for spec into devs (room for every device), their
+ * count into *nd: "all" is every device that can run (with_cpu 0: the GPU-API ones only), else
+ * the one device spec names, which must be able to run. 0, or the exit code after printing why
+ * (EXIT_BAD_INPUT: no such device; EXIT_DEVICE: it compiles but cannot run). */
+int cli_run_devices(ssmax_context *ctx, const char *cmd, const char *spec, int with_cpu,
+                    int *devs, int *nd);
 
 #endif

@@ -472,25 +472,8 @@ int cmd_fading(int argc, char **argv)
         code = EXIT_DEVICE;
         goto out;
     }
-    if (!strcmp(dev, "all")) {
-        for (int i = 0; i < ndev; i++) {
-            struct ssmax_device_info d;
-            ssmax_device_get_info(ctx, i, &d);
-            if (!d.compile_only)
-                devs[nd++] = i;
-        }
-    } else {
-        int i = cli_find_device(ctx, "ssmax fading", dev);
-        if (i < 0) {
-            code = EXIT_BAD_INPUT;
-            goto out;
-        }
-        if (cli_refuse_compile_only(ctx, "ssmax fading", i)) {
-            code = EXIT_DEVICE;
-            goto out;
-        }
-        devs[nd++] = i;
-    }
+    if ((code = cli_run_devices(ctx, "ssmax fading", dev, 1, devs, &nd)) != 0)
+        goto out;
     rs.r = recs;
     FILE *msg = out_files_have_stdout(outs, nout) ? stderr : stdout;
     int worst = 0;

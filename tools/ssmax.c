@@ -176,6 +176,28 @@ int cli_find_device(ssmax_context *ctx, const char *cmd, const char *spec)
     return idx < 0 ? -1 : idx;
 }
 
+int cli_run_devices(ssmax_context *ctx, const char *cmd, const char *spec, int with_cpu,
+                    int *devs, int *nd)
+{
+    *nd = 0;
+    if (spec && !strcmp(spec, "all")) {
+        for (int i = 0, n = ssmax_device_count(ctx); i < n; i++) {
+            struct ssmax_device_info d;
+            ssmax_device_get_info(ctx, i, &d);
+            if ((with_cpu || d.backend != SSMAX_BACKEND_CPU) && !d.compile_only)
+                devs[(*nd)++] = i;
+        }
+        return 0;
+    }
+    int i = cli_find_device(ctx, cmd, spec);
+    if (i < 0)
+        return EXIT_BAD_INPUT;
+    if (cli_refuse_compile_only(ctx, cmd, i))
+        return EXIT_DEVICE;
+    devs[(*nd)++] = i;
+    return 0;
+}
+
 void cli_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -563,15 +585,14 @@ static int cmd_run(int argc, char **argv)
         goto out;
     if (!(ctx = cli_context(&code)))
         goto out;
-    int idx = cli_find_device(ctx, "ssmax run", dev);
-    if (idx < 0) {
+    int idx, one;
+    if (dev && !strcmp(dev, "all")) {
+        fprintf(stderr, "ssmax run: --device all: run takes one device\n");
         code = EXIT_BAD_INPUT;
         goto out;
     }
-    if (cli_refuse_compile_only(ctx, "ssmax run", idx)) {
-        code = EXIT_DEVICE;
+    if ((code = cli_run_devices(ctx, "ssmax run", dev, 1, &idx, &one)) != 0)
         goto out;
-    }
     if ((idx = ssmax_device_open(ctx, idx)) < 0) {
         fprintf(stderr, "ssmax run: %s\n", ssmax_last_error(ctx));
         code = cli_exit_code(idx);
