@@ -163,10 +163,58 @@ static int prepare(struct vk_dev *d, const struct attn_plan *pl, VkPipeline pipe
     return pipelines(d, pl, pipe);
 }
 
+static int write_set(struct vk_dev *d, VkDescriptorPool pool, const VkDescriptorBufferInfo *bi,
+                     VkDescriptorSet *set);
+
+/* lavapipe (a CPU device) compiles a pipeline's code at its first dispatch, not when the pipeline
+ * is made: a plan made ahead of time dispatches each of its pipelines not dispatched yet once,
+ * with no workgroups (nothing runs, nothing is read or written), so that its first execution
+ * compiles nothing. Every binding holds the dummy buffer. */
+static int warm_up(struct vk_dev *d, const VkPipeline pipe[], int n)
+{
+    struct vk_pipe *todo[VK_PLAN_PIPES];
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d->npipes; j++)
+            if (d->pipes[j].pipe == pipe[i] && !d->pipes[j].warm) {
+                todo[m++] = &d->pipes[j];
+                break;
+            }
+    if (!m)
+        return SSMAX_OK;
+    d->vkResetDescriptorPool(d->dev, d->dpool, 0);
+    VkDescriptorBufferInfo bi[NUM_BINDINGS];
+    for (int i = 0; i < NUM_BINDINGS; i++)
+        bi[i] = (VkDescriptorBufferInfo){ d->dummy.buf, 0, VK_WHOLE_SIZE };
+    VkDescriptorSet set;
+    int r = write_set(d, d->dpool, bi, &set);
+    if (r < 0 || (r = vk_cmd_begin(d)) < 0)
+        return r;
+    struct rec rc = { d, d->cmd, set, VK_NULL_HANDLE, 0, 1, NULL };
+    d->vkCmdBindDescriptorSets(d->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1, &set, 0,
+                               NULL);
+    struct attn_block pc;
+    memset(&pc, 0, sizeof(pc));
+    for (int i = 0; i < m; i++) {
+        compute_barrier(&rc);
+        dispatch(&rc, todo[i]->pipe, &pc, 0, 0, 0);
+    }
+    if ((r = vk_submit_wait(d)) < 0)
+        return r;
+    for (int i = 0; i < m; i++)
+        todo[i]->warm = 1;
+    return SSMAX_OK;
+}
+
 int vk_prepare(struct ssmax_dev *base, const struct attn_plan *pl)
 {
+    struct vk_dev *d = (struct vk_dev *)base;
     VkPipeline pipe[VK_PLAN_PIPES];
-    return prepare((struct vk_dev *)base, pl, pipe);
+    int r = prepare(d, pl, pipe);
+    if (r < 0 || d->ph->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU)
+        return r;
+    struct vk_pipe_req req[VK_PLAN_PIPES];
+    return warm_up(d, pipe, vk_plan_pipes(d, pl, req));
 }
 
 /* With a mask: each mask row's visible keys into BIND_NVIS (mask_count.comp), before the kernels

@@ -132,6 +132,7 @@ struct vk_buf {
 struct vk_pipe {
     uint32_t key[2 + SPEC_COUNT]; // shader id, required subgroup size, specialization constants
     VkPipeline pipe;
+    int warm; // dispatched once (drivers that compile at the first dispatch: vk_attn.c warm_up)
 };
 
 struct vk_dev {
